@@ -111,8 +111,13 @@ class Command:
                 self,
                 "command_id",
                 stable_id(
-                    "cmd", self.tenant_id, self.link_id, self.target, self.action,
-                    self.expected_version, content_hash(self.fields),
+                    "cmd",
+                    self.tenant_id,
+                    self.link_id,
+                    self.target,
+                    self.action,
+                    self.expected_version,
+                    content_hash(self.fields),
                 ),
             )
 
@@ -144,6 +149,7 @@ def encode(envelope: Envelope) -> bytes:
 
 
 # --- validation -------------------------------------------------------------------------
+
 
 def _str(kind: str, d: Mapping[str, Any], name: str, *, optional: bool = False) -> str | None:
     v = d.get(name)

@@ -19,8 +19,9 @@ class TransientError(ConnectorError):
     """Worth retrying later: throttling (429, REQUEST_LIMIT_EXCEEDED), 503/504, timeouts.
     `retry_after` is the server's advice in seconds, when it gave one."""
 
-    def __init__(self, message: str, *, retry_after: float | None = None, status: int | None = None,
-                 code: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, retry_after: float | None = None, status: int | None = None, code: str | None = None
+    ) -> None:
         super().__init__(message, status=status, code=code)
         self.retry_after = retry_after
 

@@ -1,0 +1,350 @@
+"""The Kafka bus: aiokafka with idempotent/transactional producers and read_committed
+consumers. Security settings (SASL, TLS) are passed through from `KafkaSettings`."""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import aiokafka
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import ProducerFenced as _KafkaProducerFenced
+from aiokafka.helpers import create_ssl_context
+
+from services.core.bus.base import (
+    AssignCallback,
+    Bus,
+    BusError,
+    Consumer,
+    Message,
+    OffsetReset,
+    Producer,
+    ProducerFenced,
+    RecordMetadata,
+    TopicPartition,
+    TopicSpec,
+)
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class KafkaSettings:
+    bootstrap_servers: str
+    security_protocol: str = "PLAINTEXT"  # PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL
+    sasl_mechanism: str | None = None  # PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512
+    sasl_username: str | None = None
+    # The password itself, already resolved from a secret reference; never logged.
+    sasl_password: str | None = None
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    client_id: str = "exsf"
+    replication_factor: int = 1
+    request_timeout_ms: int = 30000
+
+    def __repr__(self) -> str:  # keep the password out of any repr
+        return (
+            f"KafkaSettings(bootstrap_servers={self.bootstrap_servers!r}, security_protocol={self.security_protocol!r})"
+        )
+
+    def common(self) -> dict[str, Any]:
+        kw: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap_servers,
+            "security_protocol": self.security_protocol,
+            "client_id": self.client_id,
+            "request_timeout_ms": self.request_timeout_ms,
+        }
+        if self.security_protocol in ("SSL", "SASL_SSL"):
+            ctx: ssl.SSLContext = create_ssl_context(
+                cafile=self.ssl_cafile, certfile=self.ssl_certfile, keyfile=self.ssl_keyfile
+            )
+            kw["ssl_context"] = ctx
+        if self.sasl_mechanism:
+            kw["sasl_mechanism"] = self.sasl_mechanism
+            kw["sasl_plain_username"] = self.sasl_username
+            kw["sasl_plain_password"] = self.sasl_password
+        return kw
+
+
+def _tp(tp: TopicPartition) -> aiokafka.TopicPartition:
+    return aiokafka.TopicPartition(tp.topic, tp.partition)
+
+
+def _ours(tp: aiokafka.TopicPartition) -> TopicPartition:
+    return TopicPartition(tp.topic, tp.partition)
+
+
+class KafkaBus(Bus):
+    name = "kafka"
+
+    def __init__(self, settings: KafkaSettings) -> None:
+        self.settings = settings
+        self._admin: AIOKafkaAdminClient | None = None
+        self._meta: AIOKafkaConsumer | None = None
+        self._partitions: dict[str, int] = {}
+
+    async def start(self) -> None:
+        if self._admin is not None:
+            return
+        self._admin = AIOKafkaAdminClient(**self.settings.common())
+        await self._admin.start()
+        # A group-less consumer answers metadata and offset look-ups.
+        self._meta = AIOKafkaConsumer(
+            isolation_level="read_committed", enable_auto_commit=False, **self.settings.common()
+        )
+        await self._meta.start()
+
+    async def stop(self) -> None:
+        if self._meta is not None:
+            await self._meta.stop()
+            self._meta = None
+        if self._admin is not None:
+            await self._admin.close()
+            self._admin = None
+
+    def _need(self) -> tuple[AIOKafkaAdminClient, AIOKafkaConsumer]:
+        if self._admin is None or self._meta is None:
+            raise BusError("kafka bus is not started")
+        return self._admin, self._meta
+
+    async def create_topics(self, specs: Iterable[TopicSpec]) -> list[str]:
+        admin, _ = self._need()
+        existing = set(await admin.list_topics())
+        created = []
+        for s in specs:
+            if s.name in existing:
+                continue
+            configs = {"cleanup.policy": "compact" if s.compacted else "delete"}
+            if s.retention_ms is not None:
+                configs["retention.ms"] = str(s.retention_ms)
+            try:
+                await admin.create_topics(
+                    [NewTopic(s.name, s.partitions, self.settings.replication_factor, topic_configs=configs)]
+                )
+                created.append(s.name)
+            except TopicAlreadyExistsError:
+                pass  # created concurrently by another instance: fine, the call is idempotent
+        return created
+
+    async def partitions_for(self, topic: str) -> int:
+        n = self._partitions.get(topic)
+        if n is not None:
+            return n
+        _, meta = self._need()
+        parts = None
+        for _ in range(3):
+            parts = await meta._client.fetch_all_metadata()
+            ps = parts.partitions_for_topic(topic)
+            if ps:
+                n = self._partitions[topic] = len(ps)
+                return n
+        raise BusError(f"unknown topic {topic!r} (run `exsf topics create`)")
+
+    async def end_offsets(self, tps: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
+        _, meta = self._need()
+        tps = list(tps)
+        if not tps:
+            return {}
+        res = await meta.end_offsets([_tp(t) for t in tps])
+        return {_ours(k): v for k, v in res.items()}
+
+    async def offsets_for_times(self, topic: str, timestamp_ms: int) -> dict[TopicPartition, int | None]:
+        _, meta = self._need()
+        n = await self.partitions_for(topic)
+        res = await meta.offsets_for_times({aiokafka.TopicPartition(topic, p): timestamp_ms for p in range(n)})
+        return {_ours(k): (v.offset if v is not None else None) for k, v in res.items()}
+
+    def producer(self, *, transactional_id: str | None = None) -> Producer:
+        return KafkaProducer(self.settings, transactional_id)
+
+    def consumer(
+        self,
+        topics: Sequence[str],
+        *,
+        group_id: str | None,
+        on_assigned: AssignCallback | None = None,
+        on_revoked: AssignCallback | None = None,
+        auto_offset_reset: OffsetReset = "earliest",
+        assign: Iterable[TopicPartition] | None = None,
+    ) -> Consumer:
+        return KafkaConsumer(
+            self.settings,
+            list(topics),
+            group_id,
+            on_assigned,
+            on_revoked,
+            auto_offset_reset,
+            list(assign) if assign is not None else None,
+        )
+
+
+class KafkaProducer(Producer):
+    def __init__(self, settings: KafkaSettings, transactional_id: str | None) -> None:
+        self._p = AIOKafkaProducer(
+            enable_idempotence=True,
+            acks="all",
+            transactional_id=transactional_id,
+            linger_ms=5,
+            max_batch_size=1024 * 1024,
+            **settings.common(),
+        )
+
+    async def start(self) -> None:
+        # For a transactional id this also fences any older producer with the same id.
+        await self._p.start()
+
+    async def stop(self) -> None:
+        await self._p.stop()
+
+    async def send(
+        self,
+        topic: str,
+        value: bytes | None,
+        *,
+        key: bytes | None = None,
+        partition: int | None = None,
+        headers: Sequence[tuple[str, bytes]] = (),
+        timestamp_ms: int | None = None,
+    ) -> None:
+        try:
+            await self._p.send(
+                topic, value, key=key, partition=partition, headers=list(headers) or None, timestamp_ms=timestamp_ms
+            )
+        except _KafkaProducerFenced as exc:
+            raise ProducerFenced(str(exc)) from exc
+
+    async def send_and_wait(
+        self,
+        topic: str,
+        value: bytes | None,
+        *,
+        key: bytes | None = None,
+        partition: int | None = None,
+        headers: Sequence[tuple[str, bytes]] = (),
+        timestamp_ms: int | None = None,
+    ) -> RecordMetadata:
+        md = await self._p.send_and_wait(
+            topic, value, key=key, partition=partition, headers=list(headers) or None, timestamp_ms=timestamp_ms
+        )
+        return RecordMetadata(md.topic, md.partition, md.offset)
+
+    async def begin_transaction(self) -> None:
+        await self._p.begin_transaction()
+
+    async def commit_transaction(self) -> None:
+        try:
+            await self._p.commit_transaction()
+        except _KafkaProducerFenced as exc:
+            raise ProducerFenced(str(exc)) from exc
+
+    async def abort_transaction(self) -> None:
+        try:
+            await self._p.abort_transaction()
+        except KafkaError as exc:  # a fenced/dead producer cannot abort; the broker will
+            log.warning("bus.abort_failed", error=type(exc).__name__)
+
+    async def send_offsets_to_transaction(self, offsets: dict[TopicPartition, int], group_id: str) -> None:
+        try:
+            await self._p.send_offsets_to_transaction({_tp(k): v for k, v in offsets.items()}, group_id)
+        except _KafkaProducerFenced as exc:
+            raise ProducerFenced(str(exc)) from exc
+
+
+class _Listener(ConsumerRebalanceListener):
+    def __init__(self, on_assigned: AssignCallback | None, on_revoked: AssignCallback | None) -> None:
+        self._on_assigned = on_assigned
+        self._on_revoked = on_revoked
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        if self._on_revoked and revoked:
+            await self._on_revoked({_ours(t) for t in revoked})
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        if self._on_assigned:
+            await self._on_assigned({_ours(t) for t in assigned})
+
+
+class KafkaConsumer(Consumer):
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        topics: list[str],
+        group_id: str | None,
+        on_assigned: AssignCallback | None,
+        on_revoked: AssignCallback | None,
+        reset: OffsetReset,
+        assign: list[TopicPartition] | None,
+    ) -> None:
+        self._topics = topics
+        self._assign = assign
+        self._listener = _Listener(on_assigned, on_revoked)
+        self._c = AIOKafkaConsumer(
+            group_id=group_id,
+            isolation_level="read_committed",
+            enable_auto_commit=False,
+            auto_offset_reset=reset,
+            # Rebalance quickly when a pod leaves or dies; heartbeats keep busy members in.
+            session_timeout_ms=10000,
+            heartbeat_interval_ms=1000,
+            max_poll_interval_ms=300000,
+            **settings.common(),
+        )
+
+    async def start(self) -> None:
+        await self._c.start()
+        if self._assign is not None:
+            self._c.assign([_tp(t) for t in self._assign])
+        else:
+            self._c.subscribe(self._topics, listener=self._listener)
+
+    async def stop(self) -> None:
+        # aiokafka leaves the group without calling the listener; services flush their
+        # per-partition work in on_revoked, so call it here as the embedded bus does.
+        if self._assign is None:
+            owned = self._c.assignment()
+            if owned:
+                await self._listener.on_partitions_revoked(set(owned))
+        await self._c.stop()
+
+    async def getmany(
+        self, timeout_ms: int = 1000, max_records: int | None = None
+    ) -> dict[TopicPartition, list[Message]]:
+        batch = await self._c.getmany(timeout_ms=timeout_ms, max_records=max_records)
+        return {
+            _ours(tp): [
+                Message(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp, tuple(r.headers or ()))
+                for r in recs
+            ]
+            for tp, recs in batch.items()
+        }
+
+    async def commit(self, offsets: dict[TopicPartition, int] | None = None) -> None:
+        if offsets is None:
+            await self._c.commit()
+        else:
+            await self._c.commit({_tp(k): v for k, v in offsets.items()})
+
+    def assignment(self) -> set[TopicPartition]:
+        return {_ours(t) for t in self._c.assignment()}
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self._c.seek(_tp(tp), offset)
+
+    async def position(self, tp: TopicPartition) -> int:
+        return int(await self._c.position(_tp(tp)))
+
+    async def committed(self, tp: TopicPartition) -> int | None:
+        v = await self._c.committed(_tp(tp))
+        return None if v is None else int(v)
+
+    def pause(self, *tps: TopicPartition) -> None:
+        self._c.pause(*[_tp(t) for t in tps])
+
+    def resume(self, *tps: TopicPartition) -> None:
+        self._c.resume(*[_tp(t) for t in tps])

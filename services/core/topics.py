@@ -1,0 +1,66 @@
+"""The topics of DESIGN §2, and keys that place each record on its tenant's shard.
+
+Every topic has the same partition count: a tenant's records live in partition
+`partition_for(tenant_id)` on all of them, which is what lets reconciler and writer
+instances own whole tenants.
+"""
+
+from __future__ import annotations
+
+from services.core.bus.base import TopicSpec
+from services.core.bus.partitioning import partition_for
+
+TENANTS = "exsf.tenants"
+CHANGES_EXCHANGE = "exsf.changes.exchange"
+CHANGES_SALESFORCE = "exsf.changes.salesforce"
+COMMANDS_EXCHANGE = "exsf.commands.exchange"
+COMMANDS_SALESFORCE = "exsf.commands.salesforce"
+RESULTS = "exsf.results"
+CURSORS = "exsf.cursors"
+STATE = "exsf.state"
+AUDIT = "exsf.audit"
+DEADLETTER = "exsf.deadletter"
+
+SEVEN_DAYS_MS = 7 * 24 * 3600 * 1000
+
+# name -> (compacted, retention_ms)
+_LAYOUT: dict[str, tuple[bool, int | None]] = {
+    TENANTS: (True, None),
+    CHANGES_EXCHANGE: (False, SEVEN_DAYS_MS),
+    CHANGES_SALESFORCE: (False, SEVEN_DAYS_MS),
+    COMMANDS_EXCHANGE: (False, SEVEN_DAYS_MS),
+    COMMANDS_SALESFORCE: (False, SEVEN_DAYS_MS),
+    RESULTS: (False, SEVEN_DAYS_MS),
+    CURSORS: (True, None),
+    STATE: (True, None),
+    AUDIT: (False, 30 * 24 * 3600 * 1000),
+    DEADLETTER: (False, 30 * 24 * 3600 * 1000),
+}
+
+ALL_TOPICS: tuple[str, ...] = tuple(_LAYOUT)
+
+
+def topic_specs(partitions: int, prefix: str = "") -> list[TopicSpec]:
+    """The full topic set. `prefix` lets tests and parallel demos use separate namespaces
+    on one cluster."""
+    return [
+        TopicSpec(prefix + name, partitions, compacted, retention) for name, (compacted, retention) in _LAYOUT.items()
+    ]
+
+
+def shard_of(tenant_id: str, partitions: int) -> int:
+    """The tenant's partition number on every topic. Records whose key is longer than the
+    tenant id (cursors, state) must be sent to this partition explicitly."""
+    return partition_for(tenant_key(tenant_id), partitions)
+
+
+def tenant_key(tenant_id: str) -> bytes:
+    return tenant_id.encode()
+
+
+def cursor_key(tenant_id: str, user: str, stream: str) -> bytes:
+    return f"{tenant_id}/{user}/{stream}".encode()
+
+
+def state_key(tenant_id: str, entity: str, link_id: str) -> bytes:
+    return f"{tenant_id}/{entity}/{link_id}".encode()
