@@ -10,7 +10,9 @@ from collections.abc import Awaitable, Callable
 
 from services.core.bus.base import Consumer, Message
 
-WAIT_S = 60.0  # an upper bound for a slow shared machine, not a performance claim
+WAIT_S = float(
+    __import__("os").environ.get("EXSF_TEST_WAIT_S", "60")
+)  # an upper bound for a slow shared machine, not a performance claim
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], what: str, timeout: float = WAIT_S) -> None:

@@ -1,0 +1,263 @@
+"""Exactly-once consume-transform-produce over tenant-sharded topics.
+
+The reconciler and the writer are both "read a batch of a partition, decide, write outputs
+and the consumed offsets in one transaction". This module owns that loop so the services
+only hold their decisions.
+
+Why one transactional producer per input partition: aiokafka's offset commit inside a
+transaction carries no consumer-group generation (no KIP-447), so a zombie that lost a
+partition could still commit for it. Deriving the transactional id from service and
+partition (`exsf-reconciler-7`) means the new owner's producer start fences the zombie.
+
+Failure handling:
+- a message the handler cannot process (poison) goes to the dead-letter topic with its
+  error, inside the same transaction, and the partition moves on;
+- `Backoff` from the handler (throttling) commits what is done, rewinds the partition to
+  the message that must be retried and pauses it for the advised time - no spinning;
+- a failed commit aborts, rebuilds the producer (never reuses it after an indefinite
+  error), tells the handler to drop uncommitted state, and rewinds to the batch start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import structlog
+
+from services.core.bus.base import Bus, Consumer, Message, Producer, ProducerFenced, TopicPartition
+from services.core.deadletter import deadletter_record
+from services.core.metrics import ASSIGNED_PARTITIONS, DEADLETTERS, ERRORS, MESSAGES_CONSUMED, TRANSACTION_SECONDS
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    topic: str
+    value: bytes | None
+    key: bytes | None
+    # None: the input's partition number, which keeps a tenant on its shard everywhere.
+    partition: int | None = None
+
+
+class Backoff(Exception):
+    """Raised by a handler: stop this partition here and retry this message later."""
+
+    def __init__(self, seconds: float, reason: str) -> None:
+        super().__init__(reason)
+        self.seconds = seconds
+        self.reason = reason
+
+
+class PoisonMessage(Exception):
+    """Raised by a handler for input it can never process (dead-lettered, skipped)."""
+
+
+class PartitionHandler(Protocol):
+    async def assigned(self, partition: int) -> None:
+        """Load or restore whatever the partition needs before its first message."""
+
+    async def revoked(self, partition: int) -> None:
+        """Release the partition (another instance will own it)."""
+
+    async def handle(self, partition: int, message: Message) -> list[Output]:
+        """Decide on one message. Raise PoisonMessage for bad input, Backoff to retry later;
+        any other exception is treated as poison too, with its type in the record."""
+
+    async def committed(self, partition: int) -> None:
+        """The outputs of the handled messages are durable: make pending state final."""
+
+    async def aborted(self, partition: int) -> None:
+        """The transaction failed: forget state changes made since the last commit."""
+
+
+@dataclass
+class _Partition:
+    number: int
+    producer: Producer
+    paused_until: float = 0.0
+    input_tps: set[TopicPartition] = field(default_factory=set)
+
+
+class PartitionedProcessor:
+    def __init__(
+        self,
+        bus: Bus,
+        *,
+        service: str,
+        group_id: str,
+        topics: Sequence[str],
+        handler: PartitionHandler,
+        deadletter_topic: str,
+        transactional_prefix: str | None = None,
+        max_batch: int = 500,
+    ) -> None:
+        self.bus = bus
+        self.service = service
+        self.group_id = group_id
+        self.topics = list(topics)
+        self.handler = handler
+        self.deadletter_topic = deadletter_topic
+        self.txn_prefix = transactional_prefix or f"exsf-{service}"
+        self.max_batch = max_batch
+        self._parts: dict[int, _Partition] = {}
+        self._consumer: Consumer | None = None
+        self._stopping = asyncio.Event()
+        self.processed = 0
+
+    # --- group membership ----------------------------------------------------------
+    async def _on_assigned(self, tps: set[TopicPartition]) -> None:
+        for n in sorted({tp.partition for tp in tps}):
+            part = self._parts.get(n)
+            if part is None:
+                producer = self.bus.producer(transactional_id=f"{self.txn_prefix}-{n}")
+                await producer.start()  # fences any zombie holding this partition
+                part = self._parts[n] = _Partition(n, producer)
+                await self.handler.assigned(n)
+            part.input_tps |= {tp for tp in tps if tp.partition == n}
+        ASSIGNED_PARTITIONS.labels(self.service).set(len(self._parts))
+        log.info("partitions.assigned", service=self.service, partitions=sorted(self._parts))
+
+    async def _on_revoked(self, tps: set[TopicPartition]) -> None:
+        for n in sorted({tp.partition for tp in tps}):
+            part = self._parts.get(n)
+            if part is None:
+                continue
+            part.input_tps -= tps
+            if not part.input_tps:
+                del self._parts[n]
+                await self.handler.revoked(n)
+                await part.producer.stop()
+        ASSIGNED_PARTITIONS.labels(self.service).set(len(self._parts))
+        log.info("partitions.revoked", service=self.service, partitions=sorted({tp.partition for tp in tps}))
+
+    # --- main loop -----------------------------------------------------------------
+    async def run(self) -> None:
+        consumer = self.bus.consumer(
+            self.topics, group_id=self.group_id, on_assigned=self._on_assigned, on_revoked=self._on_revoked
+        )
+        self._consumer = consumer
+        await consumer.start()
+        try:
+            while not self._stopping.is_set():
+                self._resume_due(consumer)
+                batch = await consumer.getmany(timeout_ms=500, max_records=self.max_batch)
+                by_partition: dict[int, list[Message]] = {}
+                for tp, msgs in batch.items():
+                    by_partition.setdefault(tp.partition, []).extend(msgs)
+                for n, msgs in by_partition.items():
+                    if n in self._parts:
+                        await self._process(consumer, self._parts[n], msgs)
+                    else:
+                        # aiokafka can hand out records while the assignment callback is
+                        # still restoring the partition: rewind, they come back once ready.
+                        for tp in {m.tp for m in msgs} & consumer.assignment():
+                            consumer.seek(tp, min(m.offset for m in msgs if m.tp == tp))
+        finally:
+            await consumer.stop()
+            self._consumer = None
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    def _resume_due(self, consumer: Consumer) -> None:
+        now = time.monotonic()
+        for part in self._parts.values():
+            if part.paused_until and part.paused_until <= now:
+                part.paused_until = 0.0
+                consumer.resume(*part.input_tps)
+
+    async def _process(self, consumer: Consumer, part: _Partition, msgs: list[Message]) -> None:
+        # Interleave topics by timestamp so e.g. a result and a change of one tenant are
+        # seen in the order they were produced.
+        msgs.sort(key=lambda m: (m.timestamp_ms, m.topic, m.offset))
+        start: dict[TopicPartition, int] = {}
+        for m in msgs:
+            start.setdefault(m.tp, m.offset)
+        outputs: list[Output] = []
+        done: dict[TopicPartition, int] = {}
+        backoff: Backoff | None = None
+        retry_from: dict[TopicPartition, int] = {}
+        for m in msgs:
+            if m.tp in retry_from:
+                continue  # this input is rewound: keep its order
+            try:
+                outputs.extend(await self.handler.handle(part.number, m))
+            except Backoff as b:
+                backoff = b if backoff is None or b.seconds > backoff.seconds else backoff
+                retry_from[m.tp] = m.offset
+                continue
+            except Exception as exc:  # poison: record it, never stall the partition
+                reason = type(exc).__name__ if not isinstance(exc, PoisonMessage) else "poison"
+                DEADLETTERS.labels(self.service, reason).inc()
+                log.error(
+                    "message.deadlettered",
+                    service=self.service,
+                    topic=m.topic,
+                    partition=m.partition,
+                    offset=m.offset,
+                    error=f"{type(exc).__name__}: {exc}",
+                )
+                outputs.append(Output(self.deadletter_topic, deadletter_record(self.service, exc, m), m.key))
+            done[m.tp] = m.offset + 1
+            MESSAGES_CONSUMED.labels(self.service, m.topic).inc()
+        ok = await self._commit(part, outputs, done)
+        if not ok:
+            for tp, off in start.items():
+                consumer.seek(tp, off)
+            return
+        self.processed += len(done)
+        if backoff is not None:
+            for tp, off in retry_from.items():
+                consumer.seek(tp, off)
+            part.paused_until = time.monotonic() + backoff.seconds
+            consumer.pause(*part.input_tps)
+            log.warning(
+                "partition.backoff",
+                service=self.service,
+                partition=part.number,
+                seconds=round(backoff.seconds, 2),
+                reason=backoff.reason,
+            )
+
+    async def _commit(self, part: _Partition, outputs: list[Output], done: dict[TopicPartition, int]) -> bool:
+        if not outputs and not done:
+            return True
+        t0 = time.perf_counter()
+        try:
+            async with part.producer.transaction():
+                for o in outputs:
+                    await part.producer.send(
+                        o.topic, o.value, key=o.key, partition=part.number if o.partition is None else o.partition
+                    )
+                if done:
+                    await part.producer.send_offsets_to_transaction(done, self.group_id)
+        except ProducerFenced:
+            # Another instance owns this partition now; the rebalance will revoke it here.
+            ERRORS.labels(self.service, "fenced").inc()
+            log.warning("partition.fenced", service=self.service, partition=part.number)
+            await self.handler.aborted(part.number)
+            return False
+        except Exception as exc:
+            ERRORS.labels(self.service, "transaction").inc()
+            log.error(
+                "transaction.failed", service=self.service, partition=part.number, error=f"{type(exc).__name__}: {exc}"
+            )
+            await self.handler.aborted(part.number)
+            await self._renew_producer(part)
+            return False
+        TRANSACTION_SECONDS.labels(self.service).observe(time.perf_counter() - t0)
+        await self.handler.committed(part.number)
+        return True
+
+    async def _renew_producer(self, part: _Partition) -> None:
+        try:
+            await part.producer.stop()
+        except Exception as exc:  # a broken producer may fail to stop; it is discarded anyway
+            log.warning("producer.stop_failed", error=type(exc).__name__)
+        part.producer = self.bus.producer(transactional_id=f"{self.txn_prefix}-{part.number}")
+        await part.producer.start()
