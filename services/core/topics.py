@@ -7,6 +7,8 @@ instances own whole tenants.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, fields
+
 from services.core.bus.base import TopicSpec
 from services.core.bus.partitioning import partition_for
 
@@ -64,3 +66,30 @@ def cursor_key(tenant_id: str, user: str, stream: str) -> bytes:
 
 def state_key(tenant_id: str, entity: str, link_id: str) -> bytes:
     return f"{tenant_id}/{entity}/{link_id}".encode()
+
+
+@dataclass(frozen=True)
+class Topics:
+    """Topic names as one service instance sees them (with the configured prefix), so
+    tests and side-by-side demos can share a cluster without seeing each other."""
+
+    tenants: str = TENANTS
+    changes_exchange: str = CHANGES_EXCHANGE
+    changes_salesforce: str = CHANGES_SALESFORCE
+    commands_exchange: str = COMMANDS_EXCHANGE
+    commands_salesforce: str = COMMANDS_SALESFORCE
+    results: str = RESULTS
+    cursors: str = CURSORS
+    state: str = STATE
+    audit: str = AUDIT
+    deadletter: str = DEADLETTER
+
+    @classmethod
+    def with_prefix(cls, prefix: str) -> Topics:
+        return cls(**{f.name: prefix + getattr(cls, f.name) for f in fields(cls)})
+
+    def commands_for(self, target: str) -> str:
+        return self.commands_exchange if target == "exchange" else self.commands_salesforce
+
+    def changes_from(self, source: str) -> str:
+        return self.changes_exchange if source == "exchange" else self.changes_salesforce
