@@ -57,6 +57,25 @@ class PoisonMessage(Exception):
     """Raised by a handler for input it can never process (dead-lettered, skipped)."""
 
 
+@dataclass
+class BatchOutcome:
+    """What a batch handler did with a batch: outputs to commit, and where to resume.
+
+    Inputs at or after `retry_from[tp]` are not committed and are read again after
+    `backoff_s` (the partition is paused meanwhile)."""
+
+    outputs: list[Output]
+    retry_from: dict[TopicPartition, int] = field(default_factory=dict)
+    backoff_s: float = 0.0
+    reason: str = ""
+
+
+class BatchHandler(Protocol):
+    """Alternative to `handle` for handlers that batch external calls (the writer)."""
+
+    async def handle_batch(self, partition: int, messages: list[Message]) -> BatchOutcome: ...
+
+
 class PartitionHandler(Protocol):
     async def assigned(self, partition: int) -> None:
         """Load or restore whatever the partition needs before its first message."""
@@ -182,6 +201,18 @@ class PartitionedProcessor:
         done: dict[TopicPartition, int] = {}
         backoff: Backoff | None = None
         retry_from: dict[TopicPartition, int] = {}
+        batch_handler = getattr(self.handler, "handle_batch", None)
+        if batch_handler is not None:
+            outcome: BatchOutcome = await batch_handler(part.number, msgs)
+            outputs = list(outcome.outputs)
+            retry_from = dict(outcome.retry_from)
+            for m in msgs:
+                if m.tp not in retry_from or m.offset < retry_from[m.tp]:
+                    done[m.tp] = max(done.get(m.tp, 0), m.offset + 1)
+                    MESSAGES_CONSUMED.labels(self.service, m.topic).inc()
+            if retry_from:
+                backoff = Backoff(outcome.backoff_s, outcome.reason or "handler asked to retry")
+            msgs = []
         for m in msgs:
             if m.tp in retry_from:
                 continue  # this input is rewound: keep its order

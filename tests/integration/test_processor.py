@@ -8,7 +8,7 @@ import asyncio
 import orjson
 
 from services.core.bus.base import Bus, Message, TopicPartition, TopicSpec
-from services.core.processor import Backoff, Output, PartitionedProcessor
+from services.core.processor import Backoff, BatchOutcome, Output, PartitionedProcessor
 from tests.support.waiting import collect, eventually
 
 
@@ -123,3 +123,64 @@ async def _count(h: Upper) -> bool:
 
 async def _assigned(h: Upper) -> bool:
     return any(e[0] == "assigned" for e in h.events)
+
+
+class Batcher(Upper):
+    """Batch handler: processes everything before 'throttled', asks to retry from there once."""
+
+    def __init__(self, out_topic: str) -> None:
+        super().__init__(out_topic)
+        self.batches: list[list[bytes]] = []
+
+    async def handle_batch(self, partition: int, messages: list[Message]) -> BatchOutcome:
+        self.batches.append([m.value or b"" for m in messages])
+        outs: list[Output] = []
+        for m in messages:
+            if m.value == b"throttled" and self.backoffs_left:
+                self.backoffs_left -= 1
+                return BatchOutcome(outs, {m.tp: m.offset}, 0.2, "429")
+            if m.value != b"poison":
+                self.pending.append(m.value or b"")
+                outs.append(Output(self.out, (m.value or b"").upper(), m.key))
+        return BatchOutcome(outs)
+
+
+async def test_batch_handler_resumes_from_retry_point(bus: Bus, topic_prefix: str) -> None:
+    src, dst, dlq = topic_prefix + "in", topic_prefix + "out", topic_prefix + "dlq"
+    await bus.create_topics([TopicSpec(src, 1), TopicSpec(dst, 1), TopicSpec(dlq, 1)])
+
+    async def ready() -> bool:
+        try:
+            return all([await bus.partitions_for(t) == 1 for t in (src, dst, dlq)])
+        except Exception:
+            return False
+
+    await eventually(ready, "topics visible")
+    p = bus.producer()
+    await p.start()
+    for v in [b"a", b"throttled", b"c"]:
+        await p.send_and_wait(src, v, key=b"tenant-1")
+    await p.stop()
+    h = Batcher(dst)
+    proc = PartitionedProcessor(
+        bus,
+        service="b",
+        group_id=topic_prefix + "g",
+        topics=[src],
+        handler=h,
+        deadletter_topic=dlq,
+        transactional_prefix=topic_prefix + "b",
+    )
+    task = asyncio.create_task(proc.run())
+    try:
+        await eventually(lambda: _n(h, 3), "all committed")
+    finally:
+        proc.stop()
+        await task
+    assert h.state == [b"a", b"throttled", b"c"]
+    assert h.batches[0][:2] == [b"a", b"throttled"]
+    assert any(b[0] == b"throttled" for b in h.batches[1:]), "the retry starts at the throttled message"
+
+
+async def _n(h: Upper, n: int) -> bool:
+    return len(h.state) >= n
