@@ -65,6 +65,8 @@ def ext_expand(query: dict[str, str]) -> list[str] | None:
 
 def render_item(query: dict[str, str], it: Item, base: dict[str, Any] | None = None) -> dict[str, Any]:
     out = base if base is not None else it.render()
+    if "linkedResources" in out and "linkedresources" not in (query.get("$expand") or "").lower():
+        out.pop("linkedResources")
     wanted = ext_expand(query)
     if wanted is not None:
         props = [{"id": pid, "value": val} for key, (pid, val) in it.ext.items()

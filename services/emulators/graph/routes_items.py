@@ -47,6 +47,8 @@ def defaults_for(kind: str, payload: dict[str, Any]) -> dict[str, Any]:
         for key in ("businessPhones", "homePhones", "emailAddresses", "imAddresses", "children"):
             p.setdefault(key, [])
     elif kind == TASK:
+        if "singleValueExtendedProperties" in p:
+            raise GraphError(400, "invalidRequest", "Invalid property 'singleValueExtendedProperties' for todoTask.")
         p.setdefault("status", "notStarted")
         p.setdefault("importance", "normal")
         p.setdefault("isReminderOn", False)
@@ -208,7 +210,8 @@ def _delta(kind: str, container_of: ContainerOf) -> Callable[[Ctx], Any]:
 async def _move(ctx: Ctx) -> Resp:
     mb = mailbox_of(ctx)
     it = mb.item(ctx.params["id"], MESSAGE)
-    dest = ctx.json().get("destinationId")
+    # The SDK sends the action parameter as "DestinationId"; Graph matches it case-insensitively.
+    dest = next((v for k, v in ctx.json().items() if k.lower() == "destinationid"), None)
     if not isinstance(dest, str) or not dest:
         raise GraphError(400, "ErrorInvalidIdMalformed", "destinationId is required.")
     moved = ctx.state.store.move_item(mb, it, dest, keep_id=immutable_ids(ctx))
