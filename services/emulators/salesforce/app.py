@@ -11,8 +11,8 @@ from aiohttp import web
 
 from services.emulators.salesforce.admin import AdminApi
 from services.emulators.salesforce.cdc import ChangeEventBus
-from services.emulators.salesforce.composite import CollectionsApi
 from services.emulators.salesforce.cometd import CometdServer
+from services.emulators.salesforce.composite import CollectionsApi
 from services.emulators.salesforce.config import SalesforceEmulatorConfig
 from services.emulators.salesforce.faults import Counters, Faults
 from services.emulators.salesforce.http import RestGate
