@@ -59,13 +59,16 @@ class SalesforceEmulator:
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
-        app["emulator"] = self
+        app[EMULATOR] = self
         app.router.add_post("/services/oauth2/token", self.token_endpoint.handle)
         app.router.add_post("/cometd/{version}", self.cometd.handle)
         app.router.add_routes(CollectionsApi(self.gate).routes())
         app.router.add_routes(RestApi(self.gate).routes())
         app.router.add_routes(AdminApi(self).routes())
         return app
+
+
+EMULATOR: web.AppKey[SalesforceEmulator] = web.AppKey("emulator", SalesforceEmulator)
 
 
 def create_app(users: Sequence[str], config: SalesforceEmulatorConfig | None = None) -> web.Application:
@@ -81,7 +84,7 @@ def _free_port(host: str) -> int:
 async def serve(host: str = "localhost", port: int = 0, users: Sequence[str] = ("alice@contoso.test",),
                 config: SalesforceEmulatorConfig | None = None) -> tuple[web.AppRunner, str]:
     """Start the emulator; returns the runner (call `await runner.cleanup()`) and its base URL.
-    `runner.app["emulator"]` is the `SalesforceEmulator`. Serve on a host name, not an IP:
+    `runner.app[EMULATOR]` is the `SalesforceEmulator`. Serve on a host name, not an IP:
     aiohttp's cookie jar ignores cookies from IP hosts (reference C15)."""
     app = create_app(users, config)
     runner = web.AppRunner(app, handle_signals=False)
