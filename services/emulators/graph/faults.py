@@ -57,6 +57,7 @@ class ThrottleRecord:
     retry_after: int | None
     throttled_at: float
     next_request_at: float | None = None
+    request: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -87,29 +88,42 @@ class MailboxCounters:
 class Counters:
     def __init__(self) -> None:
         self.by_mailbox: dict[str, MailboxCounters] = {}
-        # (client, mailbox) -> the record of its last 429/503 still waiting for the next request
-        self._pending: dict[tuple[str, str], ThrottleRecord] = {}
+        # (client, mailbox, request line) -> the last 429/503 sent for it, waiting for the retry.
+        # Keyed by request line too, so concurrent requests of one app don't pass for retries.
+        self._pending: dict[tuple[str, str, str], list[ThrottleRecord]] = {}
 
     def of(self, mailbox: str) -> MailboxCounters:
         return self.by_mailbox.setdefault(mailbox.lower(), MailboxCounters())
 
-    def request(self, mailbox: str, method: str, client: str) -> None:
+    def request(self, mailbox: str, method: str, client: str, path: str = "", *, is_retry: bool = False) -> None:
         c = self.of(mailbox)
         c.total += 1
         c.by_method[method.upper()] += 1
-        pending = self._pending.pop((client, mailbox.lower()), None)
-        if pending is not None:
-            pending.next_request_at = time.monotonic()
+        # A retry marked as such (kiota sends Retry-Attempt) settles the oldest open record, even
+        # one an unmarked request had provisionally settled: an identical request sent
+        # concurrently must not pass for an early retry. Unmarked requests settle provisionally.
+        waiting = self._pending.get((client, mailbox.lower(), f"{method.upper()} {path}"))
+        if not waiting:
+            return
+        now = time.monotonic()
+        if is_retry:
+            waiting.pop(0).next_request_at = now
+            return
+        first_open = next((r for r in waiting if r.next_request_at is None), None)
+        if first_open is not None:
+            first_open.next_request_at = now
 
-    def rejected(self, mailbox: str, client: str, status: int, retry_after: int | None) -> None:
+    def rejected(self, mailbox: str, client: str, status: int, retry_after: int | None, method: str = "",
+                 path: str = "") -> None:
         c = self.of(mailbox)
         if status == 429:
             c.throttled += 1
         else:
             c.unavailable += 1
-        rec = ThrottleRecord(client, mailbox.lower(), status, retry_after, time.monotonic())
+        rec = ThrottleRecord(client, mailbox.lower(), status, retry_after, time.monotonic(),
+                             request=f"{method.upper()} {path}")
         c.throttle_log.append(rec)
-        self._pending[(client, mailbox.lower())] = rec
+        self._pending.setdefault((client, mailbox.lower(), f"{method.upper()} {path}"), []).append(rec)
 
     def batch(self, mailboxes: set[str]) -> None:
         for mb in mailboxes | {GLOBAL}:
