@@ -1,0 +1,824 @@
+"""Static checks of the Kubernetes deployment in deploy/k8s (no cluster, no kustomize binary).
+
+Every check is a function returning a list of problems computed from the manifests; the
+tests assert the list is empty, and `test_check_detects_mutation` breaks a copy of the
+manifests in one way per check to show the check can fail.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import pytest
+import yaml
+
+from services.cli_services import SERVICES
+from services.core.topics import ALL_TOPICS, topic_specs
+
+K8S = Path(__file__).resolve().parents[2] / "deploy" / "k8s"
+BASE = K8S / "base"
+OVERLAY = K8S / "overlays" / "example"
+
+# Input topics per consumer service (its consumer group is exsf-<service>): what KEDA scales on.
+CONSUMED = {
+    "reconciler": {"exsf.changes.exchange", "exsf.changes.salesforce", "exsf.results"},
+    "writer": {"exsf.commands.exchange", "exsf.commands.salesforce"},
+}
+# Services that call Graph / Salesforce and so resolve tenant secret references.
+TENANT_SECRET_USERS = {"ingest-exchange", "ingest-salesforce", "writer"}
+TENANT_SECRETS_DIR = "/var/run/secrets/exsf/tenants"
+SECRETISH = re.compile(r"PASSWORD|SECRET|TOKEN|CREDENTIAL|PRIVATE", re.IGNORECASE)
+SECRET_VALUE = re.compile(r"-----BEGIN|\beyJ[\w-]{10,}\.|^literal:|password=|://[^/\s:@]+:[^/\s@]+@", re.IGNORECASE)
+KUSTOMIZATION_NAMES = {"kustomization.yaml", "kustomization.yml", "Kustomization"}
+
+
+# --- loading -----------------------------------------------------------------------------
+
+
+@dataclass
+class Tree:
+    files: dict[Path, list[Any]]  # every YAML file under deploy/k8s -> its documents
+
+    def kustomizations(self) -> dict[Path, dict[str, Any]]:
+        return {p.parent: docs[0] for p, docs in self.files.items() if p.name in KUSTOMIZATION_NAMES}
+
+
+def load_tree(root: Path = K8S) -> Tree:
+    paths = sorted(p for p in root.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file())
+    files: dict[Path, list[Any]] = {}
+    for p in paths:
+        with p.open() as fh:
+            files[p.resolve()] = [d for d in yaml.safe_load_all(fh) if d is not None]
+    return Tree(files)
+
+
+@pytest.fixture(scope="module")
+def tree() -> Tree:
+    return load_tree()
+
+
+def _resource_paths(kdir: Path, k: dict[str, Any]) -> list[Path]:
+    return [(kdir / e).resolve() for e in k.get("resources") or []]
+
+
+def _patch_paths(kdir: Path, k: dict[str, Any]) -> list[Path]:
+    out = [(kdir / p["path"]).resolve() for p in k.get("patches") or [] if "path" in p]
+    out += [(kdir / p).resolve() for p in k.get("patchesStrategicMerge") or [] if isinstance(p, str)]
+    out += [(kdir / p["path"]).resolve() for p in k.get("patchesJson6902") or [] if "path" in p]
+    return out
+
+
+def _literals(gen: dict[str, Any]) -> dict[str, str]:
+    return dict(str(lit).split("=", 1) for lit in gen.get("literals") or [])
+
+
+def objects(t: Tree, kdir: Path) -> list[dict[str, Any]]:
+    """The resources a kustomization builds, without patches/transformers, plus its
+    configMapGenerator output (merged with the bases' for behavior: merge)."""
+    k = t.kustomizations()[kdir]
+    out: list[dict[str, Any]] = []
+    for p in _resource_paths(kdir, k):
+        if p in t.kustomizations():
+            out += objects(t, p)
+        else:
+            out += [d for d in t.files.get(p, []) if isinstance(d, dict)]
+    for gen in k.get("configMapGenerator") or []:
+        existing = [o for o in out if o.get("kind") == "ConfigMap" and o["metadata"]["name"] == gen["name"]]
+        if gen.get("behavior") == "merge" and existing:
+            existing[0]["data"] = {**existing[0]["data"], **_literals(gen)}
+        else:
+            out.append({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": gen["name"]},
+                        "data": _literals(gen)})
+    return copy.deepcopy(out)
+
+
+def of_kind(objs: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
+    return {o["metadata"]["name"]: o for o in objs if o.get("kind") == kind}
+
+
+def config(objs: list[dict[str, Any]]) -> dict[str, str]:
+    return {k: str(v) for k, v in of_kind(objs, "ConfigMap")["exsf-config"].get("data", {}).items()}
+
+
+def partitions(objs: list[dict[str, Any]]) -> int:
+    return int(config(objs)["EXSF_PARTITIONS"])
+
+
+def selects(match_labels: dict[str, str] | None, labels: dict[str, str]) -> bool:
+    return bool(match_labels) and all(labels.get(k) == v for k, v in (match_labels or {}).items())
+
+
+def pod_labels(dep: dict[str, Any]) -> dict[str, str]:
+    return dep["spec"]["template"]["metadata"].get("labels", {})
+
+
+def container(dep: dict[str, Any]) -> dict[str, Any]:
+    containers = dep["spec"]["template"]["spec"]["containers"]
+    return containers[0]
+
+
+def service_of(dep: dict[str, Any]) -> str | None:
+    cmd = container(dep).get("command") or []
+    return cmd[2] if len(cmd) == 3 and cmd[:2] == ["exsf", "run"] else None
+
+
+def env_of(dep: dict[str, Any], objs: list[dict[str, Any]]) -> dict[str, str]:
+    """The container's effective literal environment: envFrom ConfigMaps, then env."""
+    c = container(dep)
+    out: dict[str, str] = {}
+    cms = of_kind(objs, "ConfigMap")
+    for ef in c.get("envFrom") or []:
+        ref = (ef.get("configMapRef") or {}).get("name")
+        if ref in cms:
+            out.update({k: str(v) for k, v in cms[ref].get("data", {}).items()})
+    for e in c.get("env") or []:
+        if "value" in e:
+            out[e["name"]] = str(e["value"])
+    return out
+
+
+def named_port(dep: dict[str, Any], name: str) -> int | None:
+    for p in container(dep).get("ports") or []:
+        if p.get("name") == name:
+            return int(p["containerPort"])
+    return None
+
+
+_UNITS = {"": 1, "m": 1e-3, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "k": 1e3, "M": 1e6, "G": 1e9}
+
+
+def quantity(q: Any) -> float:
+    m = re.fullmatch(r"([0-9.]+)([A-Za-z]*)", str(q))
+    assert m and m.group(2) in _UNITS, f"bad quantity {q!r}"
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+def secret_volume_files(dep: dict[str, Any]) -> dict[str, tuple[str, set[str] | None]]:
+    """mountPath -> (secret name, file names or None for every key) of Secret volumes."""
+    spec = dep["spec"]["template"]["spec"]
+    vols = {v["name"]: v for v in spec.get("volumes") or []}
+    out: dict[str, tuple[str, set[str] | None]] = {}
+    for m in container(dep).get("volumeMounts") or []:
+        sec = vols.get(m["name"], {}).get("secret")
+        if sec:
+            items = sec.get("items")
+            out[m["mountPath"].rstrip("/")] = (sec["secretName"], {i["path"] for i in items} if items else None)
+    return out
+
+
+def file_is_mounted(dep: dict[str, Any], path: str) -> bool:
+    parent, _, name = path.rpartition("/")
+    mounted = secret_volume_files(dep).get(parent)
+    return mounted is not None and (mounted[1] is None or name in mounted[1])
+
+
+# --- checks ------------------------------------------------------------------------------
+
+
+def kustomization_problems(t: Tree) -> list[str]:
+    problems: list[str] = []
+    ks = t.kustomizations()
+    if BASE.resolve() not in ks or OVERLAY.resolve() not in ks:
+        problems.append("deploy/k8s/base and deploy/k8s/overlays/example need a kustomization.yaml")
+    listed: set[Path] = set()
+    for kdir, k in ks.items():
+        for p in _resource_paths(kdir, k):
+            if p.suffix in (".yaml", ".yml"):
+                if p not in t.files:
+                    problems.append(f"{kdir.name}/kustomization.yaml lists missing file {p}")
+            elif p not in ks:
+                problems.append(f"{kdir.name}/kustomization.yaml lists {p}, which is no kustomization")
+            listed.add(p)
+        for p in _patch_paths(kdir, k):
+            if p not in t.files:
+                problems.append(f"{kdir.name}/kustomization.yaml lists missing patch {p}")
+            listed.add(p)
+    for p in t.files:
+        if p.name not in KUSTOMIZATION_NAMES and p not in listed:
+            problems.append(f"{p} is not listed in any kustomization.yaml")
+    return problems
+
+
+def deployment_problems(t: Tree) -> list[str]:
+    objs = objects(t, BASE.resolve())
+    problems: list[str] = []
+    deps = of_kind(objs, "Deployment")
+    pdbs = of_kind(objs, "PodDisruptionBudget")
+    cms = of_kind(objs, "ConfigMap")
+    services = [service_of(d) for d in deps.values()]
+    if sorted(s for s in services if s) != sorted(SERVICES):
+        problems.append(f"one Deployment per service {sorted(SERVICES)} expected, commands run {services}")
+    for name, dep in deps.items():
+        c = container(dep)
+        pod = dep["spec"]["template"]["spec"]
+        labels = pod_labels(dep)
+        svc = service_of(dep)
+        if svc not in SERVICES:
+            problems.append(f"{name}: command {c.get('command')} is not `exsf run <service>`")
+        if not selects(dep["spec"]["selector"].get("matchLabels"), labels):
+            problems.append(f"{name}: selector does not select its pod template")
+        env = env_of(dep, objs)
+        for ef in c.get("envFrom") or []:
+            ref = (ef.get("configMapRef") or {}).get("name")
+            if ref not in cms:
+                problems.append(f"{name}: envFrom references unknown ConfigMap {ref}")
+        metrics = named_port(dep, "metrics")
+        if metrics is None or env.get("EXSF_SIDE_PORT") != str(metrics):
+            side = env.get("EXSF_SIDE_PORT")
+            problems.append(f"{name}: port `metrics` ({metrics}) must equal EXSF_SIDE_PORT ({side})")
+        for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
+            get = (c.get(probe) or {}).get("httpGet") or {}
+            if get.get("path") != path or get.get("port") != "metrics":
+                problems.append(f"{name}: {probe} must GET {path} on port `metrics`, has {get}")
+        if svc == "reconciler":
+            get = (c.get("startupProbe") or {}).get("httpGet") or {}
+            if get.get("port") != "metrics" or get.get("path") not in ("/healthz", "/readyz"):
+                problems.append(f"{name}: the reconciler restores state and needs a startupProbe")
+        res = c.get("resources") or {}
+        for kind in ("cpu", "memory"):
+            req, lim = (res.get("requests") or {}).get(kind), (res.get("limits") or {}).get(kind)
+            if req is None or lim is None:
+                problems.append(f"{name}: resources.requests and .limits need {kind}")
+            elif quantity(req) > quantity(lim):
+                problems.append(f"{name}: {kind} request {req} exceeds limit {lim}")
+        sc, psc = c.get("securityContext") or {}, pod.get("securityContext") or {}
+        if not (sc.get("runAsNonRoot") or psc.get("runAsNonRoot")):
+            problems.append(f"{name}: runAsNonRoot missing")
+        if sc.get("readOnlyRootFilesystem") is not True:
+            problems.append(f"{name}: readOnlyRootFilesystem must be true")
+        if sc.get("allowPrivilegeEscalation") is not False:
+            problems.append(f"{name}: allowPrivilegeEscalation must be false")
+        if "ALL" not in ((sc.get("capabilities") or {}).get("drop") or []):
+            problems.append(f"{name}: capabilities must drop ALL")
+        seccomp = (sc.get("seccompProfile") or psc.get("seccompProfile") or {}).get("type")
+        if seccomp != "RuntimeDefault":
+            problems.append(f"{name}: seccompProfile must be RuntimeDefault, is {seccomp}")
+        if int(pod.get("terminationGracePeriodSeconds", 30)) < 55:
+            problems.append(f"{name}: terminationGracePeriodSeconds must cover the 50 s drain")
+        ann = dep["spec"]["template"]["metadata"].get("annotations") or {}
+        if ann.get("prometheus.io/scrape") != "true" or ann.get("prometheus.io/port") != str(metrics):
+            problems.append(f"{name}: prometheus scrape annotations must point at the metrics port")
+        tsc = pod.get("topologySpreadConstraints") or []
+        if not tsc or not all(selects(x.get("labelSelector", {}).get("matchLabels"), labels) for x in tsc):
+            problems.append(f"{name}: topologySpreadConstraints missing or not selecting its pods")
+        vols = {v["name"]: v for v in pod.get("volumes") or []}
+        mounts = {m["mountPath"]: m["name"] for m in c.get("volumeMounts") or []}
+        for path, vol in mounts.items():
+            if vol not in vols:
+                problems.append(f"{name}: mount {path} uses undefined volume {vol}")
+        if "emptyDir" not in vols.get(mounts.get("/tmp", ""), {}):
+            problems.append(f"{name}: /tmp must be a writable emptyDir")
+        if svc == "reconciler":
+            state = env.get("EXSF_STATE_DIR")
+            if state is None or "emptyDir" not in vols.get(mounts.get(state, ""), {}):
+                problems.append(f"{name}: EXSF_STATE_DIR ({state}) must be an emptyDir mount")
+        for key, value in env.items():
+            if value.startswith("file:") and not file_is_mounted(dep, value[5:]):
+                problems.append(f"{name}: {key}={value} is not a file of a mounted Secret")
+            if key.endswith("FILE") and value.startswith("/") and not file_is_mounted(dep, value):
+                problems.append(f"{name}: {key}={value} is not a file of a mounted Secret")
+        tenants = secret_volume_files(dep).get(TENANT_SECRETS_DIR)
+        if svc in TENANT_SECRET_USERS and (tenants is None or tenants[0] != "exsf-tenant-secrets"):
+            problems.append(f"{name}: Secret exsf-tenant-secrets must be mounted at {TENANT_SECRETS_DIR}")
+        matching = [p for p in pdbs.values() if selects(p["spec"].get("selector", {}).get("matchLabels"), labels)]
+        if len(matching) != 1 or matching[0]["spec"].get("maxUnavailable") != 1:
+            problems.append(f"{name}: needs exactly one PodDisruptionBudget with maxUnavailable 1")
+    for pname, pdb in pdbs.items():
+        if not any(selects(pdb["spec"].get("selector", {}).get("matchLabels"), pod_labels(d)) for d in deps.values()):
+            problems.append(f"PodDisruptionBudget {pname} selects no Deployment")
+    return problems
+
+
+def _strings(node: Any, where: str) -> Iterator[tuple[str, str]]:
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from _strings(v, f"{where}.{k}")
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from _strings(v, f"{where}[{i}]")
+    elif isinstance(node, str):
+        yield where, node
+
+
+def _named_value_problem(where: str, name: str, value: str) -> str | None:
+    if SECRETISH.search(name) and not (name.endswith("_REF") and value.startswith(("file:", "env:"))):
+        return f"{where}: {name} looks like a secret: it must be a *_REF to file: or env:, not a value"
+    return None
+
+
+def secret_problems(t: Tree) -> list[str]:
+    problems: list[str] = []
+    for path, docs in t.files.items():
+        for doc in docs:
+            for where, s in _strings(doc, path.name):
+                if SECRET_VALUE.search(s):
+                    problems.append(f"{where}: value looks like a secret")
+            if not isinstance(doc, dict):
+                continue
+            if doc.get("kind") == "Secret" and (doc.get("data") or doc.get("stringData")):
+                problems.append(f"{path.name}: Secret {doc['metadata']['name']} carries data in git")
+            if doc.get("kind") == "ConfigMap":
+                for k, v in (doc.get("data") or {}).items():
+                    problems.append(_named_value_problem(path.name, k, str(v)) or "")
+            for spec in _pod_specs(doc):
+                for c in spec.get("containers", []) + spec.get("initContainers", []):
+                    for e in c.get("env") or []:
+                        if "value" in e:
+                            problems.append(_named_value_problem(path.name, e["name"], str(e["value"])) or "")
+                        elif "secretKeyRef" in (e.get("valueFrom") or {}):
+                            problems.append(f"{path.name}: env {e['name']} from a Secret: mount it as a file")
+                    if any("secretRef" in ef for ef in c.get("envFrom") or []):
+                        problems.append(f"{path.name}: envFrom a Secret: mount it as files")
+    for kdir, k in t.kustomizations().items():
+        if k.get("secretGenerator"):
+            problems.append(f"{kdir.name}/kustomization.yaml: secretGenerator puts secret values in git")
+        for gen in k.get("configMapGenerator") or []:
+            for key, value in _literals(gen).items():
+                problems.append(_named_value_problem(f"{kdir.name}/kustomization.yaml", key, value) or "")
+    return [p for p in problems if p]
+
+
+def _pod_specs(doc: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    spec = doc.get("spec")
+    if isinstance(spec, dict):
+        tpl = spec.get("template")
+        if isinstance(tpl, dict) and isinstance(tpl.get("spec"), dict):
+            yield tpl["spec"]
+
+
+def topic_problems(t: Tree) -> list[str]:
+    objs = objects(t, BASE.resolve())
+    problems: list[str] = []
+    topics = {o["spec"].get("topicName", o["metadata"]["name"]): o for o in objs if o.get("kind") == "KafkaTopic"}
+    if set(topics) != set(ALL_TOPICS):
+        problems.append(f"KafkaTopics {sorted(topics)} != services.core.topics.ALL_TOPICS {sorted(ALL_TOPICS)}")
+    n = partitions(objs)
+    clusters = {o["metadata"].get("labels", {}).get("strimzi.io/cluster") for o in objs
+                if o.get("apiVersion", "").startswith("kafka.strimzi.io/")}
+    if len(clusters) != 1 or None in clusters:
+        problems.append(f"Strimzi resources must name one cluster (strimzi.io/cluster), name {clusters}")
+    for spec in topic_specs(n):
+        o = topics.get(spec.name)
+        if o is None:
+            continue
+        if o.get("apiVersion") != "kafka.strimzi.io/v1beta2":
+            problems.append(f"{spec.name}: apiVersion {o.get('apiVersion')}")
+        s, cfg = o["spec"], o["spec"].get("config") or {}
+        if s.get("partitions") != spec.partitions:
+            problems.append(f"{spec.name}: partitions {s.get('partitions')} != EXSF_PARTITIONS {spec.partitions}")
+        if s.get("replicas") != 3:
+            problems.append(f"{spec.name}: replicas {s.get('replicas')} != 3")
+        policy = "compact" if spec.compacted else "delete"
+        if cfg.get("cleanup.policy") != policy:
+            problems.append(f"{spec.name}: cleanup.policy {cfg.get('cleanup.policy')} != {policy}")
+        retention = cfg.get("retention.ms")
+        if (None if retention is None else int(retention)) != spec.retention_ms:
+            problems.append(f"{spec.name}: retention.ms {retention} != {spec.retention_ms}")
+    return problems
+
+
+def _acl_allows(acls: list[dict[str, Any]], rtype: str, name: str, op: str) -> bool:
+    for acl in acls:
+        r = acl.get("resource") or {}
+        if r.get("type") != rtype or acl.get("type", "allow") != "allow":
+            continue
+        ops = set(acl.get("operations") or [acl.get("operation")])
+        pattern = r.get("patternType", "literal")
+        hit = name.startswith(r.get("name", "")) if pattern == "prefix" else r.get("name") in (name, "*")
+        if hit and (op in ops or "All" in ops or (op == "Describe" and ops & {"Read", "Write"})):
+            return True
+    return False
+
+
+def kafka_user_problems(t: Tree) -> list[str]:
+    objs = objects(t, BASE.resolve())
+    problems: list[str] = []
+    users = of_kind(objs, "KafkaUser")
+    cfg = config(objs)
+    user = users.get(cfg.get("EXSF_KAFKA_SASL_USERNAME", ""))
+    if user is None:
+        return [f"no KafkaUser named EXSF_KAFKA_SASL_USERNAME={cfg.get('EXSF_KAFKA_SASL_USERNAME')}"]
+    if (user["spec"].get("authentication") or {}).get("type") != "scram-sha-512":
+        problems.append("KafkaUser must authenticate with scram-sha-512")
+    if cfg.get("EXSF_KAFKA_SASL_MECHANISM") != "SCRAM-SHA-512" or cfg.get("EXSF_KAFKA_SECURITY_PROTOCOL") != "SASL_SSL":
+        problems.append("services must use SASL_SSL with SCRAM-SHA-512")
+    acls = (user["spec"].get("authorization") or {}).get("acls") or []
+    needed = [("topic", topic, op) for topic in ALL_TOPICS for op in ("Read", "Write", "Describe")]
+    needed += [("group", f"exsf-{svc}", "Read") for svc in SERVICES]
+    needed += [("transactionalId", f"exsf-{svc}-{p}", op) for svc in SERVICES for p in range(partitions(objs))
+               for op in ("Write", "Describe")]
+    for rtype, name, op in needed:
+        if not _acl_allows(acls, rtype, name, op):
+            problems.append(f"KafkaUser {user['metadata']['name']} lacks {op} on {rtype} {name}")
+    # The services mount the user's Strimzi secret for the password.
+    for dname, dep in of_kind(objs, "Deployment").items():
+        ref = cfg.get("EXSF_KAFKA_SASL_PASSWORD_REF", "")
+        parent = ref.removeprefix("file:").rpartition("/")[0]
+        mounted = secret_volume_files(dep).get(parent)
+        if mounted is None or mounted[0] != user["metadata"]["name"]:
+            problems.append(f"{dname}: the password file must come from the KafkaUser's Secret")
+    return problems
+
+
+def keda_problems(t: Tree) -> list[str]:
+    objs = objects(t, BASE.resolve())
+    problems: list[str] = []
+    deps = of_kind(objs, "Deployment")
+    auths = of_kind(objs, "TriggerAuthentication")
+    cfg = config(objs)
+    targets: dict[str, dict[str, Any]] = {}
+    for name, so in of_kind(objs, "ScaledObject").items():
+        ref = so["spec"]["scaleTargetRef"]
+        target = ref.get("name")
+        if ref.get("kind", "Deployment") != "Deployment" or target not in deps:
+            problems.append(f"ScaledObject {name} targets missing Deployment {target}")
+            continue
+        targets[target] = so
+        svc = service_of(deps[target])
+        if so["spec"].get("minReplicaCount", 0) < 1 or so["spec"].get("maxReplicaCount") != partitions(objs):
+            problems.append(f"ScaledObject {name}: replicas must be 1..EXSF_PARTITIONS ({partitions(objs)})")
+        topics = set()
+        for trig in so["spec"].get("triggers") or []:
+            md = trig.get("metadata") or {}
+            topics.add(md.get("topic"))
+            if trig.get("type") != "kafka" or md.get("consumerGroup") != f"exsf-{svc}":
+                problems.append(f"ScaledObject {name}: kafka trigger on consumer group exsf-{svc} expected")
+            if not str(md.get("lagThreshold", "")).isdigit() or int(md["lagThreshold"]) <= 0:
+                problems.append(f"ScaledObject {name}: lagThreshold must be a positive integer")
+            if md.get("bootstrapServersFromEnv") not in cfg and not md.get("bootstrapServers"):
+                problems.append(f"ScaledObject {name}: bootstrap servers unresolvable")
+            auth = auths.get((trig.get("authenticationRef") or {}).get("name"))
+            if auth is None:
+                problems.append(f"ScaledObject {name}: authenticationRef names no TriggerAuthentication")
+                continue
+            mounted = {sec for sec, _ in secret_volume_files(deps[target]).values()}
+            for sref in auth["spec"].get("secretTargetRef") or []:
+                if sref["name"] not in mounted:
+                    problems.append(f"TriggerAuthentication: Secret {sref['name']} is not the one {target} uses")
+            for eref in auth["spec"].get("env") or []:
+                if eref["name"] not in env_of(deps[target], objs):
+                    problems.append(f"TriggerAuthentication: env {eref['name']} not set on {target}")
+        if topics != CONSUMED.get(svc or ""):
+            problems.append(f"ScaledObject {name}: triggers on {topics}, {svc} consumes {CONSUMED.get(svc or '')}")
+    consumers = {n for n, d in deps.items() if service_of(d) in CONSUMED}
+    if set(targets) != consumers:
+        problems.append(f"ScaledObjects target {sorted(targets)}, consumer services are {sorted(consumers)}")
+    for name, dep in deps.items():
+        if name in targets and "replicas" in dep["spec"]:
+            problems.append(f"{name}: scaled by KEDA, spec.replicas would fight the HPA on every apply")
+        if name not in targets and not dep["spec"].get("replicas"):
+            problems.append(f"{name}: not autoscaled, needs a fixed spec.replicas")
+    return problems
+
+
+def _port_matches(rule_ports: list[dict[str, Any]] | None, dep: dict[str, Any], port_name: str) -> bool:
+    if not rule_ports:
+        return True
+    number = named_port(dep, port_name)
+    return any(p.get("port") in (port_name, number) for p in rule_ports)
+
+
+def network_problems(t: Tree) -> list[str]:
+    objs = objects(t, BASE.resolve())
+    problems: list[str] = []
+    policies = list(of_kind(objs, "NetworkPolicy").values())
+    bootstrap_port = int(config(objs)["KAFKA_BOOTSTRAP_SERVERS"].split(",")[0].rsplit(":", 1)[1])
+
+    def from_namespace(rule: dict[str, Any], ns: str) -> bool:
+        peers = rule.get("from") or []
+        return any((p.get("namespaceSelector") or {}).get("matchLabels", {}).get("kubernetes.io/metadata.name") == ns
+                   for p in peers)
+
+    for name, dep in of_kind(objs, "Deployment").items():
+        mine = [p for p in policies if selects(p["spec"].get("podSelector", {}).get("matchLabels"), pod_labels(dep))]
+        if not any("Ingress" in p["spec"].get("policyTypes", []) and not p["spec"].get("ingress") for p in mine):
+            problems.append(f"{name}: no default-deny ingress policy selects it")
+        ingress = [r for p in mine for r in p["spec"].get("ingress") or []]
+        if not any(from_namespace(r, "monitoring") and _port_matches(r.get("ports"), dep, "metrics") for r in ingress):
+            problems.append(f"{name}: metrics port not reachable from namespace monitoring")
+        has_webhook = named_port(dep, "webhook") is not None
+        webhook_open = any(from_namespace(r, "ingress-nginx") and _port_matches(r.get("ports"), dep, "webhook")
+                           for r in ingress if r.get("ports"))
+        if has_webhook != webhook_open:
+            problems.append(f"{name}: webhook ingress from the ingress controller must be open iff it serves one")
+        egress = [r for p in mine for r in p["spec"].get("egress") or []]
+        ports = {(p.get("port"), p.get("protocol", "TCP")) for r in egress for p in r.get("ports") or []}
+        for need in ((53, "UDP"), (bootstrap_port, "TCP"), (443, "TCP")):
+            if need not in ports:
+                problems.append(f"{name}: egress to port {need[0]}/{need[1]} not allowed")
+    return problems
+
+
+def ingress_problems(t: Tree) -> list[str]:
+    objs = objects(t, BASE.resolve())
+    problems: list[str] = []
+    services = of_kind(objs, "Service")
+    deps = of_kind(objs, "Deployment")
+    for name, ing in of_kind(objs, "Ingress").items():
+        tls_hosts = {h for tls in ing["spec"].get("tls") or [] for h in tls.get("hosts") or []}
+        paths = set()
+        for rule in ing["spec"].get("rules") or []:
+            if rule.get("host") not in tls_hosts:
+                problems.append(f"Ingress {name}: host {rule.get('host')} is not covered by TLS")
+            for p in (rule.get("http") or {}).get("paths") or []:
+                paths.add(p["path"])
+                backend = p["backend"]["service"]
+                svc = services.get(backend["name"])
+                if svc is None:
+                    problems.append(f"Ingress {name}: backend Service {backend['name']} missing")
+                    continue
+                sport = [sp for sp in svc["spec"]["ports"] if sp.get("name") == backend["port"].get("name")
+                         or sp.get("port") == backend["port"].get("number")]
+                selected = [d for d in deps.values() if selects(svc["spec"].get("selector"), pod_labels(d))]
+                if len(sport) != 1 or len(selected) != 1 or named_port(selected[0], sport[0]["targetPort"]) is None:
+                    problems.append(f"Ingress {name}: {p['path']} does not reach a named container port of one "
+                                    f"Deployment")
+                elif service_of(selected[0]) != "ingest-exchange":
+                    problems.append(f"Ingress {name}: routes to {service_of(selected[0])}, not ingest-exchange")
+        if not {"/notifications", "/lifecycle"} <= paths:
+            problems.append(f"Ingress {name}: paths {paths} must include /notifications and /lifecycle")
+    if not of_kind(objs, "Ingress"):
+        problems.append("no Ingress for the Graph webhook")
+    return problems
+
+
+def _pointer_get(doc: Any, pointer: str) -> Any:
+    for raw in pointer.lstrip("/").split("/"):
+        part = raw.replace("~1", "/").replace("~0", "~")
+        doc = doc[int(part)] if isinstance(doc, list) else doc[part]
+    return doc
+
+
+def _json6902(doc: Any, ops: list[dict[str, Any]]) -> tuple[Any, list[str]]:
+    doc, errors = copy.deepcopy(doc), []
+    for op in ops:
+        parent_ptr, _, last = op["path"].rpartition("/")
+        try:
+            parent = _pointer_get(doc, parent_ptr) if parent_ptr else doc
+            key: Any = int(last) if isinstance(parent, list) and last != "-" else last.replace("~1", "/")
+            if op["op"] in ("replace", "remove", "test"):
+                _ = parent[key]  # must exist
+            if op["op"] == "replace":
+                parent[key] = op["value"]
+            elif op["op"] == "add" and isinstance(parent, list):
+                parent.insert(len(parent) if key == "-" else key, op["value"])
+            elif op["op"] == "add":
+                parent[key] = op["value"]
+        except (KeyError, IndexError, TypeError, ValueError):
+            errors.append(f"{op['op']} {op['path']} does not resolve")
+    return doc, errors
+
+
+def overlay_problems(t: Tree, overlay: Path = OVERLAY) -> list[str]:
+    odir = overlay.resolve()
+    k = t.kustomizations()[odir]
+    base = [o for p in _resource_paths(odir, k) if p in t.kustomizations() for o in objects(t, p)]
+    problems: list[str] = []
+    if not k.get("namespace"):
+        problems.append("overlay sets no namespace")
+    if not base:
+        problems.append("overlay includes no base kustomization")
+    deps = of_kind(base, "Deployment")
+    scaled = {so["spec"]["scaleTargetRef"]["name"] for so in of_kind(base, "ScaledObject").values()}
+    images = {container(d)["image"].rsplit(":", 1)[0] for d in deps.values()}
+    for img in k.get("images") or []:
+        if img["name"] not in images:
+            problems.append(f"overlay images: {img['name']} is used by no container ({images})")
+    for r in k.get("replicas") or []:
+        if r["name"] not in deps:
+            problems.append(f"overlay replicas: no Deployment {r['name']}")
+        elif r["name"] in scaled:
+            problems.append(f"overlay replicas: {r['name']} is scaled by KEDA")
+    base_cms = of_kind(base, "ConfigMap")
+    for gen in k.get("configMapGenerator") or []:
+        if gen.get("behavior") in ("merge", "replace") and gen["name"] not in base_cms:
+            problems.append(f"overlay configMapGenerator merges into missing {gen['name']}")
+    rendered = {(o["kind"], o["metadata"]["name"]): copy.deepcopy(o) for o in base}
+    for patch in k.get("patches") or []:
+        docs = t.files.get((odir / patch["path"]).resolve(), []) if "path" in patch else \
+            [yaml.safe_load(patch["patch"])]
+        target = patch.get("target")
+        if target:
+            key = (target.get("kind"), target.get("name"))
+            if key not in rendered:
+                problems.append(f"overlay patch {patch.get('path')}: target {key} not in base")
+                continue
+            ops = docs[0] if docs and isinstance(docs[0], list) else None
+            if ops is None:
+                problems.append(f"overlay patch {patch.get('path')}: expected a JSON 6902 op list")
+                continue
+            rendered[key], errors = _json6902(rendered[key], ops)
+            problems += [f"overlay patch {patch.get('path')}: {e}" for e in errors]
+            continue
+        for doc in docs:
+            key = (doc.get("kind"), (doc.get("metadata") or {}).get("name"))
+            if key not in rendered:
+                problems.append(f"overlay patch {patch.get('path')}: {key} not in base")
+                continue
+            have = {c["name"]: c for c in _pod_spec(rendered[key]).get("containers", [])}
+            for c in _pod_spec(doc).get("containers", []):
+                if c["name"] not in have:
+                    problems.append(f"overlay patch {patch.get('path')}: {key} has no container {c['name']}")
+                    continue
+                for e in c.get("env") or []:
+                    envs = have[c["name"]].setdefault("env", [])
+                    envs[:] = [x for x in envs if x["name"] != e["name"]] + [e]
+    # The public webhook URL ingest-exchange registers with Graph is the Ingress host.
+    hosts = {r.get("host") for ing in (v for (kd, _), v in rendered.items() if kd == "Ingress")
+             for r in ing["spec"].get("rules") or []}
+    for (kind, name), obj in rendered.items():
+        if kind == "Deployment" and named_port(obj, "webhook") is not None:
+            url = env_of(obj, base).get("EXSF_WEBHOOK_PUBLIC_URL", "")
+            if urlparse(url).scheme != "https" or urlparse(url).hostname not in hosts:
+                problems.append(f"overlay: {name} EXSF_WEBHOOK_PUBLIC_URL={url!r} is not https on Ingress host {hosts}")
+    return problems
+
+
+def _pod_spec(doc: dict[str, Any]) -> dict[str, Any]:
+    return next(_pod_specs(doc), {})
+
+
+CHECKS: dict[str, Callable[[Tree], list[str]]] = {
+    "kustomization": kustomization_problems,
+    "deployments": deployment_problems,
+    "secrets": secret_problems,
+    "topics": topic_problems,
+    "kafka_user": kafka_user_problems,
+    "keda": keda_problems,
+    "network": network_problems,
+    "ingress": ingress_problems,
+    "overlay": overlay_problems,
+}
+
+
+@pytest.mark.parametrize("check", sorted(CHECKS))
+def test_manifests(tree: Tree, check: str) -> None:
+    assert CHECKS[check](tree) == []
+
+
+def test_every_yaml_file_parses_to_kubernetes_objects_or_patches(tree: Tree) -> None:
+    assert len(tree.files) >= 10
+    for path, docs in tree.files.items():
+        assert docs, f"{path} is empty"
+        for doc in docs:
+            if isinstance(doc, dict) and path.name not in KUSTOMIZATION_NAMES:
+                assert doc.get("kind") and (doc.get("metadata") or {}).get("name"), path
+
+
+# --- each check can fail -----------------------------------------------------------------
+
+
+def _file(t: Tree, *parts: str) -> list[Any]:
+    return t.files[K8S.joinpath(*parts).resolve()]
+
+
+def _doc(t: Tree, kind: str, name: str) -> dict[str, Any]:
+    return next(d for docs in t.files.values() for d in docs
+                if isinstance(d, dict) and d.get("kind") == kind and d["metadata"]["name"] == name)
+
+
+def _base_k(t: Tree) -> dict[str, Any]:
+    return t.kustomizations()[BASE.resolve()]
+
+
+def _overlay_k(t: Tree) -> dict[str, Any]:
+    return t.kustomizations()[OVERLAY.resolve()]
+
+
+def _drop_topic(t: Tree) -> None:
+    docs = _file(t, "base", "kafka-topics.yaml")
+    docs[:] = [d for d in docs if d["spec"]["topicName"] != "exsf.state"]
+
+
+def _wrong_cleanup(t: Tree) -> None:
+    _doc(t, "KafkaTopic", "exsf-cursors")["spec"]["config"]["cleanup.policy"] = "delete"
+
+
+def _drop_pdb(t: Tree) -> None:
+    docs = _file(t, "base", "pdb.yaml")
+    docs[:] = [d for d in docs if d["metadata"]["name"] != "writer"]
+
+
+def _readiness_on_other_port(t: Tree) -> None:
+    container(_doc(t, "Deployment", "writer"))["readinessProbe"]["httpGet"]["port"] = 8080
+
+
+def _unknown_command(t: Tree) -> None:
+    container(_doc(t, "Deployment", "reconciler"))["command"] = ["exsf", "run", "reconcile"]
+
+
+def _writable_root(t: Tree) -> None:
+    container(_doc(t, "Deployment", "ingest-salesforce"))["securityContext"]["readOnlyRootFilesystem"] = False
+
+
+def _secret_literal(t: Tree) -> None:
+    _base_k(t)["configMapGenerator"][0]["literals"].append("EXSF_GRAPH_CLIENT_SECRET=s3cr3t")
+
+
+def _secret_env(t: Tree) -> None:
+    container(_doc(t, "Deployment", "writer"))["env"].append({"name": "SF_PASSWORD", "value": "hunter2"})
+
+
+def _secret_with_data(t: Tree) -> None:
+    _file(t, "base", "serviceaccount.yaml").append(
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "x"}, "stringData": {"a": "b"}})
+
+
+def _scaledobject_bad_target(t: Tree) -> None:
+    _doc(t, "ScaledObject", "writer")["spec"]["scaleTargetRef"]["name"] = "writers"
+
+
+def _scaledobject_wrong_group(t: Tree) -> None:
+    _doc(t, "ScaledObject", "reconciler")["spec"]["triggers"][0]["metadata"]["consumerGroup"] = "exsf-writer"
+
+
+def _replicas_on_keda_target(t: Tree) -> None:
+    _doc(t, "Deployment", "writer")["spec"]["replicas"] = 2
+
+
+def _no_txn_acl(t: Tree) -> None:
+    acls = _doc(t, "KafkaUser", "exsf")["spec"]["authorization"]["acls"]
+    acls[:] = [a for a in acls if a["resource"]["type"] != "transactionalId"]
+
+
+def _no_webhook_policy(t: Tree) -> None:
+    docs = _file(t, "base", "networkpolicies.yaml")
+    docs[:] = [d for d in docs if d["metadata"]["name"] != "exsf-allow-webhook"]
+
+
+def _no_kafka_egress(t: Tree) -> None:
+    egress = _doc(t, "NetworkPolicy", "exsf-allow-egress")["spec"]["egress"]
+    egress[:] = [r for r in egress if all(p["port"] != 9093 for p in r["ports"])]
+
+
+def _ingress_wrong_port(t: Tree) -> None:
+    _doc(t, "Service", "ingest-exchange-webhook")["spec"]["ports"][0]["targetPort"] = "hook"
+
+
+def _unlisted_resource(t: Tree) -> None:
+    _base_k(t)["resources"].remove("pdb.yaml")
+
+
+def _missing_resource(t: Tree) -> None:
+    _base_k(t)["resources"].append("hpa.yaml")
+
+
+def _overlay_patch_unknown_target(t: Tree) -> None:
+    _file(t, "overlays", "example", "patches", "writer-resources.yaml")[0]["metadata"]["name"] = "writers"
+
+
+def _overlay_json_patch_bad_path(t: Tree) -> None:
+    _file(t, "overlays", "example", "patches", "webhook-host.yaml")[0][0]["path"] = "/spec/rules/3/host"
+
+
+def _overlay_replicas_on_keda_target(t: Tree) -> None:
+    _overlay_k(t)["replicas"].append({"name": "reconciler", "count": 3})
+
+
+def _overlay_url_mismatch(t: Tree) -> None:
+    env = _file(t, "overlays", "example", "patches", "webhook-public-url.yaml")[0]
+    env["spec"]["template"]["spec"]["containers"][0]["env"][0]["value"] = "https://other.example.com"
+
+
+MUTATIONS: dict[str, tuple[Callable[[Tree], None], str]] = {
+    "drop_topic": (_drop_topic, "topics"),
+    "wrong_cleanup": (_wrong_cleanup, "topics"),
+    "drop_pdb": (_drop_pdb, "deployments"),
+    "readiness_on_other_port": (_readiness_on_other_port, "deployments"),
+    "unknown_command": (_unknown_command, "deployments"),
+    "writable_root": (_writable_root, "deployments"),
+    "secret_literal": (_secret_literal, "secrets"),
+    "secret_env": (_secret_env, "secrets"),
+    "secret_with_data": (_secret_with_data, "secrets"),
+    "scaledobject_bad_target": (_scaledobject_bad_target, "keda"),
+    "scaledobject_wrong_group": (_scaledobject_wrong_group, "keda"),
+    "replicas_on_keda_target": (_replicas_on_keda_target, "keda"),
+    "no_txn_acl": (_no_txn_acl, "kafka_user"),
+    "no_webhook_policy": (_no_webhook_policy, "network"),
+    "no_kafka_egress": (_no_kafka_egress, "network"),
+    "ingress_wrong_port": (_ingress_wrong_port, "ingress"),
+    "unlisted_resource": (_unlisted_resource, "kustomization"),
+    "missing_resource": (_missing_resource, "kustomization"),
+    "overlay_patch_unknown_target": (_overlay_patch_unknown_target, "overlay"),
+    "overlay_json_patch_bad_path": (_overlay_json_patch_bad_path, "overlay"),
+    "overlay_replicas_on_keda_target": (_overlay_replicas_on_keda_target, "overlay"),
+    "overlay_url_mismatch": (_overlay_url_mismatch, "overlay"),
+}
+
+
+def test_every_check_has_a_mutation() -> None:
+    assert {check for _, check in MUTATIONS.values()} == set(CHECKS)
+
+
+@pytest.mark.parametrize("mutation", sorted(MUTATIONS))
+def test_check_detects_mutation(tree: Tree, mutation: str) -> None:
+    mutate, check = MUTATIONS[mutation]
+    broken = copy.deepcopy(tree)
+    mutate(broken)
+    assert CHECKS[check](broken) != []
