@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -96,7 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
         "as streaming services on Kafka.",
         epilog=BUS_HELP,
     )
-    p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
+    p.add_argument(
+        "--log-level",
+        default=os.environ.get("EXSF_LOG_LEVEL", "INFO"),
+        help="DEBUG, INFO, WARNING (default EXSF_LOG_LEVEL or INFO)",
+    )
     p.add_argument("--log-format", choices=["json", "console"], default="json", help="log format (default json)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
