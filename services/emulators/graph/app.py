@@ -91,8 +91,9 @@ async def upload_handler(request: web.Request) -> web.Response:
         return _to_web(GraphError(413, "RequestEntityTooLarge", "A chunk may be at most 4 MB.").to_resp())
     session.data.extend(chunk)
     if len(session.data) < session.size:
+        # Outlook reports the next offset without a trailing "-" (msgraph-core relies on that).
         return web.json_response({"expirationDateTime": session.expires,
-                                  "nextExpectedRanges": [f"{len(session.data)}-"]})
+                                  "nextExpectedRanges": [str(len(session.data))]})
     del state.uploads[token]
     mb = state.store.mailbox(session.mailbox)
     it = mb.item(session.message_id)
