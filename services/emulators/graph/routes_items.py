@@ -198,6 +198,14 @@ def _delta(kind: str, container_of: ContainerOf) -> Callable[[Ctx], Any]:
 
         def build(since: int, params: dict[str, str]) -> tuple[list[dict[str, Any]], int]:
             current, gone = store.changed_since(mb, cid, since)
+            # Messages delta takes a custom changeType option limiting the round to one kind of change.
+            change = (params.get("changetype") or "").lower() if kind == MESSAGE else ""
+            if change == "created":
+                current, gone = [it for it in current if it.created_seq > since], []
+            elif change == "updated":
+                current, gone = [it for it in current if it.created_seq <= since], []
+            elif change == "deleted":
+                current = []
             entries = [render_item(params, it) for it in current]
             entries += [removed_entry(ODATA_TYPE[kind], t.item.id) for t in gone]
             return entries, mb.seq

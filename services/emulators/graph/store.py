@@ -80,6 +80,7 @@ class Item:
     # Recurring series state (events): date "YYYY-MM-DD" -> override dict; cancelled dates.
     exceptions: dict[str, dict[str, Any]] = field(default_factory=dict)
     cancelled: set[str] = field(default_factory=set)
+    created_seq: int = 0  # sequence number at which the item arrived in its container
 
     @property
     def etag(self) -> str:
@@ -261,6 +262,7 @@ class Store:
         ts = now_iso()
         it = Item(id=new_id("AAMkI"), kind=kind, container=container.id, data=_clean(payload),
                   change_key=new_change_key(), created=ts, modified=ts, seq=mb.next_seq(), ext=_split_ext(payload))
+        it.created_seq = it.seq
         mb.items[it.id] = it
         self._notify(mb, it, "created")
         return it
@@ -301,6 +303,7 @@ class Store:
         moved.change_key = new_change_key()
         moved.modified = now_iso()
         moved.seq = mb.next_seq()
+        moved.created_seq = moved.seq
         mb.items[moved.id] = moved
         self._notify(mb, moved, "created")
         return moved

@@ -238,3 +238,14 @@ async def test_admin_counters_and_reset(raw: Raw) -> None:
     assert (await raw.admin.counters(MAILBOX))["total"] == 0
     _, listed, _ = await raw.call("GET", raw.user + "/contacts")
     assert listed["value"] == []
+
+
+async def test_messages_delta_change_type_option(raw: Raw) -> None:
+    folder = raw.user + "/mailFolders/inbox/messages"
+    _, old, _ = await raw.call("POST", folder, {"subject": "old"})
+    _, first, _ = await raw.call("GET", folder + "/delta()?changeType=created")
+    assert [m["id"] for m in first["value"]] == [old["id"]]
+    await raw.call("PATCH", f"{raw.user}/messages/{old['id']}", {"isRead": True})
+    _, new, _ = await raw.call("POST", folder, {"subject": "new"})
+    _, later, _ = await raw.call("GET", first["@odata.deltaLink"])
+    assert [m["id"] for m in later["value"]] == [new["id"]]  # the option is carried in the token
