@@ -60,7 +60,7 @@ async def test_concurrency_limit_throttles_and_client_recovers(
     emu: Emu, client: ExchangeClient, prepared: PreparedMailbox
 ) -> None:
     c = await client.create_contact(MAILBOX, prepared.contact_folder_id, {"givenName": "Busy"}, "l-b")
-    await emu.admin.faults(delay_ms=300)
+    await emu.admin.faults(delay_ms=800)
     results = await asyncio.gather(*(client.get_contact(MAILBOX, c["id"]) for _ in range(6)))
     assert {r["id"] for r in results} == {c["id"]}
     counters = await emu.admin.counters(MAILBOX)

@@ -198,7 +198,7 @@ async def test_batch_limits_and_dependencies(raw: Raw) -> None:
 
 
 async def test_concurrency_limit_per_app_and_mailbox(raw: Raw) -> None:
-    await raw.admin.faults(delay_ms=300)
+    await raw.admin.faults(delay_ms=800)
     results = await asyncio.gather(*(raw.call("GET", raw.user + "/contacts") for _ in range(5)))
     statuses = sorted(s for s, _, _ in results)
     assert statuses == [200, 200, 200, 200, 429]
