@@ -150,3 +150,37 @@ async def test_receiver_down_is_tolerated_and_drops_are_recorded(
         return any(d["error"] not in (None, "dropped") for d in await emu.admin.deliveries())
 
     await eventually(failed, "the failed delivery to be recorded")
+
+
+async def test_subscription_limits_and_removal(
+    emu: Emu, client: ExchangeClient, prepared: PreparedMailbox, receiver: Receiver
+) -> None:
+    resource = f"/users/{MAILBOX}/mailFolders('{prepared.mail_folder_id}')/messages"
+    with pytest.raises(PermanentError) as too_long:
+        await client.create_subscription(resource, receiver.url + "/notify",
+                                         expiration=datetime.now(UTC) + timedelta(minutes=10_081))
+    assert too_long.value.status == 400
+    with pytest.raises(PermanentError):
+        await client.create_subscription(f"/users/{MAILBOX}/drive/root", receiver.url + "/notify",
+                                         expiration=datetime.now(UTC) + timedelta(hours=1))
+    sub = await client.create_subscription(resource, receiver.url + "/notify",
+                                           expiration=datetime.now(UTC) + timedelta(days=6, hours=23),
+                                           lifecycle_url=receiver.url + "/lifecycle", change_types=("created",))
+    msg = await emu.admin.create_item(MAILBOX, "message", {"subject": "filed"}, container=prepared.mail_folder_id)
+    await emu.admin.update_item(MAILBOX, msg["id"], {"isRead": True})  # not subscribed to updates
+
+    async def created() -> bool:
+        return len(receiver.notifications) == 1
+
+    await eventually(created, "the created notification")
+    assert receiver.notifications[0]["resourceData"]["@odata.type"] == "#Microsoft.Graph.Message"
+
+    await emu.admin.lifecycle(sub["id"], "subscriptionRemoved")
+
+    async def removed() -> bool:
+        return [x["lifecycleEvent"] for x in receiver.lifecycle] == ["subscriptionRemoved"]
+
+    await eventually(removed, "the subscriptionRemoved lifecycle notification")
+    assert await emu.admin.subscriptions() == []
+    await client.delete_subscription(sub["id"])  # already gone: tolerated
+    assert [d["kind"] for d in await emu.admin.deliveries()] == ["change", "lifecycle"]
