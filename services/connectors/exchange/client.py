@@ -324,17 +324,20 @@ class ExchangeClient:
 
     async def _attach_event_link_ids(self, mailbox: str, items: list[dict[str, Any]]) -> None:
         """calendarView/delta takes no $expand, so the link-id property of the page's events is
-        read with follow-up GETs, 20 per $batch."""
+        read with follow-up GETs, 20 per $batch (throttled ones re-sent by `batch`)."""
+        base = self.adapter.base_url
         by_id = {str(it["id"]): it for it in items}
         ids = list(by_id)
         for start in range(0, len(ids), BATCH_LIMIT):
             chunk = ids[start : start + BATCH_LIMIT]
-            reqs = [self._request_info_get_event(mailbox, i) for i in chunk]
-            responses = await self._batch_infos([(str(n), info, []) for n, info in enumerate(reqs)])
+            reqs = []
             for n, item_id in enumerate(chunk):
-                resp = responses.get(str(n))
-                if resp is not None and resp.status == 200 and isinstance(resp.body, dict):
-                    by_id[item_id]["singleValueExtendedProperties"] = resp.body.get("singleValueExtendedProperties", [])
+                url = str(self._request_info_get_event(mailbox, item_id).url)
+                reqs.append(BatchRequest(str(n), "GET", url[len(base) :] if url.startswith(base) else url))
+            for n, resp in enumerate(await self.batch(reqs)):
+                if resp.status == 200 and isinstance(resp.body, dict):
+                    props = resp.body.get("singleValueExtendedProperties", [])
+                    by_id[chunk[n]]["singleValueExtendedProperties"] = props
 
     # -- reads ------------------------------------------------------------------------
     def _request_info_get_event(self, mailbox: str, event_id: str) -> RequestInformation:
