@@ -247,6 +247,7 @@ class CometdServer:
         if c is None:
             return self._unknown(m), []
         if c.connected_once and self.faults.take("drop_long_polls"):
+            self.counters.long_polls_dropped += 1
             raise _Drop()
         if c.connected_once and not c.queue:
             c.connect_gen += 1

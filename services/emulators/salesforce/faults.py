@@ -31,6 +31,7 @@ class Counters:
     cometd_handshakes: int = 0
     cometd_connects: int = 0
     cometd_subscribes: int = 0
+    long_polls_dropped: int = 0
     # Sforce-Call-Options client ids seen on writes, with how many writes each made.
     write_clients: Counter[str] = field(default_factory=Counter)
 
@@ -44,5 +45,6 @@ class Counters:
             "cometd_handshakes": self.cometd_handshakes,
             "cometd_connects": self.cometd_connects,
             "cometd_subscribes": self.cometd_subscribes,
+            "long_polls_dropped": self.long_polls_dropped,
             "write_clients": dict(self.write_clients),
         }
