@@ -83,34 +83,52 @@ def _rest(ctx: Ctx, prop: str) -> list[Any]:
 # --- HTML bodies --------------------------------------------------------------------------------
 
 _BLOCK_TAGS: Final = frozenset(
-    {"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "table", "ul", "ol", "blockquote", "pre", "hr"}
+    {"div", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "table", "ul", "ol", "blockquote", "pre", "hr", "body"}
 )
 _SKIP_TAGS: Final = frozenset({"script", "style", "head", "title"})
 
 
 class _TextExtractor(HTMLParser):
+    """Block elements start a new line (once, however deeply nested), <br> always breaks,
+    paragraphs are separated by a blank line: what Outlook shows for its own HTML."""
+
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
         self.parts: list[str] = []
         self._skip = 0
 
+    def _soft_break(self) -> None:
+        while self.parts and self.parts[-1].endswith(" "):
+            self.parts[-1] = self.parts[-1].rstrip(" ")
+            if not self.parts[-1]:
+                self.parts.pop()
+        if self.parts and not self.parts[-1].endswith("\n"):
+            self.parts.append("\n")
+
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag in _SKIP_TAGS:
             self._skip += 1
-        elif tag in _BLOCK_TAGS:
+        elif tag == "br":
             self.parts.append("\n")
+        elif tag in _BLOCK_TAGS or tag == "p":
+            self._soft_break()
+        elif tag in ("td", "th") and self.parts and not self.parts[-1].endswith(("\n", " ")):
+            self.parts.append(" ")
 
     def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in _BLOCK_TAGS:
+        if tag == "br":
             self.parts.append("\n")
+        elif tag in _BLOCK_TAGS:
+            self._soft_break()
 
     def handle_endtag(self, tag: str) -> None:
         if tag in _SKIP_TAGS:
             self._skip = max(0, self._skip - 1)
-        elif tag in _BLOCK_TAGS and tag != "br":
+        elif tag == "p":
+            self._soft_break()
             self.parts.append("\n")
-        elif tag in ("td", "th"):
-            self.parts.append(" ")
+        elif tag in _BLOCK_TAGS:
+            self._soft_break()
 
     def handle_data(self, data: str) -> None:
         if not self._skip:
