@@ -33,6 +33,8 @@ def first_error(body: Any) -> tuple[str | None, str]:
 
 def error_for(status: int, body: Any, what: str) -> ConnectorError:
     code, message = first_error(body)
+    if status == 300:
+        code, message = "MULTIPLE_CHOICES", "the external id matches several records"
     text = f"salesforce {what}: {status} {code or ''} {message}".rstrip()
     if status == 401:
         return AuthError(text, status=status, code=code or "INVALID_SESSION_ID")

@@ -180,8 +180,9 @@ class SalesforceRest:
                 log.info("salesforce_session_refresh", what=what)
                 token = await self.auth.refresh(token)
                 continue
-            if status >= 400:
-                err = error_for(status, body if not raw else None, what)
+            if status >= 300:
+                # 300 = an external id matched several records (upsert): a data problem, not transient.
+                err = error_for(status, body if not raw and status >= 400 else None, what)
                 code, _ = first_error(body if not raw else None)
                 log.info("salesforce_call_failed", what=what, status=status, code=code)
                 raise err

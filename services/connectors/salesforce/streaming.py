@@ -109,14 +109,17 @@ class _Authenticator(AuthenticatorBase):
     def __init__(self, auth: SalesforceAuth) -> None:
         super().__init__()
         self._auth = auth
+        self._calls = 0
 
     @property
     def _token_url(self) -> str:
         return self._auth.token_url
 
     async def _authenticate(self) -> tuple[int, JsonObject]:
-        # Called on open and whenever the server answers 401/403 (C9): always a fresh token.
-        token = await self._auth.refresh(self._auth.cached)
+        # Called on open (a cached token will do) and whenever the server answers 401/403
+        # (C9), when only a fresh token helps.
+        self._calls += 1
+        token = await (self._auth.token() if self._calls == 1 else self._auth.refresh(self._auth.cached))
         return 200, {
             "access_token": token.access_token.reveal(),
             "token_type": token.token_type,

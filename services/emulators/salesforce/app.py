@@ -33,7 +33,7 @@ class SalesforceEmulator:
         self.faults = Faults()
         self.counters = Counters()
         self.org = self._new_org()
-        self.tokens = TokenStore(self.org)
+        self.tokens = TokenStore(self.org, self.config.session_timeout_s)
         self.bus = ChangeEventBus(self.org, self.config.retention_s)
         self.gate = RestGate(self.org, self.tokens, self.faults, self.counters, self.config)
         self.cometd = CometdServer(self.bus, self.tokens, self.faults, self.counters, self.config)

@@ -13,6 +13,8 @@ class SalesforceEmulatorConfig:
     client_secret: str = ""
     # Every named user logs in with this password unless the user spec says otherwise.
     default_password: str = "password"
+    # Access tokens stop working this long after issue (None: only when expired via /_admin).
+    session_timeout_s: float | None = None
     # How long a held /meta/connect waits for events before answering empty (Salesforce: 110 s).
     long_poll_timeout_s: float = 110.0
     # A CometD client that does not reconnect within this window is forgotten (Salesforce: 40 s).

@@ -25,8 +25,9 @@ class _Token:
 
 
 class TokenStore:
-    def __init__(self, org: Org) -> None:
+    def __init__(self, org: Org, session_timeout_s: float | None = None) -> None:
         self.org = org
+        self.session_timeout_s = session_timeout_s
         self._access: dict[str, _Token] = {}
         self._refresh: dict[str, str] = {}
 
@@ -53,6 +54,9 @@ class TokenStore:
             return None
         t = self._access.get(token.strip())
         if t is None or not t.valid:
+            return None
+        if self.session_timeout_s is not None and time.time() * 1000 - t.issued_ms > self.session_timeout_s * 1000:
+            t.valid = False
             return None
         return self.org.user_by_id(t.user_id)
 

@@ -3,12 +3,15 @@ conditional updates, faults, token refresh, files, limits."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from services.connectors.salesforce.auth import SalesforceAuth
 from services.connectors.salesforce.rest import SalesforceRest
 from services.core.errors import AuthError, NotFoundError, PermanentError, PreconditionFailed, TransientError
 from services.core.secrets import Secret
+from services.emulators.salesforce import SalesforceEmulatorConfig
 from tests.connectors.salesforce.conftest import USERS, Org
 
 LINK = "exsf_Link_Id__c"
@@ -213,3 +216,11 @@ async def test_upload_file_links_it_to_the_parent(org: Org, rest: SalesforceRest
     assert await rest.download_file(ref.content_version_id) == data
     att = await rest.upload_attachment(task_id, "a.txt", "text/plain", b"hello")
     assert att.startswith("00P")
+
+
+@pytest.mark.parametrize("emulator_config", [SalesforceEmulatorConfig(session_timeout_s=0.5)])
+async def test_sessions_time_out_and_are_renewed(rest: SalesforceRest) -> None:
+    cid = await rest.create("Contact", {"LastName": "S"})
+    await asyncio.sleep(0.7)
+    assert (await rest.get("Contact", cid, ["LastName"]))["LastName"] == "S"
+    assert rest.auth.token_requests == 2

@@ -227,3 +227,27 @@ async def test_batches_group_what_already_arrived(rest: SalesforceRest, stream_f
             break
     assert seen == ids and batches < 5
     # One collections call is one transaction: one key, increasing sequence numbers.
+
+
+async def test_manual_commit_moves_the_store_only_when_told(rest: SalesforceRest, stream_factory) -> None:
+    store = MemoryReplayStore()
+    stream = stream_factory(store=store, auto_commit=False)
+    await stream.open()
+    await rest.create("Contact", {"LastName": "m"})
+    (msg,) = await take(stream, 1)
+    assert store.ids == {}
+    await stream.commit(msg)
+    assert store.ids == {ALL_CHANGE_EVENTS: msg.replay_id}
+
+
+async def test_stream_shares_the_rest_token(org: Org, rest: SalesforceRest) -> None:
+    await rest.create("Contact", {"LastName": "warm-up"})
+    stream = CdcStream(rest.auth, connection_timeout_s=10.0)
+    try:
+        await stream.open()
+        assert rest.auth.token_requests == 1  # the cached token served the handshake
+        cid = await rest.create("Contact", {"LastName": "seen"})
+        (msg,) = await take(stream, 1)
+        assert msg.record_ids == [cid]
+    finally:
+        await stream.close()
