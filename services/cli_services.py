@@ -31,7 +31,7 @@ async def _emulate(args: argparse.Namespace) -> int:
     if args.system == "graph":
         from services.emulators.graph import app as graph_app
 
-        await graph_app.run_forever(args.host, args.port, args.mailbox or ["alice@contoso.test"])
+        await graph_app.run_forever(args.host, args.port, tuple(args.mailbox or ["alice@contoso.test"]))
     else:
         from services.emulators.salesforce import app as sf_app
 

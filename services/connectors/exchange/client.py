@@ -78,6 +78,7 @@ log = structlog.get_logger(__name__)
 
 ERROR_MAP: dict[str, Any] = {"XXX": ODataError}
 BATCH_LIMIT = 20
+IMMUTABLE_IDS = 'IdType="ImmutableId"'
 INLINE_ATTACHMENT_LIMIT = 3 * 1024 * 1024
 UPLOAD_CHUNK = 4 * 1024 * 1024  # Outlook takes at most 4 MB per upload PUT
 LINK_EXPAND = f"singleValueExtendedProperties($filter=id eq '{LINK_PROPERTY_ID}')"
@@ -194,6 +195,9 @@ class ExchangeClient:
         """Send a request built by `make`; JSON body as dict/list, None for empty."""
         for attempt in (0, 1):
             info = make()
+            # Immutable ids survive moves between folders: without them a contact moved out of
+            # "Salesforce Contacts" would look deleted (old id 404) instead of unlinked.
+            info.headers.add("Prefer", IMMUTABLE_IDS)
             try:
                 raw = await self.adapter.send_primitive_async(info, "bytes", ERROR_MAP)
             except APIError as exc:

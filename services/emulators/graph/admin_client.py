@@ -51,8 +51,10 @@ class GraphAdminClient:
     async def delete_item(self, mailbox: str, item_id: str) -> None:
         await self._call("DELETE", f"{self._mb(mailbox)}/items/{item_id}")
 
-    async def move_item(self, mailbox: str, item_id: str, destination: str) -> dict[str, Any]:
-        return await self._call("POST", f"{self._mb(mailbox)}/items/{item_id}/move", {"destination": destination})
+    async def move_item(self, mailbox: str, item_id: str, destination: str, *, keep_id: bool = False) -> dict[str, Any]:
+        """keep_id: the id stays the same, as Outlook's immutable ids do (exsf asks for them)."""
+        return await self._call("POST", f"{self._mb(mailbox)}/items/{item_id}/move",
+                                {"destination": destination, "keepId": keep_id})
 
     async def add_attachment(self, mailbox: str, item_id: str, name: str, content_type: str,
                              content_base64: str) -> dict[str, Any]:

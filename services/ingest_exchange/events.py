@@ -1,0 +1,95 @@
+"""Pure conversion of Graph delta items into ChangeEvents (no I/O, easy to test).
+
+Which items belong to the sync (DESIGN §1):
+- contacts in "Salesforce Contacts", tasks in "Salesforce Tasks", messages in
+  "Salesforce Emails": everything in the tracked container;
+- calendar events: only those with the category "Salesforce" (or carrying our link id,
+  i.e. created from Salesforce). An event without them is reported as `unlink` with no
+  content, so an event whose category was removed stops syncing and nothing private about
+  other events is published.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from services.connectors.exchange import mapping
+from services.connectors.exchange.models import CATEGORY_NAME, DeltaStream, link_id_of
+from services.core.envelopes import ChangeEvent, Entity
+
+ENTITY_OF: dict[str, Entity] = {"contacts": "contact", "events": "event", "tasks": "task", "messages": "email"}
+
+
+def entity_of(stream: DeltaStream) -> Entity:
+    return ENTITY_OF[stream.kind]
+
+
+def in_scope(stream: DeltaStream, item: dict[str, Any]) -> bool:
+    if stream.kind != "events":
+        return True
+    cats = {str(c).lower() for c in item.get("categories") or []}
+    return CATEGORY_NAME.lower() in cats or link_id_of(item) is not None
+
+
+def upsert_event(tenant_id: str, user: str, stream: DeltaStream, item: dict[str, Any], observed_at: str) -> ChangeEvent:
+    entity = entity_of(stream)
+    if not in_scope(stream, item):
+        return unlink_event(tenant_id, user, stream, str(item["id"]), version_of_item(item), observed_at)
+    origin: dict[str, Any] = {"stream": stream.key}
+    link = link_id_of(item)
+    if link:
+        origin["exsf_link_id"] = link
+    if entity == "event" and item.get("iCalUId"):
+        origin["ical_uid"] = item["iCalUId"]
+    if entity == "email" and item.get("internetMessageId"):
+        origin["internet_message_id"] = item["internetMessageId"]
+        origin["has_attachments"] = bool(item.get("hasAttachments"))
+    return ChangeEvent(
+        tenant_id=tenant_id,
+        user=user,
+        source="exchange",
+        entity=entity,
+        source_id=str(item["id"]),
+        op="upsert",
+        version=version_of_item(item),
+        observed_at=observed_at,
+        modified_at=mapping.modified_at_of(item),
+        record=mapping.graph_to_canonical(entity, item),
+        origin=origin,
+    )
+
+
+def delete_event(tenant_id: str, user: str, stream: DeltaStream, item_id: str, observed_at: str) -> ChangeEvent:
+    """The item is gone from the mailbox (confirmed by a 404, not only by delta's @removed)."""
+    return ChangeEvent(
+        tenant_id=tenant_id, user=user, source="exchange", entity=entity_of(stream), source_id=item_id, op="delete",
+        version=f"deleted@{observed_at}", observed_at=observed_at, modified_at=observed_at,
+        origin={"stream": stream.key, "reason": "deleted"},
+    )
+
+
+def unlink_event(tenant_id: str, user: str, stream: DeltaStream, item_id: str, version: str,
+                 observed_at: str) -> ChangeEvent:
+    """The item still exists but left the sync scope (moved out of the folder, category
+    removed): the link is dropped and the other side is left alone."""
+    return ChangeEvent(
+        tenant_id=tenant_id, user=user, source="exchange", entity=entity_of(stream), source_id=item_id, op="delete",
+        version=f"unlinked@{version}", observed_at=observed_at, modified_at=observed_at,
+        origin={"stream": stream.key, "reason": "unlinked"},
+    )
+
+
+def resync_marker(tenant_id: str, user: str, stream: DeltaStream, seen_ids: list[str], round_id: str,
+                  observed_at: str) -> ChangeEvent:
+    """End of a full round after an invalid delta token (410): delta cannot report what
+    vanished meanwhile, so the round lists every id it saw and the reconciler treats linked
+    items missing from it as gone."""
+    return ChangeEvent(
+        tenant_id=tenant_id, user=user, source="exchange", entity=entity_of(stream),
+        source_id=f"resync:{stream.key}", op="upsert", version=round_id, observed_at=observed_at,
+        record={}, origin={"stream": stream.key, "resync_complete": True, "seen_ids": sorted(seen_ids)},
+    )
+
+
+def version_of_item(item: dict[str, Any]) -> str:
+    return mapping.version_of(item) or str(item.get("lastModifiedDateTime") or "unknown")

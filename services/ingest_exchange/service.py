@@ -1,0 +1,162 @@
+"""services/ingest_exchange: Graph delta streams -> exsf.changes.exchange.
+
+Per owned tenant: prepare every enrolled mailbox (folders, To Do list, category; idempotent),
+then run one StreamWorker per mailbox and tracked collection. Change notifications poke the
+worker; polling every `tenant.poll_seconds` is the fallback.
+
+Environment: EXSF_WEBHOOK_PORT (default 8080) for the receiver; EXSF_WEBHOOK_PUBLIC_URL, the
+https base URL Graph can reach (without it, subscriptions are not created and the service
+polls); EXSF_CALENDAR_PAST_DAYS / EXSF_CALENDAR_FUTURE_DAYS, the calendar window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from datetime import UTC, datetime, timedelta
+
+import structlog
+from aiohttp import web
+
+from services.connectors.exchange.client import ExchangeClient
+from services.connectors.exchange.models import DeltaStream
+from services.core.bus.base import Bus
+from services.core.secrets import resolve_secret
+from services.core.sideserver import Health
+from services.core.tenant_shards import ShardPublisher, TenantRunner, TenantShards
+from services.core.tenants import Tenant
+from services.core.topics import Topics, cursor_key
+from services.ingest_exchange.stream import Cursor, StreamWorker
+from services.ingest_exchange.webhook import Subscription, WebhookReceiver
+
+log = structlog.get_logger(__name__)
+
+SERVICE = "ingest-exchange"
+
+
+def calendar_window(now: datetime, past_days: int, future_days: int) -> tuple[datetime, datetime]:
+    """A window aligned to whole days, so its delta token (which encodes the window) stays
+    valid all day and the stream key changes only once a day."""
+    day = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    return day - timedelta(days=past_days), day + timedelta(days=future_days)
+
+
+class ExchangeTenant(TenantRunner):
+    def __init__(self, tenant: Tenant, publisher: ShardPublisher, topics: Topics, receiver: WebhookReceiver,
+                 public_url: str | None, *, client: ExchangeClient | None = None) -> None:
+        self.tenant = tenant
+        self.publisher = publisher
+        self.topics = topics
+        self.receiver = receiver
+        self.public_url = public_url
+        self.client = client or ExchangeClient(tenant.graph, resolve_secret(tenant.graph.client_secret_ref))
+        self.workers: list[StreamWorker] = []
+        self.subscriptions: list[Subscription] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self.prepared: dict[str, object] = {}
+
+    async def start(self) -> None:
+        cursors = await self.publisher.cursors()
+        for user in self.tenant.users:
+            self._tasks.append(asyncio.create_task(self._run_user(user.mailbox, cursors)))
+
+    def streams_for(self, contact_folder: str, todo_list: str, mail_folder: str) -> list[DeltaStream]:
+        ents = set(self.tenant.entities)
+        out: list[DeltaStream] = []
+        if "contact" in ents:
+            out.append(DeltaStream.contacts(contact_folder))
+        if "event" in ents:
+            start, end = calendar_window(
+                datetime.now(UTC),
+                int(os.environ.get("EXSF_CALENDAR_PAST_DAYS", "30")),
+                int(os.environ.get("EXSF_CALENDAR_FUTURE_DAYS", "365")),
+            )
+            out.append(DeltaStream.events(start, end))
+        if "task" in ents:
+            out.append(DeltaStream.tasks(todo_list))
+        if "email" in ents:
+            out.append(DeltaStream.messages(mail_folder))
+        return out
+
+    async def _run_user(self, mailbox: str, cursors: dict[bytes, bytes]) -> None:
+        delay = 1.0
+        while True:  # enrolment must succeed before streaming; retry with backoff
+            try:
+                prepared = await self.client.ensure_mailbox(mailbox)
+                break
+            except Exception as exc:
+                log.error("mailbox.prepare_failed", tenant_id=self.tenant.tenant_id, user=mailbox,
+                          error=f"{type(exc).__name__}: {exc}", retry_in_s=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 300)
+        self.prepared[mailbox] = prepared
+        log.info("mailbox.prepared", tenant_id=self.tenant.tenant_id, user=mailbox)
+        runs = []
+        for stream in self.streams_for(prepared.contact_folder_id, prepared.todo_list_id, prepared.mail_folder_id):
+            key = cursor_key(self.tenant.tenant_id, mailbox, stream.key)
+            w = StreamWorker(
+                tenant_id=self.tenant.tenant_id, mailbox=mailbox, stream=stream, client=self.client,
+                publisher=self.publisher, topics=self.topics, cursor=Cursor.decode(cursors.get(key)),
+                poll_seconds=self.tenant.poll_seconds,
+            )
+            self.workers.append(w)
+            if self.public_url:
+                sub = Subscription(self.client, self.receiver, self.public_url, mailbox, stream, w.poke.set)
+                self.subscriptions.append(sub)
+                await sub.start()
+            runs.append(w.run())
+        await asyncio.gather(*runs)
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        for s in self.subscriptions:
+            await s.stop()
+        await self.client.close()
+
+
+class ExchangeIngestService:
+    def __init__(self, bus: Bus, topics: Topics, health: Health, *, webhook_host: str = "0.0.0.0",
+                 webhook_port: int = 8080, public_url: str | None = None) -> None:
+        self.bus = bus
+        self.topics = topics
+        self.health = health
+        self.receiver = WebhookReceiver()
+        self.webhook_host = webhook_host
+        self.webhook_port = webhook_port
+        self.public_url = public_url
+        self.tenants: dict[str, ExchangeTenant] = {}
+        self.shards = TenantShards(bus, service=SERVICE, start_tenant=self._start_tenant,
+                                   tenants_topic=topics.tenants, cursors_topic=topics.cursors)
+
+    async def _start_tenant(self, tenant: Tenant, publisher: ShardPublisher) -> TenantRunner:
+        runner = ExchangeTenant(tenant, publisher, self.topics, self.receiver, self.public_url)
+        await runner.start()
+        self.tenants[tenant.tenant_id] = runner
+        return runner
+
+    async def run(self) -> None:
+        runner = web.AppRunner(self.receiver.app(), access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, self.webhook_host, self.webhook_port)
+        await site.start()
+        log.info("webhook.listening", port=self.webhook_port, public_url=self.public_url or "(polling only)")
+        try:
+            await self.shards.run()
+        finally:
+            await runner.cleanup()
+
+    def stop(self) -> None:
+        self.shards.stop()
+
+
+async def create(bus: Bus, topics: Topics, health: Health) -> ExchangeIngestService:
+    return ExchangeIngestService(
+        bus, topics, health,
+        webhook_port=int(os.environ.get("EXSF_WEBHOOK_PORT", "8080")),
+        public_url=os.environ.get("EXSF_WEBHOOK_PUBLIC_URL") or None,
+    )
