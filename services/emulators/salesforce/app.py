@@ -87,7 +87,8 @@ async def serve(host: str = "localhost", port: int = 0, users: Sequence[str] = (
     `runner.app[EMULATOR]` is the `SalesforceEmulator`. Serve on a host name, not an IP:
     aiohttp's cookie jar ignores cookies from IP hosts (reference C15)."""
     app = create_app(users, config)
-    runner = web.AppRunner(app, handle_signals=False)
+    # Held long-polls would otherwise keep cleanup() waiting for up to 60 s.
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=1.0)
     await runner.setup()
     if port == 0:
         port = _free_port("127.0.0.1")

@@ -126,8 +126,14 @@ class ChangeEventBus:
         return self._publish(entity, {"ChangeEventHeader": header})
 
     def prune_expired(self) -> None:
+        # Events are stored in time order, so only the head can have expired.
         cutoff = self.now() - self.retention_s
-        self.prune(lambda ev: ev.stored_at < cutoff)
+        n = 0
+        while n < len(self.events) and self.events[n].stored_at < cutoff:
+            n += 1
+        if n:
+            self.pruned_upto = max(self.pruned_upto, self.events[n - 1].replay_id)
+            del self.events[:n]
 
     def prune(self, predicate: Callable[[StoredEvent], bool]) -> int:
         gone = [ev for ev in self.events if predicate(ev)]

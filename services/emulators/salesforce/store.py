@@ -106,6 +106,7 @@ class Org:
         self.records: dict[str, Rec] = {}
         self.blobs: dict[str, bytes] = {}
         self._ext_index: dict[tuple[str, str, str], str] = {}
+        self._ext_keys: dict[str, set[tuple[str, str, str]]] = {}
         self.clock_offset_ms = 0
         self._last_ms = 0
         self._commit_number = 1_100_670_000_000
@@ -201,17 +202,7 @@ class Org:
                 listener(changes)
 
     def rollback(self, tx: Transaction) -> None:
-        for rid, snapshot, ext in reversed(tx.undo):
-            if snapshot is None:
-                self.records.pop(rid, None)
-                self.blobs.pop(rid, None)
-            else:
-                self.records[rid] = snapshot
-            for k in [k for k, v in self._ext_index.items() if v == rid]:
-                del self._ext_index[k]
-            self._ext_index.update(ext)
-        tx.undo.clear()
-        tx.changes.clear()
+        self.rollback_to(tx, (0, 0))
 
     def savepoint(self, tx: Transaction) -> tuple[int, int]:
         return len(tx.undo), len(tx.changes)
@@ -228,13 +219,14 @@ class Org:
                 self.blobs.pop(rid, None)
             else:
                 self.records[rid] = snapshot
-            for k in [k for k, v in self._ext_index.items() if v == rid]:
-                del self._ext_index[k]
-            self._ext_index.update(ext)
+            self._unindex(rid)
+            for k, v in ext.items():
+                self._ext_index[k] = v
+                self._ext_keys.setdefault(v, set()).add(k)
 
     def _remember(self, tx: Transaction, rid: str) -> None:
         old = self.records.get(rid)
-        ext = {k: v for k, v in self._ext_index.items() if v == rid}
+        ext = {k: rid for k in self._ext_keys.get(rid, ())}
         tx.undo.append((rid, copy.deepcopy(old) if old else None, ext))
 
     def _emit(self, tx: Transaction, rec: Rec, change_type: str, commit_ms: int,
@@ -469,11 +461,14 @@ class Org:
         for name in SOBJECTS[rec.sobject].external_ids:
             v = rec.fields.get(name)
             if v is not None:
-                self._ext_index[(rec.sobject, name, v)] = rec.id
+                key = (rec.sobject, name, v)
+                self._ext_index[key] = rec.id
+                self._ext_keys.setdefault(rec.id, set()).add(key)
 
     def _unindex(self, rid: str) -> None:
-        for k in [k for k, v in self._ext_index.items() if v == rid]:
-            del self._ext_index[k]
+        for k in self._ext_keys.pop(rid, set()):
+            if self._ext_index.get(k) == rid:
+                del self._ext_index[k]
 
     def _store_blobs(self, d: SObjectDef, rec: Rec) -> None:
         for f in d.fields.values():
