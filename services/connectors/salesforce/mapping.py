@@ -563,12 +563,13 @@ def _ms_instant(dt: datetime) -> str:
 
 
 def version_of(record: Mapping[str, Any]) -> str | None:
-    """REST: SystemModstamp as a UTC instant with milliseconds ("2026-01-05T09:00:00.000Z").
+    """REST: SystemModstamp (else LastModifiedDate) as a UTC instant with milliseconds
+    ("2026-01-05T09:00:00.000Z").
     CDC (payload or header): "<commitTimestamp>:<commitNumber>"."""
     h = _header(record)
     if h is not None:
         return f"{h.get('commitTimestamp')}:{h.get('commitNumber')}"
-    stamp = _text(record.get("SystemModstamp"))
+    stamp = _text(record.get("SystemModstamp")) or _text(record.get("LastModifiedDate"))
     if not stamp:
         return None
     m = re.match(r"^(.*T\d{2}:\d{2}:\d{2})(?:\.(\d+))?(.*)$", stamp)
@@ -586,6 +587,30 @@ def modified_at_of(record_or_header: Mapping[str, Any]) -> str | None:
         return tz.format_instant(datetime.fromtimestamp(int(h["commitTimestamp"]) / 1000, UTC))
     return tz.normalise_instant(_text(record_or_header.get("LastModifiedDate"))
                                 or _text(record_or_header.get("SystemModstamp")))
+
+
+def fields_not_stored(entity: str, *, time_zone_field: str | None = None) -> frozenset[str]:
+    """Canonical fields this side cannot hold, so a record read from Salesforce lacks them
+    without anyone having cleared them: a merge must read their absence as "unknown".
+    Event `time_zone` needs a custom field (recurring events carry it regardless); an email
+    Task keeps only subject, body and the sent day."""
+    if entity == "event":
+        return frozenset() if time_zone_field else frozenset({"time_zone"})
+    if entity == "email":
+        return frozenset({"from_address", "to_addresses", "cc_addresses", "sent_at", "internet_message_id",
+                          "attachments"})
+    return frozenset()
+
+
+def is_email_task(record: Mapping[str, Any]) -> bool:
+    """A Task that stands for an email (not a to-do): never synced back to To Do."""
+    return str(record.get("TaskSubtype") or "") in ("Email", "ListEmail")
+
+
+def is_series_occurrence(record: Mapping[str, Any]) -> bool:
+    """An occurrence Salesforce generated from a recurring Event: the series master
+    (IsRecurrence true) is what syncs, its occurrences are not separate items."""
+    return bool(record.get("RecurrenceActivityId")) and not record.get("IsRecurrence")
 
 
 def owner_of(record: Mapping[str, Any]) -> str | None:

@@ -66,12 +66,22 @@ def http_date(value: str) -> str:
         return value
     except (TypeError, ValueError):
         pass
+    return format_datetime(_parse_iso(value).replace(microsecond=0), usegmt=True)
+
+
+def _parse_iso(value: str) -> datetime:
+    """Salesforce (`...000+0000`), ISO (`...Z`, `+02:00`) or naive (UTC) date-times."""
     text = value.strip().replace("Z", "+00:00")
     text = re.sub(r"([+-]\d{2})(\d{2})$", r"\1:\2", text)
     dt = datetime.fromisoformat(text)
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
-    return format_datetime(dt.astimezone(UTC).replace(microsecond=0), usegmt=True)
+    return dt.astimezone(UTC)
+
+
+def _iso(value: str) -> str:
+    """Any ISO date-time -> `2024-04-26T18:38:05+00:00` (what getUpdated/getDeleted accept)."""
+    return _parse_iso(value).replace(microsecond=0).isoformat()
 
 
 def _chunks(items: Sequence[Any], n: int) -> Iterable[Sequence[Any]]:
@@ -231,6 +241,23 @@ class SalesforceRest:
         path = f"{self.base}/sobjects/{sobject}/{ext_field}/{quote(ext_value, safe='')}"
         _, body = await self.request("GET", path, params=params, what=f"get {sobject} by {ext_field}")
         return dict(body)
+
+    # --- replication ------------------------------------------------------------------------
+
+    async def get_updated(self, sobject: str, start: str, end: str) -> tuple[list[str], str]:
+        """Ids changed (by SystemModstamp) in [start, end] (at most 30 days back), and the
+        latest date the answer covers."""
+        params = {"start": _iso(start), "end": _iso(end)}
+        _, body = await self.request("GET", f"{self.base}/sobjects/{sobject}/updated/", params=params,
+                                     what=f"get_updated {sobject}")
+        return list(body.get("ids", [])), str(body.get("latestDateCovered", ""))
+
+    async def get_deleted(self, sobject: str, start: str, end: str) -> list[tuple[str, str]]:
+        """(id, deletedDate) of records deleted in [start, end] (at most 15 days back)."""
+        params = {"start": _iso(start), "end": _iso(end)}
+        _, body = await self.request("GET", f"{self.base}/sobjects/{sobject}/deleted/", params=params,
+                                     what=f"get_deleted {sobject}")
+        return [(str(r["id"]), str(r["deletedDate"])) for r in body.get("deletedRecords", [])]
 
     # --- SOQL ------------------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-from services.emulators.salesforce import ids, soql
+from services.emulators.salesforce import ids, soql, timefmt
 from services.emulators.salesforce.errors import SfError, not_found
 from services.emulators.salesforce.http import Call, RestGate, json_response
 from services.emulators.salesforce.schema import FieldDef, SObjectDef, sobject
@@ -44,6 +44,10 @@ class RestApi:
             web.get(base + "/limits", w("limits", self.limits)),
             web.get(base + "/sobjects/{sobject}/describe", w("describe", self.describe)),
             web.post(base + "/sobjects/{sobject}", w("create", self.create)),
+            web.get(base + "/sobjects/{sobject}/updated", w("get_updated", self.updated)),
+            web.get(base + "/sobjects/{sobject}/updated/", w("get_updated", self.updated)),
+            web.get(base + "/sobjects/{sobject}/deleted", w("get_deleted", self.deleted)),
+            web.get(base + "/sobjects/{sobject}/deleted/", w("get_deleted", self.deleted)),
             web.get(base + "/sobjects/{sobject}/{id}", w("read", self.read)),
             web.patch(base + "/sobjects/{sobject}/{id}", w("update", self.update)),
             web.delete(base + "/sobjects/{sobject}/{id}", w("delete", self.delete)),
@@ -174,6 +178,36 @@ class RestApi:
         with self.org.transaction(call.ctx) as tx:
             self.org.delete(tx, d.name, rec.id)
         return web.Response(status=204)
+
+    # --- replication: getUpdated / getDeleted ----------------------------------------------
+
+    def _window(self, call: Call, max_days: int) -> tuple[int, int]:
+        q = call.request.query
+        try:
+            start = timefmt.parse_datetime(q["start"])
+            end = timefmt.parse_datetime(q["end"])
+        except (KeyError, ValueError):
+            raise SfError(400, "INVALID_REPLICATION_DATE", "start and end must be valid date-times") from None
+        now = self.org.now_ms()
+        if end <= start or start < now - max_days * 86_400_000:
+            raise SfError(400, "INVALID_REPLICATION_DATE",
+                          f"start must be before end and within the last {max_days} days")
+        return start, min(end, now)
+
+    async def updated(self, call: Call) -> web.Response:
+        d = sobject_or_404(call.request.match_info["sobject"])
+        start, end = self._window(call, 30)
+        hits = [r.id for r in self.org.of_type(d.name) if not r.deleted and start <= r.modstamp_ms <= end]
+        return json_response({"ids": hits, "latestDateCovered": timefmt.rest(end)})
+
+    async def deleted(self, call: Call) -> web.Response:
+        d = sobject_or_404(call.request.match_info["sobject"])
+        start, end = self._window(call, 15)
+        hits = [{"id": r.id, "deletedDate": r.fields["SystemModstamp"]} for r in self.org.of_type(d.name)
+                if r.deleted and start <= r.modstamp_ms <= end]
+        earliest = timefmt.rest(self.org.now_ms() - 15 * 86_400_000)
+        return json_response({"deletedRecords": hits, "earliestDateAvailable": earliest,
+                              "latestDateCovered": timefmt.rest(end)})
 
     # --- SOQL ------------------------------------------------------------------------------
 

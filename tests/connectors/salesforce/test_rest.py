@@ -224,3 +224,25 @@ async def test_sessions_time_out_and_are_renewed(rest: SalesforceRest) -> None:
     await asyncio.sleep(0.7)
     assert (await rest.get("Contact", cid, ["LastName"]))["LastName"] == "S"
     assert rest.auth.token_requests == 2
+
+
+async def test_get_updated_and_get_deleted(rest: SalesforceRest) -> None:
+    keep = await rest.create("Contact", {"LastName": "keep"})
+    gone = await rest.create("Contact", {"LastName": "gone"})
+    start = (await rest.get("Contact", keep, ["CreatedDate"]))["CreatedDate"]
+    await rest.delete("Contact", gone)
+    updated, covered = await rest.get_updated("Contact", start, "2100-01-01T00:00:00Z")
+    assert updated == [keep] and covered.endswith("+0000")
+    deleted = await rest.get_deleted("Contact", start, "2100-01-01T00:00:00Z")
+    assert [d[0] for d in deleted] == [gone]
+    with pytest.raises(PermanentError) as exc:
+        await rest.get_updated("Contact", "2001-01-01T00:00:00Z", "2100-01-01T00:00:00Z")
+    assert exc.value.code == "INVALID_REPLICATION_DATE"
+
+
+def test_http_date_accepts_salesforce_and_http_forms() -> None:
+    from services.connectors.salesforce.rest import http_date
+
+    assert http_date("2024-04-26T18:38:05.500+0000") == "Fri, 26 Apr 2024 18:38:05 GMT"
+    assert http_date("2024-04-26T20:38:05+02:00") == "Fri, 26 Apr 2024 18:38:05 GMT"
+    assert http_date("Fri, 26 Apr 2024 18:38:05 GMT") == "Fri, 26 Apr 2024 18:38:05 GMT"
