@@ -124,3 +124,39 @@ async def test_faults_counters_and_reset(sf: Sf) -> None:
     assert await sf.admin.users() == users_before
     assert (await sf.admin.counters())["rest_calls"] == 0 and await sf.admin.records("Contact") == []
     assert (await sf.call("GET", "/limits"))[0] == 200  # tokens survive a reset
+
+
+async def test_files_and_attachments(sf: Sf) -> None:
+    import base64
+
+    _, task, _ = await sf.call("POST", "/sobjects/Task", {"Subject": "with files"})
+    status, att, _ = await sf.call("POST", "/sobjects/Attachment", {
+        "ParentId": task["id"], "Name": "n.txt", "ContentType": "text/plain",
+        "Body": base64.b64encode(b"hi there").decode()})
+    assert status == 201 and att["id"].startswith("00P")
+    _, rec, _ = await sf.call("GET", f"/sobjects/Attachment/{att['id']}")
+    assert rec["BodyLength"] == 8 and rec["Body"].endswith(f"/Attachment/{att['id']}/Body")
+    async with sf.http.get(sf.api + f"/sobjects/Attachment/{att['id']}/Body", headers=sf.headers()) as r:
+        assert r.content_type == "text/plain" and await r.read() == b"hi there"
+
+    status, cv, _ = await sf.call("POST", "/sobjects/ContentVersion", {
+        "PathOnClient": "deck.pptx", "FirstPublishLocationId": task["id"],
+        "VersionData": base64.b64encode(b"\x00\x01").decode()})
+    _, ver, _ = await sf.call("GET", f"/sobjects/ContentVersion/{cv['id']}")
+    assert (ver["Title"], ver["FileExtension"], ver["ContentSize"]) == ("deck", "pptx", 2)
+    _, doc, _ = await sf.call("GET", f"/sobjects/ContentDocument/{ver['ContentDocumentId']}")
+    assert doc["LatestPublishedVersionId"] == cv["id"]
+    status, q, _ = await sf.call("GET", "/query?q=SELECT+LinkedEntityId+FROM+ContentDocumentLink+WHERE+"
+                                 f"ContentDocumentId+=+'{ver['ContentDocumentId']}'")
+    users = await sf.admin.users()
+    assert sorted(r["LinkedEntityId"] for r in q["records"]) == sorted([task["id"], users["alice@contoso.test"]])
+    status, body, _ = await sf.call("POST", "/sobjects/ContentVersion", {"PathOnClient": "x.txt",
+                                                                         "VersionData": "not base64!"})
+    assert status == 400
+
+
+async def test_describe_lists_the_external_id_field(sf: Sf) -> None:
+    status, body, _ = await sf.call("GET", "/sobjects/Event/describe")
+    fields = {f["name"]: f for f in body["fields"]}
+    assert status == 200 and fields["exsf_Link_Id__c"]["externalId"] is True
+    assert fields["Id"]["updateable"] is False and "RecurrenceDayOfWeekMask" in fields
