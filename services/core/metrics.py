@@ -7,6 +7,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 EVENTS_PUBLISHED = Counter("exsf_events_published_total", "Change events published to the bus", ["service", "entity"])
 MESSAGES_CONSUMED = Counter("exsf_messages_consumed_total", "Messages consumed", ["service", "topic"])
+DROPPED = Counter("exsf_events_dropped_total", "Source changes deliberately not synced", ["service", "reason"])
 DEADLETTERS = Counter("exsf_deadletters_total", "Messages sent to exsf.deadletter", ["service", "reason"])
 COMMANDS = Counter("exsf_commands_total", "Commands emitted or applied", ["service", "target", "action", "outcome"])
 API_CALLS = Counter("exsf_api_calls_total", "Calls to Graph / Salesforce", ["system", "kind", "outcome"])

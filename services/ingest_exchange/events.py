@@ -62,32 +62,55 @@ def upsert_event(tenant_id: str, user: str, stream: DeltaStream, item: dict[str,
 def delete_event(tenant_id: str, user: str, stream: DeltaStream, item_id: str, observed_at: str) -> ChangeEvent:
     """The item is gone from the mailbox (confirmed by a 404, not only by delta's @removed)."""
     return ChangeEvent(
-        tenant_id=tenant_id, user=user, source="exchange", entity=entity_of(stream), source_id=item_id, op="delete",
-        version=f"deleted@{observed_at}", observed_at=observed_at, modified_at=observed_at,
+        tenant_id=tenant_id,
+        user=user,
+        source="exchange",
+        entity=entity_of(stream),
+        source_id=item_id,
+        op="delete",
+        version=f"deleted@{observed_at}",
+        observed_at=observed_at,
+        modified_at=observed_at,
         origin={"stream": stream.key, "reason": "deleted"},
     )
 
 
-def unlink_event(tenant_id: str, user: str, stream: DeltaStream, item_id: str, version: str,
-                 observed_at: str) -> ChangeEvent:
+def unlink_event(
+    tenant_id: str, user: str, stream: DeltaStream, item_id: str, version: str, observed_at: str
+) -> ChangeEvent:
     """The item still exists but left the sync scope (moved out of the folder, category
     removed): the link is dropped and the other side is left alone."""
     return ChangeEvent(
-        tenant_id=tenant_id, user=user, source="exchange", entity=entity_of(stream), source_id=item_id, op="delete",
-        version=f"unlinked@{version}", observed_at=observed_at, modified_at=observed_at,
+        tenant_id=tenant_id,
+        user=user,
+        source="exchange",
+        entity=entity_of(stream),
+        source_id=item_id,
+        op="delete",
+        version=f"unlinked@{version}",
+        observed_at=observed_at,
+        modified_at=observed_at,
         origin={"stream": stream.key, "reason": "unlinked"},
     )
 
 
-def resync_marker(tenant_id: str, user: str, stream: DeltaStream, seen_ids: list[str], round_id: str,
-                  observed_at: str) -> ChangeEvent:
+def resync_marker(
+    tenant_id: str, user: str, stream: DeltaStream, seen_ids: list[str], round_id: str, observed_at: str
+) -> ChangeEvent:
     """End of a full round after an invalid delta token (410): delta cannot report what
     vanished meanwhile, so the round lists every id it saw and the reconciler treats linked
     items missing from it as gone."""
     return ChangeEvent(
-        tenant_id=tenant_id, user=user, source="exchange", entity=entity_of(stream),
-        source_id=f"resync:{stream.key}", op="upsert", version=round_id, observed_at=observed_at,
-        record={}, origin={"stream": stream.key, "resync_complete": True, "seen_ids": sorted(seen_ids)},
+        tenant_id=tenant_id,
+        user=user,
+        source="exchange",
+        entity=entity_of(stream),
+        source_id=f"resync:{stream.key}",
+        op="upsert",
+        version=round_id,
+        observed_at=observed_at,
+        record={},
+        origin={"stream": stream.key, "resync_complete": True, "seen_ids": sorted(seen_ids)},
     )
 
 

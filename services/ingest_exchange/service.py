@@ -43,8 +43,16 @@ def calendar_window(now: datetime, past_days: int, future_days: int) -> tuple[da
 
 
 class ExchangeTenant(TenantRunner):
-    def __init__(self, tenant: Tenant, publisher: ShardPublisher, topics: Topics, receiver: WebhookReceiver,
-                 public_url: str | None, *, client: ExchangeClient | None = None) -> None:
+    def __init__(
+        self,
+        tenant: Tenant,
+        publisher: ShardPublisher,
+        topics: Topics,
+        receiver: WebhookReceiver,
+        public_url: str | None,
+        *,
+        client: ExchangeClient | None = None,
+    ) -> None:
         self.tenant = tenant
         self.publisher = publisher
         self.topics = topics
@@ -86,8 +94,13 @@ class ExchangeTenant(TenantRunner):
                 prepared = await self.client.ensure_mailbox(mailbox)
                 break
             except Exception as exc:
-                log.error("mailbox.prepare_failed", tenant_id=self.tenant.tenant_id, user=mailbox,
-                          error=f"{type(exc).__name__}: {exc}", retry_in_s=delay)
+                log.error(
+                    "mailbox.prepare_failed",
+                    tenant_id=self.tenant.tenant_id,
+                    user=mailbox,
+                    error=f"{type(exc).__name__}: {exc}",
+                    retry_in_s=delay,
+                )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 300)
         self.prepared[mailbox] = prepared
@@ -96,8 +109,13 @@ class ExchangeTenant(TenantRunner):
         for stream in self.streams_for(prepared.contact_folder_id, prepared.todo_list_id, prepared.mail_folder_id):
             key = cursor_key(self.tenant.tenant_id, mailbox, stream.key)
             w = StreamWorker(
-                tenant_id=self.tenant.tenant_id, mailbox=mailbox, stream=stream, client=self.client,
-                publisher=self.publisher, topics=self.topics, cursor=Cursor.decode(cursors.get(key)),
+                tenant_id=self.tenant.tenant_id,
+                mailbox=mailbox,
+                stream=stream,
+                client=self.client,
+                publisher=self.publisher,
+                topics=self.topics,
+                cursor=Cursor.decode(cursors.get(key)),
                 poll_seconds=self.tenant.poll_seconds,
             )
             self.workers.append(w)
@@ -120,8 +138,16 @@ class ExchangeTenant(TenantRunner):
 
 
 class ExchangeIngestService:
-    def __init__(self, bus: Bus, topics: Topics, health: Health, *, webhook_host: str = "0.0.0.0",
-                 webhook_port: int = 8080, public_url: str | None = None) -> None:
+    def __init__(
+        self,
+        bus: Bus,
+        topics: Topics,
+        health: Health,
+        *,
+        webhook_host: str = "0.0.0.0",
+        webhook_port: int = 8080,
+        public_url: str | None = None,
+    ) -> None:
         self.bus = bus
         self.topics = topics
         self.health = health
@@ -130,8 +156,13 @@ class ExchangeIngestService:
         self.webhook_port = webhook_port
         self.public_url = public_url
         self.tenants: dict[str, ExchangeTenant] = {}
-        self.shards = TenantShards(bus, service=SERVICE, start_tenant=self._start_tenant,
-                                   tenants_topic=topics.tenants, cursors_topic=topics.cursors)
+        self.shards = TenantShards(
+            bus,
+            service=SERVICE,
+            start_tenant=self._start_tenant,
+            tenants_topic=topics.tenants,
+            cursors_topic=topics.cursors,
+        )
 
     async def _start_tenant(self, tenant: Tenant, publisher: ShardPublisher) -> TenantRunner:
         runner = ExchangeTenant(tenant, publisher, self.topics, self.receiver, self.public_url)
@@ -156,7 +187,9 @@ class ExchangeIngestService:
 
 async def create(bus: Bus, topics: Topics, health: Health) -> ExchangeIngestService:
     return ExchangeIngestService(
-        bus, topics, health,
+        bus,
+        topics,
+        health,
         webhook_port=int(os.environ.get("EXSF_WEBHOOK_PORT", "8080")),
         public_url=os.environ.get("EXSF_WEBHOOK_PUBLIC_URL") or None,
     )

@@ -134,8 +134,7 @@ class StreamWorker:
             try:
                 page = await self.client.delta_page(self.mailbox, self.stream, self.cursor.link)
             except CursorExpired:
-                log.warning("delta.token_expired", tenant_id=self.tenant_id, user=self.mailbox,
-                            stream=self.stream.key)
+                log.warning("delta.token_expired", tenant_id=self.tenant_id, user=self.mailbox, stream=self.stream.key)
                 self.cursor = Cursor(None, resync_round=uuid.uuid4().hex)
                 continue
             API_CALLS.labels("graph", "delta", "ok").inc()
@@ -153,19 +152,31 @@ class StreamWorker:
             e = await self._classify_removed(item_id, observed)
             if e is not None:
                 out.append(e)
-        nxt = Cursor(page.cursor, self.cursor.resync_round,
-                     self.cursor.seen + [str(i["id"]) for i in page.items] if self.cursor.resync_round else [])
+        nxt = Cursor(
+            page.cursor,
+            self.cursor.resync_round,
+            self.cursor.seen + [str(i["id"]) for i in page.items] if self.cursor.resync_round else [],
+        )
         if self.cursor.resync_round and page.delta_link is not None:
-            out.append(ev.resync_marker(self.tenant_id, self.mailbox, self.stream, nxt.seen,
-                                        self.cursor.resync_round, observed))
+            out.append(
+                ev.resync_marker(
+                    self.tenant_id, self.mailbox, self.stream, nxt.seen, self.cursor.resync_round, observed
+                )
+            )
             nxt = Cursor(page.delta_link)
         records = [Output(self.topics.changes_exchange, encode(e), tenant_key(self.tenant_id)) for e in out]
         await self.publisher.publish(records, (self.cursor_key, nxt.encode()))
         self.cursor = nxt
         if out:
             EVENTS_PUBLISHED.labels("ingest-exchange", ev.entity_of(self.stream)).inc(len(out))
-            log.info("delta.page_published", tenant_id=self.tenant_id, user=self.mailbox, stream=self.stream.key,
-                     events=len(out), final=page.delta_link is not None)
+            log.info(
+                "delta.page_published",
+                tenant_id=self.tenant_id,
+                user=self.mailbox,
+                stream=self.stream.key,
+                events=len(out),
+                final=page.delta_link is not None,
+            )
 
     async def _classify_removed(self, item_id: str, observed: str) -> ChangeEvent | None:
         """Delta says @removed both for deletes and for moves out of the folder; only a
@@ -180,4 +191,3 @@ class StreamWorker:
         if self.stream.kind == "events" and ev.in_scope(self.stream, item):
             return None  # left the calendarView window, still a synced event: nothing to do
         return ev.unlink_event(self.tenant_id, self.mailbox, self.stream, item_id, ev.version_of_item(item), observed)
-

@@ -53,8 +53,13 @@ class WebhookReceiver:
         self.accepted = 0
         self.rejected = 0
 
-    def register(self, subscription_id: str, client_state: str, poke: Callable[[], None],
-                 lifecycle: Callable[[str], Coroutine[object, object, None]]) -> None:
+    def register(
+        self,
+        subscription_id: str,
+        client_state: str,
+        poke: Callable[[], None],
+        lifecycle: Callable[[str], Coroutine[object, object, None]],
+    ) -> None:
         self._subs[subscription_id] = _Registration(client_state, poke, lifecycle)
 
     def unregister(self, subscription_id: str) -> None:
@@ -79,8 +84,11 @@ class WebhookReceiver:
         if sub is None or not secrets.compare_digest(str(n.get("clientState") or ""), sub.client_state):
             self.rejected += 1
             ERRORS.labels("ingest-exchange", "webhook_rejected").inc()
-            log.warning("webhook.rejected", subscription_id=str(n.get("subscriptionId")),
-                        reason="unknown subscription" if sub is None else "clientState mismatch")
+            log.warning(
+                "webhook.rejected",
+                subscription_id=str(n.get("subscriptionId")),
+                reason="unknown subscription" if sub is None else "clientState mismatch",
+            )
             return None
         self.accepted += 1
         return sub
@@ -123,8 +131,15 @@ class WebhookReceiver:
 class Subscription:
     """Keeps one Graph subscription alive for one stream, feeding `poke`."""
 
-    def __init__(self, client: ExchangeClient, receiver: WebhookReceiver, public_url: str, mailbox: str,
-                 stream: DeltaStream, poke: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        client: ExchangeClient,
+        receiver: WebhookReceiver,
+        public_url: str,
+        mailbox: str,
+        stream: DeltaStream,
+        poke: Callable[[], None],
+    ) -> None:
         self.client = client
         self.receiver = receiver
         self.public_url = public_url.rstrip("/")
@@ -180,8 +195,12 @@ class Subscription:
             return True
         except Exception as exc:
             # Polling keeps the stream correct meanwhile; only latency suffers.
-            log.warning("subscription.create_failed", user=self.mailbox, stream=self.stream.key,
-                        error=f"{type(exc).__name__}: {exc}")
+            log.warning(
+                "subscription.create_failed",
+                user=self.mailbox,
+                stream=self.stream.key,
+                error=f"{type(exc).__name__}: {exc}",
+            )
             return False
 
     async def _keep_alive(self) -> None:

@@ -69,18 +69,25 @@ async def world(bus: Bus, topic_prefix: str) -> AsyncIterator[World]:
     tenant = Tenant(
         "contoso",
         (User(ALICE, "005000000000001AAA"), User(BOB, "005000000000002AAA")),
-        graph=GraphEndpoint(base_url=url + "/v1.0", authority=url, azure_tenant_id=cfg.tenant_id,
-                            client_id="exsf-app", client_secret_ref="literal:s3cret"),
+        graph=GraphEndpoint(
+            base_url=url + "/v1.0",
+            authority=url,
+            azure_tenant_id=cfg.tenant_id,
+            client_id="exsf-app",
+            client_secret_ref="literal:s3cret",
+        ),
         poll_seconds=3600,  # only the webhook can make changes arrive quickly
         entities=("contact", "task", "email"),
     )
     await TenantRegistry(bus, topics.tenants).put(tenant)
     port = free_port()
-    service = ExchangeIngestService(bus, topics, Health(), webhook_host="127.0.0.1", webhook_port=port,
-                                    public_url=f"http://127.0.0.1:{port}")
+    service = ExchangeIngestService(
+        bus, topics, Health(), webhook_host="127.0.0.1", webhook_port=port, public_url=f"http://127.0.0.1:{port}"
+    )
     task = asyncio.create_task(service.run())
-    reader = bus.consumer([topics.changes_exchange], group_id=None,
-                          assign=[TopicPartition(topics.changes_exchange, p) for p in range(2)])
+    reader = bus.consumer(
+        [topics.changes_exchange], group_id=None, assign=[TopicPartition(topics.changes_exchange, p) for p in range(2)]
+    )
     await reader.start()
     for p in range(2):
         reader.seek(TopicPartition(topics.changes_exchange, p), 0)
@@ -108,9 +115,12 @@ async def test_enrolment_webhook_delete_and_move(world: World) -> None:
     assert [c["displayName"] for c in await w.admin.categories(ALICE)].count("Salesforce") == 1
 
     # An edit "in Outlook" arrives through the webhook (polling is 1 h in this test).
-    c = await w.admin.create_item(ALICE, "contact", {"givenName": "Ann", "surname": "Lee",
-                                                     "emailAddresses": [{"address": "Ann@X.test"}]},
-                                  container="Salesforce Contacts")
+    c = await w.admin.create_item(
+        ALICE,
+        "contact",
+        {"givenName": "Ann", "surname": "Lee", "emailAddresses": [{"address": "Ann@X.test"}]},
+        container="Salesforce Contacts",
+    )
     created = await w.wait_for(lambda e: e.source_id == c["id"] and e.op == "upsert", "contact created event")
     assert created.tenant_id == "contoso" and created.user == ALICE and created.entity == "contact"
     assert created.record is not None and created.record["given_name"] == "Ann"
@@ -133,15 +143,16 @@ async def test_enrolment_webhook_delete_and_move(world: World) -> None:
 async def test_invalid_delta_token_resyncs_without_duplicates(world: World) -> None:
     w = world
     await eventually(lambda: _enrolled(w), "streaming")
-    a = await w.admin.create_item(ALICE, "contact", {"givenName": "A", "surname": "One"},
-                                  container="Salesforce Contacts")
-    b = await w.admin.create_item(ALICE, "contact", {"givenName": "B", "surname": "Two"},
-                                  container="Salesforce Contacts")
+    a = await w.admin.create_item(
+        ALICE, "contact", {"givenName": "A", "surname": "One"}, container="Salesforce Contacts"
+    )
+    b = await w.admin.create_item(
+        ALICE, "contact", {"givenName": "B", "surname": "Two"}, container="Salesforce Contacts"
+    )
     await w.wait_for(lambda e: e.source_id == b["id"], "b seen")
     await w.admin.evict_delta_tokens()
     await w.admin.delete_item(ALICE, a["id"])  # happens while our token is invalid
-    worker = next(x for x in w.service.tenants["contoso"].workers if x.stream.kind == "contacts"
-                  and x.mailbox == ALICE)
+    worker = next(x for x in w.service.tenants["contoso"].workers if x.stream.kind == "contacts" and x.mailbox == ALICE)
     worker.poke.set()
     marker = await w.wait_for(lambda e: e.source_id.startswith("resync:") and e.user == ALICE, "resync marker")
     assert b["id"] in marker.origin["seen_ids"] and a["id"] not in marker.origin["seen_ids"]
