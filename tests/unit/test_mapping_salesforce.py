@@ -12,7 +12,10 @@ from services.connectors.salesforce.mapping import (
     canonical_patch_to_sf,
     canonical_to_sf,
     cdc_to_canonical,
+    fields_not_stored,
+    is_email_task,
     is_placeholder_last_name,
+    is_series_occurrence,
     modified_at_of,
     owner_of,
     placeholder_last_name,
@@ -369,3 +372,13 @@ def test_versions_and_times() -> None:
     assert modified_at_of(CDC_CREATE["ChangeEventHeader"]) == "2026-01-05T10:13:05Z"
     assert modified_at_of(REST_CONTACT) == "2026-01-03T18:38:05Z"
     assert owner_of(REST_CONTACT) == "0055g00000DxYzAAAV" and owner_of({}) is None
+
+
+def test_what_salesforce_cannot_hold_and_record_kinds() -> None:
+    assert fields_not_stored("event") == {"time_zone"}
+    assert fields_not_stored("event", time_zone_field=TZ_FIELD) == set()
+    assert "to_addresses" in fields_not_stored("email") and fields_not_stored("contact") == set()
+    assert is_email_task({"TaskSubtype": "Email"}) and not is_email_task(REST_TASK)
+    assert is_series_occurrence({"RecurrenceActivityId": "00U1", "IsRecurrence": False})
+    assert not is_series_occurrence({"RecurrenceActivityId": "00U1", "IsRecurrence": True})
+    assert not is_series_occurrence(REST_EVENT)
