@@ -152,7 +152,7 @@ async def test_files_and_attachments(sf: Sf) -> None:
     assert sorted(r["LinkedEntityId"] for r in q["records"]) == sorted([task["id"], users["alice@contoso.test"]])
     status, body, _ = await sf.call("POST", "/sobjects/ContentVersion", {"PathOnClient": "x.txt",
                                                                          "VersionData": "not base64!"})
-    assert status == 400
+    assert status == 400 and body[0]["errorCode"] == "JSON_PARSER_ERROR"
 
 
 async def test_describe_lists_the_external_id_field(sf: Sf) -> None:
