@@ -14,6 +14,7 @@ from services.connectors.exchange.mapping import (
     etag_of,
     graph_to_canonical,
     html_to_text,
+    is_series_instance,
     link_id_of,
     modified_at_of,
     version_of,
@@ -485,6 +486,12 @@ def test_link_id_helpers() -> None:
     assert task_body["linkedResources"] == [{"applicationName": "exsf", "externalId": "lnk-2",
                                              "displayName": "Salesforce"}]
     assert "singleValueExtendedProperties" not in task_body
+
+
+def test_series_instances() -> None:
+    assert is_series_instance({"type": "occurrence", "seriesMasterId": "m"})
+    assert is_series_instance({"type": "exception", "seriesMasterId": "m"})
+    assert not is_series_instance({"type": "seriesMaster"}) and not is_series_instance(GRAPH_EVENT)
 
 
 def test_categories_version_modified() -> None:

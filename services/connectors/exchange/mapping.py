@@ -590,6 +590,13 @@ def with_link_id(body: Mapping[str, Any], link_id: str, *, entity: str = "contac
     return out
 
 
+def is_series_instance(item: Mapping[str, Any]) -> bool:
+    """An occurrence or exception of a recurring event (calendarView delta lists them next
+    to the seriesMaster): the series syncs through its master, which holds `recurrence`.
+    Exceptions (a moved or edited single occurrence) have no Salesforce counterpart."""
+    return str(item.get("type") or "") in ("occurrence", "exception")
+
+
 def categories_of(item: Mapping[str, Any]) -> list[str]:
     return [str(c) for c in item.get("categories") or [] if c]
 
