@@ -288,7 +288,13 @@ class CdcStream:
     async def next(self) -> CdcMessage:
         """The next change event not delivered before."""
         while True:
-            msg = decode(await self._next_raw())
+            raw = await self._next_raw()
+            try:
+                msg = decode(raw)
+            except (KeyError, TypeError, ValueError):
+                # Not a change event (no data.event.replayId): nothing to resume from, skip it.
+                log.warning("salesforce_stream_unexpected_message", channel=raw.get("channel"))
+                continue
             if not self.storage.is_new(msg.channel, msg.replay_id):
                 self.duplicates_dropped += 1
                 continue

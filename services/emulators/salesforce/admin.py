@@ -12,7 +12,7 @@ import orjson
 from aiohttp import web
 
 from services.emulators.salesforce.errors import SfError
-from services.emulators.salesforce.http import json_response
+from services.emulators.salesforce.gate import json_response
 from services.emulators.salesforce.rest import run_query, sobject_or_404
 from services.emulators.salesforce.store import WriteContext
 

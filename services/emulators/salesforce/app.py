@@ -15,7 +15,7 @@ from services.emulators.salesforce.cometd import CometdServer
 from services.emulators.salesforce.composite import CollectionsApi
 from services.emulators.salesforce.config import SalesforceEmulatorConfig
 from services.emulators.salesforce.faults import Counters, Faults
-from services.emulators.salesforce.http import RestGate
+from services.emulators.salesforce.gate import RestGate
 from services.emulators.salesforce.oauth import TokenEndpoint, TokenStore
 from services.emulators.salesforce.rest import RestApi
 from services.emulators.salesforce.store import Org

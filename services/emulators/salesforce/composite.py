@@ -10,7 +10,7 @@ from aiohttp import web
 
 from services.emulators.salesforce import ids
 from services.emulators.salesforce.errors import SfError
-from services.emulators.salesforce.http import Call, RestGate, json_response
+from services.emulators.salesforce.gate import Call, RestGate, json_response
 from services.emulators.salesforce.rest import sobject_or_404
 from services.emulators.salesforce.store import Org, Transaction
 

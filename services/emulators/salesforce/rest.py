@@ -12,7 +12,7 @@ from aiohttp import web
 
 from services.emulators.salesforce import ids, soql, timefmt
 from services.emulators.salesforce.errors import SfError, not_found
-from services.emulators.salesforce.http import Call, RestGate, json_response
+from services.emulators.salesforce.gate import Call, RestGate, json_response
 from services.emulators.salesforce.schema import FieldDef, SObjectDef, sobject
 from services.emulators.salesforce.store import Org, Rec
 
