@@ -221,6 +221,9 @@ class RestApi:
         text = call.request.query.get("q")
         if not text:
             raise SfError(400, "MALFORMED_QUERY", "A query string has to be specified")
+        count = count_query(self.org, text, include_deleted=include_deleted)
+        if count is not None:
+            return json_response({"totalSize": count, "done": True, "records": []})
         rows = run_query(self.org, text, include_deleted=include_deleted)
         return self._page(call, rows, str(next(_locators)), 0)
 
@@ -256,6 +259,18 @@ class RestApi:
 
 def run_query(org: Org, text: str, *, include_deleted: bool) -> list[dict[str, Any]]:
     q = soql.parse(text)
+    rows = _matching(org, q, include_deleted)
+    names = [f.name for f in q.fields]
+    return [org.render(r, names) for r in rows]
+
+
+def count_query(org: Org, text: str, *, include_deleted: bool) -> int | None:
+    """The count for `SELECT COUNT() ...`, None for other queries."""
+    q = soql.parse(text)
+    return len(_matching(org, q, include_deleted)) if q.count_only else None
+
+
+def _matching(org: Org, q: soql.Query, include_deleted: bool) -> list[Rec]:
     rows = [r for r in org.of_type(q.sobject.name) if include_deleted or not r.deleted]
     if q.where is not None:
         where = q.where
@@ -265,8 +280,7 @@ def run_query(org: Org, text: str, *, include_deleted: bool) -> list[dict[str, A
     rows = rows[q.offset :]
     if q.limit is not None:
         rows = rows[: q.limit]
-    names = [f.name for f in q.fields]
-    return [org.render(r, names) for r in rows]
+    return rows
 
 
 def _getter(org: Org, rec: Rec) -> Callable[[FieldDef], Any]:

@@ -45,6 +45,7 @@ class Query:
     order: list[tuple[FieldDef, bool, bool]] = field(default_factory=list)  # field, desc, nulls_first
     limit: int | None = None
     offset: int = 0
+    count_only: bool = False  # SELECT COUNT() FROM ...
 
 
 def tokenize(text: str) -> list[Tok]:
@@ -97,16 +98,24 @@ class _Parser:
 
     def parse(self) -> Query:
         self.take("kw", "SELECT")
-        names = [self.take("word").value]
-        while self.peek("op", ","):
+        count_only = False
+        names: list[str] = []
+        if self.peek("word", "COUNT") or self.peek("word", "count"):
             self.take()
+            self.take("op", "(")
+            self.take("op", ")")
+            count_only = True
+        else:
             names.append(self.take("word").value)
+            while self.peek("op", ","):
+                self.take()
+                names.append(self.take("word").value)
         self.take("kw", "FROM")
         name = self.take("word").value
         self.sobj = sobject(name)
         if self.sobj is None:
             raise SfError(400, "INVALID_TYPE", f"sObject type '{name}' is not supported.")
-        q = Query(self.sobj, [self.field(n) for n in names])
+        q = Query(self.sobj, [self.field(n) for n in names], count_only=count_only)
         if self.peek("kw", "WHERE"):
             self.take()
             q.where = self.expr()

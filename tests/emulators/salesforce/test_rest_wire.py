@@ -160,3 +160,35 @@ async def test_describe_lists_the_external_id_field(sf: Sf) -> None:
     fields = {f["name"]: f for f in body["fields"]}
     assert status == 200 and fields["exsf_Link_Id__c"]["externalId"] is True
     assert fields["Id"]["updateable"] is False and "RecurrenceDayOfWeekMask" in fields
+
+
+async def test_run_forever_serves_until_cancelled() -> None:
+    import asyncio
+    import socket
+
+    import aiohttp
+
+    from services.emulators.salesforce import run_forever
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    task = asyncio.create_task(run_forever("localhost", port, ["carol@contoso.test"]))
+    try:
+        async with aiohttp.ClientSession() as http:
+            for _ in range(200):
+                try:
+                    async with http.get(f"http://localhost:{port}/services/data") as r:
+                        versions = await r.json()
+                        break
+                except aiohttp.ClientConnectionError:
+                    await asyncio.sleep(0.05)
+            assert versions[0]["version"] == "60.0"
+            async with http.get(f"http://localhost:{port}/_admin/users") as r:
+                assert [u["username"] for u in await r.json()] == ["carol@contoso.test"]
+    finally:
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass

@@ -86,3 +86,10 @@ def test_bad_queries_name_the_problem(org: Org, soql: str, code: str) -> None:
     with pytest.raises(SfError) as exc:
         run_query(org, soql, include_deleted=False)
     assert exc.value.code == code and exc.value.status == 400
+
+
+def test_count_query(org: Org) -> None:
+    from services.emulators.salesforce.rest import count_query
+
+    assert count_query(org, "SELECT COUNT() FROM Contact WHERE Title != null", include_deleted=False) == 2
+    assert count_query(org, "SELECT Id FROM Contact", include_deleted=False) is None
