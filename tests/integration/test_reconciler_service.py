@@ -1,0 +1,180 @@
+"""services/reconciler on both buses: changes in, commands out, results close links, state
+restored from exsf.state after a restart, poison messages dead-lettered."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import pytest
+
+from services.core.bus.base import Bus, Consumer, Producer, TopicPartition
+from services.core.envelopes import ChangeEvent, Command, CommandResult, decode_command, encode
+from services.core.sideserver import Health
+from services.core.state_store import StateStore
+from services.core.tenant_registry import TenantRegistry
+from services.core.tenants import Tenant, User
+from services.core.topics import Topics, tenant_key, topic_specs
+from services.reconciler.service import ReconcilerService
+from tests.support.waiting import eventually
+
+ALICE = "alice@contoso.test"
+TENANT = Tenant("contoso", (User(ALICE, "005000000000001AAA"),))
+
+
+@dataclass
+class World:
+    bus: Bus
+    topics: Topics
+    group: str
+    producer: Producer
+    readers: dict[str, Consumer]
+    got: dict[str, list[bytes]] = field(default_factory=dict)
+    service: ReconcilerService | None = None
+    task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self.service = ReconcilerService(self.bus, self.topics, Health(), store=StateStore(), group_id=self.group)
+        self.task = asyncio.create_task(self.service.run())
+
+    async def stop(self) -> None:
+        assert self.service and self.task
+        self.service.stop()
+        await self.task
+
+    async def send(self, topic: str, value: bytes) -> None:
+        await self.producer.send_and_wait(topic, value, key=tenant_key("contoso"))
+
+    async def pull(self, topic: str) -> list[bytes]:
+        for msgs in (await self.readers[topic].getmany(timeout_ms=100)).values():
+            self.got.setdefault(topic, []).extend(m.value or b"" for m in msgs)
+        return self.got.get(topic, [])
+
+    async def wait_commands(self, topic: str, n: int) -> list[Command]:
+        async def enough() -> bool:
+            return len(await self.pull(topic)) >= n
+
+        await eventually(enough, f"{n} commands on {topic}")
+        return [decode_command(v) for v in self.got[topic]]
+
+
+@pytest.fixture
+async def world(bus: Bus, topic_prefix: str) -> AsyncIterator[World]:
+    topics = Topics.with_prefix(topic_prefix)
+    await bus.create_topics(topic_specs(2, topic_prefix))
+
+    async def ready() -> bool:
+        try:
+            return all([await bus.partitions_for(t) == 2 for t in (topics.state, topics.results, topics.deadletter)])
+        except Exception:
+            return False
+
+    await eventually(ready, "topics")
+    await TenantRegistry(bus, topics.tenants).put(TENANT)
+    producer = bus.producer()
+    await producer.start()
+    readers = {}
+    for t in (topics.commands_salesforce, topics.commands_exchange, topics.deadletter, topics.audit):
+        c = bus.consumer([t], group_id=None, assign=[TopicPartition(t, p) for p in range(2)])
+        await c.start()
+        for p in range(2):
+            c.seek(TopicPartition(t, p), 0)
+        readers[t] = c
+    w = World(bus, topics, topic_prefix + "reconciler", producer, readers)
+    try:
+        yield w
+    finally:
+        if w.task and not w.task.done():
+            await w.stop()
+        for c in readers.values():
+            await c.stop()
+        await producer.stop()
+
+
+def contact_event(**kw: Any) -> ChangeEvent:
+    base: dict[str, Any] = dict(
+        tenant_id="contoso",
+        user=ALICE,
+        source="exchange",
+        entity="contact",
+        source_id="AAMk-1",
+        op="upsert",
+        version="ck1",
+        observed_at="2026-11-29T10:00:00Z",
+        modified_at="2026-11-29T10:00:00Z",
+        record={"given_name": "Ann", "family_name": "Lee", "email": "ann@x.test"},
+    )
+    base.update(kw)
+    return ChangeEvent(**base)
+
+
+async def test_commands_results_restart_and_poison(world: World) -> None:
+    w = world
+    t = w.topics
+    await w.start()
+    await w.send(t.changes_exchange, encode(contact_event()))
+    [create] = await w.wait_commands(t.commands_salesforce, 1)
+    assert create.action == "create" and create.entity == "contact" and create.user == ALICE
+    assert create.fields["email"] == "ann@x.test"
+
+    # A poison message is dead-lettered and the partition keeps going.
+    await w.send(t.changes_exchange, b'{"schema": 1, "tenant_id": "contoso", "op": "explode"}')
+    await w.send(
+        t.results,
+        encode(
+            CommandResult(
+                command_id=create.command_id,
+                tenant_id="contoso",
+                user=ALICE,
+                target="salesforce",
+                entity="contact",
+                link_id=create.link_id,
+                status="applied",
+                target_id="003000000000001AAA",
+                new_version="2026-11-29T10:00:01.000Z",
+                modified_at="2026-11-29T10:00:01.000Z",
+            )
+        ),
+    )
+
+    async def dead() -> bool:
+        return len(await w.pull(t.deadletter)) >= 1
+
+    await eventually(dead, "poison dead-lettered")
+    rec = orjson.loads(w.got[t.deadletter][0])
+    assert rec["service"] == "reconciler" and "'op'" in rec["error"]
+
+    async def linked() -> bool:
+        assert w.service is not None
+        states = [s for per in w.service.handler.states.values() for s in per.values()]
+        return any(link.salesforce.id == "003000000000001AAA" for s in states for link in s.links.values())
+
+    await eventually(linked, "the result completes the link")
+
+    # Restart with an empty local store: state comes back from exsf.state.
+    await w.stop()
+    await w.start()
+    # A Salesforce delete the ingestor could not attribute (user "*") reaches the right mailbox.
+    await w.send(
+        t.changes_salesforce,
+        encode(
+            ChangeEvent(
+                tenant_id="contoso",
+                user="*",
+                source="salesforce",
+                entity="contact",
+                source_id="003000000000001AAA",
+                op="delete",
+                version="deleted@1",
+                observed_at="2026-11-29T11:00:00Z",
+                modified_at="2026-11-29T11:00:00Z",
+                origin={"reason": "deleted"},
+            )
+        ),
+    )
+    [delete] = await w.wait_commands(t.commands_exchange, 1)
+    assert delete.action == "delete" and delete.target_id == "AAMk-1" and delete.user == ALICE
+    assert len(await w.pull(t.commands_salesforce)) == 1, "nothing was re-issued after the restart"
