@@ -514,3 +514,21 @@ def test_zone_names() -> None:
     assert tz.graph_zone_name("Europe/Berlin") == "W. Europe Standard Time"
     assert tz.graph_zone_name(None) == "UTC"
     assert all(tz.zone_of(n) is not None for n in tz.WINDOWS_TO_IANA)
+
+
+@pytest.mark.parametrize(
+    ("entity", "item"),
+    [
+        ("event", {"isAllDay": False, "start": {"dateTime": "tomorrow", "timeZone": "UTC"}}),
+        ("task", {"dueDateTime": {"dateTime": "2026-13-45T00:00:00", "timeZone": "UTC"}}),
+        ("email", {"sentDateTime": "yesterday"}),
+    ],
+)
+def test_unreadable_values_are_mapping_errors(entity: str, item: dict[str, object]) -> None:
+    with pytest.raises(MappingError):
+        graph_to_canonical(entity, item)
+
+
+def test_unwritable_canonical_values_are_mapping_errors() -> None:
+    with pytest.raises(MappingError):
+        canonical_to_graph("event", {"start": "not a time", "end": "2026-01-01T00:00:00Z", "is_all_day": False})

@@ -382,3 +382,13 @@ def test_what_salesforce_cannot_hold_and_record_kinds() -> None:
     assert is_series_occurrence({"RecurrenceActivityId": "00U1", "IsRecurrence": False})
     assert not is_series_occurrence({"RecurrenceActivityId": "00U1", "IsRecurrence": True})
     assert not is_series_occurrence(REST_EVENT)
+
+
+def test_unreadable_values_are_mapping_errors() -> None:
+    with pytest.raises(MappingError):
+        sf_to_canonical("event", {"IsAllDayEvent": False, "StartDateTime": "soon"})
+    with pytest.raises(MappingError):
+        cdc_to_canonical("event", _update(["DurationInMinutes"], StartDateTime="2026-01-01T00:00:00Z",
+                                          DurationInMinutes="long", IsAllDayEvent=False))
+    with pytest.raises(MappingError):
+        canonical_to_sf("event", {"start": "2026-01-01", "end": "x", "is_all_day": True})
