@@ -22,8 +22,8 @@ import orjson
 import structlog
 
 from services.connectors.salesforce.auth import SalesforceAuth
-from services.connectors.salesforce.errors_map import error_for, first_error
-from services.core.errors import TransientError
+from services.connectors.salesforce.errors_map import error_for, error_for_record, first_error
+from services.core.errors import ConnectorError, TransientError
 
 log = structlog.get_logger(__name__)
 
@@ -50,6 +50,14 @@ class SaveResult:
     @property
     def error_code(self) -> str | None:
         return self.errors[0].status_code if self.errors else None
+
+    def to_error(self, what: str = "record") -> ConnectorError | None:
+        """The connector error this failed row stands for (None when it succeeded):
+        ENTITY_IS_DELETED -> NotFoundError, UNABLE_TO_LOCK_ROW -> TransientError, ... ."""
+        if self.success:
+            return None
+        message = self.errors[0].message if self.errors else ""
+        return error_for_record(self.error_code, message, what)
 
 
 @dataclass(frozen=True, slots=True)

@@ -80,6 +80,8 @@ async def test_collections_partial_failure_keeps_the_good_rows(rest: SalesforceR
     deleted = await rest.delete_many([results[2].id or "", results[2].id or ""])
     assert [d.success for d in deleted] == [True, False]
     assert deleted[1].error_code == "ENTITY_IS_DELETED"
+    assert deleted[0].to_error() is None and isinstance(deleted[1].to_error(), NotFoundError)
+    assert isinstance(updates[1].to_error(), PermanentError)
 
 
 async def test_collections_all_or_none_rolls_everything_back(org: Org, rest: SalesforceRest) -> None:
