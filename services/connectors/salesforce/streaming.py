@@ -167,6 +167,10 @@ def is_replay_error(error: str) -> bool:
     return error.startswith("400") and "replayId" in error
 
 
+class StreamClosed(Exception):
+    """`next()` was waiting (or called) after `close()`: the iterators just end."""
+
+
 class CdcStream:
     def __init__(
         self,
@@ -197,6 +201,8 @@ class CdcStream:
         self.max_reopen_failures = max_reopen_failures
         self._client: _StreamingClient | None = None
         self._watch = _SubscribeWatch()
+        self._closed = False
+        self._close_event = asyncio.Event()
         self.opens = 0
         self.reopens = 0
         self.duplicates_dropped = 0
@@ -209,6 +215,8 @@ class CdcStream:
 
     async def open(self) -> None:
         """Handshake and subscribe now (otherwise the first message() call does it)."""
+        self._closed = False
+        self._close_event.clear()
         if self._client is None:
             await self._open()
 
@@ -241,6 +249,11 @@ class CdcStream:
         log.info("salesforce_stream_open", channels=list(self.channels), opens=self.opens)
 
     async def close(self) -> None:
+        self._closed = True
+        self._close_event.set()
+        await self._drop_client()
+
+    async def _drop_client(self) -> None:
         client, self._client = self._client, None
         if client is not None:
             await _quiet_close(client)
@@ -248,34 +261,41 @@ class CdcStream:
     async def _receive(self, client: _StreamingClient) -> JsonObject:
         recv = asyncio.ensure_future(client.receive())
         expired = asyncio.ensure_future(self._watch.expired.wait())
+        closed = asyncio.ensure_future(self._close_event.wait())
         try:
-            done, _ = await asyncio.wait({recv, expired}, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait({recv, expired, closed}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for t in (recv, expired):
+            for t in (recv, expired, closed):
                 if not t.done():
                     t.cancel()
         if recv in done:
             return recv.result()
+        if closed in done:
+            raise StreamClosed()
         raise CursorExpired(f"salesforce replay id no longer valid: {self._watch.error}", code="INVALID_REPLAY_ID")
 
     async def _next_raw(self) -> JsonObject:
         failures = 0
         while True:
+            if self._closed:
+                raise StreamClosed()
             try:
                 if self._client is None:
                     await self._open()
                 assert self._client is not None
                 return await self._receive(self._client)
             except CursorExpired:
-                await self.close()
+                await self._drop_client()
                 raise
             except AuthenticationError:
-                await self.close()
+                await self._drop_client()
                 raise
             except (AiosfstreamException, TransientError) as exc:
+                if self._closed:
+                    raise StreamClosed() from None
                 # Lost connection, server-closed session, network failure on open: reopen
                 # from the last delivered replay id.
-                await self.close()
+                await self._drop_client()
                 failures += 1
                 if failures > self.max_reopen_failures:
                     raise TransientError(f"salesforce streaming keeps failing: {type(exc).__name__}") from None
@@ -310,14 +330,25 @@ class CdcStream:
 
     async def messages(self) -> AsyncIterator[CdcMessage]:
         while True:
-            yield await self.next()
+            try:
+                msg = await self.next()
+            except StreamClosed:
+                return
+            yield msg
 
     async def batches(self, max_size: int = 100) -> AsyncIterator[list[CdcMessage]]:
         """Waits for one event, then adds whatever else already arrived (up to `max_size`)."""
         while True:
-            batch = [await self.next()]
+            try:
+                batch = [await self.next()]
+            except StreamClosed:
+                return
             while len(batch) < max_size and self._client is not None and self._client.has_pending_messages:
-                batch.append(await self.next())
+                try:
+                    batch.append(await self.next())
+                except StreamClosed:
+                    yield batch
+                    return
             yield batch
 
     @property

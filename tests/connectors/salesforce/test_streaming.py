@@ -251,3 +251,23 @@ async def test_stream_shares_the_rest_token(org: Org, rest: SalesforceRest) -> N
         assert msg.record_ids == [cid]
     finally:
         await stream.close()
+
+
+async def test_close_ends_a_waiting_iterator(rest: SalesforceRest, stream_factory) -> None:
+    stream = stream_factory()
+    await stream.open()
+    got: list[CdcMessage] = []
+
+    async def consume() -> None:
+        async for msg in stream.messages():
+            got.append(msg)
+
+    task = asyncio.create_task(consume())
+    await rest.create("Contact", {"LastName": "one"})
+    for _ in range(200):
+        if got:
+            break
+        await asyncio.sleep(0.05)
+    await stream.close()
+    await asyncio.wait_for(task, WAIT_S)  # the iterator ended instead of reconnecting
+    assert len(got) == 1 and stream.reopens == 0
