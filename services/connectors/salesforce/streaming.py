@@ -38,7 +38,7 @@ from aiosfstream_ng.exceptions import AiosfstreamException, AuthenticationError,
 
 from services.connectors.salesforce.auth import SalesforceAuth
 from services.connectors.salesforce.replay import NEW_EVENTS, DurableReplayStorage, ReplayStore
-from services.core.errors import CursorExpired, TransientError
+from services.core.errors import CursorExpired, PermanentError, TransientError
 
 log = structlog.get_logger(__name__)
 
@@ -238,9 +238,13 @@ class CdcStream:
                 await client.subscribe(ch)
         except ServerError as exc:
             await _quiet_close(client)
-            if is_replay_error(exc.error or ""):
+            error = exc.error or ""
+            if is_replay_error(error):
                 raise CursorExpired(f"salesforce replay id no longer valid: {exc.error_message}",
                                     code="INVALID_REPLAY_ID") from None
+            if exc.error_code == 400 or (exc.error_code == 403 and "Unknown client" not in error):
+                # An unknown channel or a missing CDC permission: reconnecting will not help.
+                raise PermanentError(f"salesforce streaming refused: {error}", code=str(exc.error_code)) from None
             raise
         except BaseException:
             await _quiet_close(client)

@@ -12,7 +12,7 @@ from services.connectors.salesforce.catchup import catch_up, reread
 from services.connectors.salesforce.replay import ALL_EVENTS, MemoryReplayStore
 from services.connectors.salesforce.rest import SalesforceRest
 from services.connectors.salesforce.streaming import ALL_CHANGE_EVENTS, CdcMessage, CdcStream, entity_channel
-from services.core.errors import CursorExpired
+from services.core.errors import CursorExpired, PermanentError
 from services.emulators.salesforce.store import WriteContext
 from tests.connectors.salesforce.conftest import USERS, Org
 from tests.support.waiting import WAIT_S
@@ -271,3 +271,10 @@ async def test_close_ends_a_waiting_iterator(rest: SalesforceRest, stream_factor
     await stream.close()
     await asyncio.wait_for(task, WAIT_S)  # the iterator ended instead of reconnecting
     assert len(got) == 1 and stream.reopens == 0
+
+
+async def test_unknown_channel_is_a_permanent_error(stream_factory) -> None:
+    stream = stream_factory(("/data/NoSuchChangeEvent",))
+    with pytest.raises(PermanentError) as exc:
+        await stream.open()
+    assert "does not exist" in str(exc.value) and stream.reopens == 0
