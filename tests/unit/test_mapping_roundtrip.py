@@ -269,3 +269,19 @@ def test_normalise_recurrence_is_idempotent_on_graph_output() -> None:
         assert tz.normalise_recurrence(graph) == r
 
     check()
+
+
+@settings(max_examples=200)
+@given(recurrences().filter(lambda r: r["range"]["type"] == "numbered"))
+def test_numbered_series_ends_on_its_last_occurrence_in_salesforce(r: dict[str, Any]) -> None:
+    from services.emulators.graph.recurrence import occurrence_dates as oracle
+
+    expected = oracle(r, date.fromisoformat(r["range"]["startDate"]), date(2200, 1, 1))[-1].isoformat()
+    assert tz.last_occurrence_date(r) == expected
+    rec = {"start": r["range"]["startDate"], "end": r["range"]["startDate"], "is_all_day": True, "recurrence": r}
+    body = sm.canonical_to_sf("event", rec)
+    assert body["RecurrenceEndDateOnly"] == expected
+    back = sm.sf_to_canonical("event", body)["recurrence"]
+    # Salesforce has no first day of the week (documented loss); the rest survives.
+    assert back["pattern"] == {k: v for k, v in r["pattern"].items() if k != "firstDayOfWeek"}
+    assert back["range"] == {"type": "endDate", "startDate": r["range"]["startDate"], "endDate": expected}

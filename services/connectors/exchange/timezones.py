@@ -12,6 +12,7 @@ Canonical instants are "YYYY-MM-DDTHH:MM:SSZ" (second precision, UTC).
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 from typing import Any, Final
@@ -353,3 +354,79 @@ def normalise_recurrence(value: object) -> dict[str, Any] | None:
         rng["numberOfOccurrences"] = int(r["numberOfOccurrences"])
     out["range"] = rng
     return out
+
+
+_INDEX: Final = {"first": 0, "second": 1, "third": 2, "fourth": 3, "last": -1}
+_MAX_STEPS: Final = 100_000
+
+
+def _py_weekday(name: str) -> int:
+    return (WEEKDAYS.index(name) - 1) % 7  # Python counts from Monday=0, Graph's list from Sunday
+
+
+def _nth_weekday(year: int, month: int, weekdays: list[int], index: str) -> date | None:
+    days = [d for d in (date(year, month, 1) + timedelta(days=i) for i in range(31))
+            if d.month == month and d.weekday() in weekdays]
+    i = _INDEX.get(index, 0)
+    return days[i] if days and -len(days) <= i < len(days) else None
+
+
+def _month_day(year: int, month: int, day: int) -> date:
+    # Day 31 in a 30-day month falls on the month's last day, as Outlook does.
+    nxt = date(year + month // 12, month % 12 + 1, 1)
+    return date(year, month, min(day, (nxt - timedelta(days=1)).day))
+
+
+def occurrence_dates(recurrence: dict[str, Any]) -> Iterator[date]:
+    """The dates of a canonical recurrence's occurrences, from its startDate on, ignoring
+    the range's end (an iterator; the caller stops)."""
+    p, start = recurrence["pattern"], date.fromisoformat(recurrence["range"]["startDate"])
+    ptype, interval = p["type"], max(1, int(p.get("interval") or 1))
+    weekdays = [_py_weekday(d) for d in p.get("daysOfWeek") or []] or [start.weekday()]
+    steps = 0
+    if ptype == "daily":
+        d = start
+        while True:
+            yield d
+            d += timedelta(days=interval)
+    elif ptype == "weekly":
+        first = _py_weekday(p.get("firstDayOfWeek") or "sunday")
+        week = start - timedelta(days=(start.weekday() - first) % 7)
+        while steps < _MAX_STEPS:
+            for wd in sorted(weekdays, key=lambda w: (w - first) % 7):
+                d = week + timedelta(days=(wd - first) % 7)
+                if d >= start:
+                    yield d
+            week += timedelta(weeks=interval)
+            steps += 1
+    elif ptype in ("absoluteMonthly", "relativeMonthly", "absoluteYearly", "relativeYearly"):
+        yearly = ptype.endswith("Yearly")
+        y, m = start.year, int(p.get("month") or start.month) if yearly else start.month
+        while steps < _MAX_STEPS:
+            if ptype.startswith("absolute"):
+                cand: date | None = _month_day(y, m, int(p.get("dayOfMonth") or start.day))
+            else:
+                cand = _nth_weekday(y, m, weekdays, str(p.get("index") or "first"))
+            if cand is not None and cand >= start:
+                yield cand
+            if yearly:
+                y += interval
+            else:
+                m += interval
+                y, m = y + (m - 1) // 12, (m - 1) % 12 + 1
+            steps += 1
+
+
+def last_occurrence_date(recurrence: dict[str, Any]) -> str | None:
+    """The date of the last occurrence of a "numbered" series (Salesforce's legacy
+    recurrence has an end date but no occurrence count)."""
+    r = normalise_recurrence(recurrence)
+    if r is None or r["range"]["type"] != "numbered" or "startDate" not in r["range"]:
+        return None
+    count = int(r["range"].get("numberOfOccurrences") or 0)
+    last = None
+    for i, d in enumerate(occurrence_dates(r)):
+        last = d
+        if i + 1 >= count:
+            break
+    return last.isoformat() if last else None

@@ -366,7 +366,8 @@ def _write_recurrence(rec: Mapping[str, Any], ctx: Ctx) -> Record:
         IsRecurrence=True,
         RecurrenceType=_TO_SF_TYPE[ptype],
         RecurrenceStartDateTime=_recurrence_start(rec, rng.get("startDate")),
-        RecurrenceEndDateOnly=rng.get("endDate"),
+        # A numbered series ends on its last occurrence; it reads back as an endDate range.
+        RecurrenceEndDateOnly=rng.get("endDate") or tz.last_occurrence_date(r),
         # Salesforce TimeZoneSidKey values are IANA names, and "GMT" for UTC.
         RecurrenceTimeZoneSidKey="GMT" if zone_name == "UTC" else zone_name,
     )
