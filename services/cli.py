@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from services.core.bus.base import BusError
 from services.core.config import BusConfig, ConfigError, open_bus
 from services.core.logging import configure_logging
 from services.core.secrets import SecretError
@@ -165,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(args.log_level, json=args.log_format == "json")
     try:
         return asyncio.run(handler(args))
-    except (ConfigError, SecretError, TenantConfigError, FileNotFoundError) as exc:
+    except (ConfigError, SecretError, TenantConfigError, FileNotFoundError, BusError) as exc:
         print(f"exsf: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -173,4 +174,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    # Run through the imported module, not __main__, so subcommands registered by
+    # services.cli_services land on the same registry.
+    from services.cli import main as _main
+
+    raise SystemExit(_main())

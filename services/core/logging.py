@@ -109,7 +109,9 @@ def configure_logging(level: str = "INFO", *, json: bool = True, service: str | 
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(max(lvl, logging.INFO))
-    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    # Per-request INFO lines from HTTP clients drown the service's own events.
+    for noisy in ("aiokafka", "httpx", "httpcore", "kiota_http"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def _bind_service(service: str) -> Any:

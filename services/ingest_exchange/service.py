@@ -6,7 +6,8 @@ worker; polling every `tenant.poll_seconds` is the fallback.
 
 Environment: EXSF_WEBHOOK_PORT (default 8080) for the receiver; EXSF_WEBHOOK_PUBLIC_URL, the
 https base URL Graph can reach (without it, subscriptions are not created and the service
-polls); EXSF_CALENDAR_PAST_DAYS / EXSF_CALENDAR_FUTURE_DAYS, the calendar window.
+polls); EXSF_CALENDAR_PAST_DAYS / EXSF_CALENDAR_FUTURE_DAYS, the calendar window;
+EXSF_GRAPH_PAGE_SIZE, items per delta page (default 50).
 """
 
 from __future__ import annotations
@@ -58,7 +59,11 @@ class ExchangeTenant(TenantRunner):
         self.topics = topics
         self.receiver = receiver
         self.public_url = public_url
-        self.client = client or ExchangeClient(tenant.graph, resolve_secret(tenant.graph.client_secret_ref))
+        self.client = client or ExchangeClient(
+            tenant.graph,
+            resolve_secret(tenant.graph.client_secret_ref),
+            page_size=int(os.environ.get("EXSF_GRAPH_PAGE_SIZE", "50")),
+        )
         self.workers: list[StreamWorker] = []
         self.subscriptions: list[Subscription] = []
         self._tasks: list[asyncio.Task[None]] = []

@@ -92,13 +92,20 @@ class KafkaBus(Bus):
     async def start(self) -> None:
         if self._admin is not None:
             return
-        self._admin = AIOKafkaAdminClient(**self.settings.common())
-        await self._admin.start()
+        admin = AIOKafkaAdminClient(**self.settings.common())
         # A group-less consumer answers metadata and offset look-ups.
-        self._meta = AIOKafkaConsumer(
-            isolation_level="read_committed", enable_auto_commit=False, **self.settings.common()
-        )
-        await self._meta.start()
+        meta = AIOKafkaConsumer(isolation_level="read_committed", enable_auto_commit=False, **self.settings.common())
+        try:
+            await admin.start()
+            await meta.start()
+        except KafkaError as exc:
+            await meta.stop()
+            await admin.close()
+            raise BusError(
+                f"cannot reach Kafka at {self.settings.bootstrap_servers} "
+                f"({self.settings.security_protocol}): {type(exc).__name__}"
+            ) from None
+        self._admin, self._meta = admin, meta
 
     async def stop(self) -> None:
         if self._meta is not None:
