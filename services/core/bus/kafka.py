@@ -130,13 +130,19 @@ class KafkaBus(Bus):
             configs = {"cleanup.policy": "compact" if s.compacted else "delete"}
             if s.retention_ms is not None:
                 configs["retention.ms"] = str(s.retention_ms)
-            try:
-                await admin.create_topics(
-                    [NewTopic(s.name, s.partitions, self.settings.replication_factor, topic_configs=configs)]
-                )
-                created.append(s.name)
-            except TopicAlreadyExistsError:
-                pass  # created concurrently by another instance: fine, the call is idempotent
+            resp = await admin.create_topics(
+                [NewTopic(s.name, s.partitions, self.settings.replication_factor, topic_configs=configs)],
+                timeout_ms=self.settings.request_timeout_ms,
+            )
+            # Errors come back inside the response, per topic, not as exceptions.
+            for err in getattr(resp, "topic_errors", []) or []:
+                code, message = err[1], (err[2] if len(err) > 2 else None)
+                if code == 0:
+                    created.append(s.name)
+                elif code == TopicAlreadyExistsError.errno:
+                    pass  # created concurrently by another instance: the call stays idempotent
+                else:
+                    raise BusError(f"creating topic {s.name} failed: error {code} {message or ''}".strip())
         return created
 
     async def partitions_for(self, topic: str) -> int:
