@@ -144,3 +144,68 @@ async def test_kafka_unreachable_is_a_clear_failure(tmp_path: Path) -> None:
     assert rc == 2
     out = p.log_tail(200)
     assert "cannot reach Kafka at 127.0.0.1:1" in out and "Traceback" not in out
+
+
+async def test_salesforce_ingestor_killed_mid_stream_publishes_each_change_once(
+    env: dict[str, str], tmp_path: Path, kafka_bootstrap: str
+) -> None:
+    from services.emulators.salesforce.admin_client import SalesforceAdmin
+
+    topics = Topics.with_prefix(env["EXSF_TOPIC_PREFIX"])
+    sport = free_port()
+    emu = Proc("salesforce", ["emulate", "salesforce", "--port", str(sport), "--user", ALICE], env,
+               tmp_path / "sf.log").start()
+    procs = [emu]
+    try:
+        base = f"http://localhost:{sport}"
+        await wait_http(f"{base}/_admin/counters", 60, emu)
+        admin = SalesforceAdmin(base)
+        ids = await admin.users()
+        topics_cmd = Proc("topics", ["topics", "create"], env, tmp_path / "topics.log").start()
+        assert topics_cmd.popen is not None and topics_cmd.popen.wait(120) == 0, topics_cmd.log_tail()
+        tenant = {
+            "tenant_id": "contoso", "users": [{"mailbox": ALICE, "salesforce_user_id": ids[ALICE]}],
+            "salesforce": {"login_url": base, "client_id": "x", "username": ALICE, "client_secret_ref": "literal:x",
+                           "password_ref": "literal:password"},
+            "entities": ["contact"],
+        }
+        (tmp_path / "tenant.json").write_text(json.dumps(tenant))
+        put = Proc("put", ["tenants", "put", str(tmp_path / "tenant.json")], env, tmp_path / "put.log").start()
+        assert put.popen is not None and put.popen.wait(120) == 0, put.log_tail()
+        bus = KafkaBus(KafkaSettings(bootstrap_servers=kafka_bootstrap))
+        await bus.start()
+
+        ing = run("sfingest1", ["run", "ingest-salesforce"], env, tmp_path)
+        procs.append(ing)
+        await ing.wait_ready()
+        first = await admin.create("Contact", {"LastName": "First"}, as_user=ALICE)
+
+        async def published(n: int) -> bool:
+            return len(await read_all(bus, topics.changes_salesforce)) >= n
+
+        await eventually(lambda: published(1), "the stream is live")
+        created = [first]
+        for i in range(20):
+            created.append(await admin.create("Contact", {"LastName": f"Burst{i}"}, as_user=ALICE))
+        # SIGKILL while the burst is being delivered (where exactly it lands varies; every
+        # landing point must end with each change published once).
+        ing.kill9()
+        for i in range(20):
+            created.append(await admin.create("Contact", {"LastName": f"WhileDown{i}"}, as_user=ALICE))
+        ing2 = run("sfingest2", ["run", "ingest-salesforce"], env, tmp_path)
+        procs.append(ing2)
+
+        async def everything() -> bool:
+            evs = [decode_change_event(v) for v in await read_all(bus, topics.changes_salesforce)]
+            return {e.source_id for e in evs} >= set(created)
+
+        await eventually(everything, "every change published after the restart", 120)
+        evs = [decode_change_event(v) for v in await read_all(bus, topics.changes_salesforce)]
+        counts = Counter(e.event_id for e in evs)
+        assert max(counts.values()) == 1, "an event was published twice"
+        assert len(evs) == len(created)
+        await bus.stop()
+        await admin.close()
+    finally:
+        for p in reversed(procs):
+            p.kill9()
