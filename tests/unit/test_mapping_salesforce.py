@@ -392,3 +392,15 @@ def test_unreadable_values_are_mapping_errors() -> None:
                                           DurationInMinutes="long", IsAllDayEvent=False))
     with pytest.raises(MappingError):
         canonical_to_sf("event", {"start": "2026-01-01", "end": "x", "is_all_day": True})
+
+
+def test_cdc_create_of_event_without_false_checkboxes_matches_rest_read() -> None:
+    payload = {"ChangeEventHeader": dict(CDC_CREATE["ChangeEventHeader"], entityName="Event"),
+               "Subject": "Kick-off", "StartDateTime": "2026-01-05T09:00:00.000Z",
+               "EndDateTime": "2026-01-05T10:00:00.000Z", "DurationInMinutes": 60, "ShowAs": "Busy",
+               "OwnerId": "005RM000001vI54YAE"}
+    record, _ = cdc_to_canonical("event", payload)
+    rest = sf_to_canonical("event", {k: v for k, v in payload.items() if k != "ChangeEventHeader"}
+                           | {"IsAllDayEvent": False, "IsPrivate": False})
+    assert record == rest
+    assert record["is_private"] is False and record["is_all_day"] is False

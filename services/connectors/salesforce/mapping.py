@@ -44,6 +44,10 @@ COMPOUNDS: Final[dict[str, dict[str, dict[str, str]]]] = {
 }
 
 
+# Canonical values of Salesforce checkboxes, for CDC CREATE/UNDELETE bodies that omit them.
+CREATE_DEFAULTS: Final[dict[str, dict[str, Any]]] = {"event": {"is_private": False}}
+
+
 class MappingError(ValueError):
     """A record or payload that cannot be mapped."""
 
@@ -519,7 +523,8 @@ def cdc_to_canonical(entity: str, payload: Mapping[str, Any], *, time_zone_field
         if g.names and any(f in flat for f in fields):
             record.update(g.read(flat, ctx))
     if not update:
-        record = canonical(entity, record)
+        # CREATE bodies leave out empty fields; for a checkbox "empty" can only mean false.
+        record = canonical(entity, {**CREATE_DEFAULTS.get(entity, {}), **record})
         return record, list(record)
     listed = [_flat_name(sobject, str(n)) for n in header.get("changedFields") or []]
     changed_sf = set(listed) if listed else set(flat)
