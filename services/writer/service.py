@@ -1,0 +1,75 @@
+"""services/writer: exsf.commands.exchange + exsf.commands.salesforce -> Microsoft Graph and
+Salesforce, one CommandResult per command on exsf.results.
+
+A PartitionedProcessor (group exsf-writer) feeds WriterHandler.handle_batch; results and
+consumed offsets are committed in one transaction per partition batch. The API writes are
+at-least-once and made idempotent (handler.py). Tenants come from exsf.tenants, re-read
+every `tenant_reload_s` and whenever a command names an unknown tenant.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import structlog
+
+from services.core.bus.base import Bus
+from services.core.processor import PartitionedProcessor
+from services.core.sideserver import Health
+from services.core.tenant_registry import TenantRegistry
+from services.core.topics import Topics
+from services.writer.config import WriterSettings
+from services.writer.directory import TenantDirectory
+from services.writer.handler import SERVICE, WriterHandler
+
+log = structlog.get_logger(__name__)
+
+GROUP_ID = "exsf-writer"
+
+
+class WriterService:
+    def __init__(self, bus: Bus, topics: Topics, health: Health | None = None, *,
+                 settings: WriterSettings | None = None, directory: TenantDirectory | None = None,
+                 group_id: str = GROUP_ID) -> None:
+        self.bus = bus
+        self.topics = topics
+        self.health = health
+        self.settings = settings or WriterSettings()
+        self.directory = directory or TenantDirectory(TenantRegistry(bus, topics.tenants), self.settings)
+        self.handler = WriterHandler(bus, topics, self.directory, self.settings)
+        self.processor = PartitionedProcessor(
+            bus,
+            service=SERVICE,
+            group_id=group_id,
+            topics=[topics.commands_exchange, topics.commands_salesforce],
+            handler=self.handler,
+            deadletter_topic=topics.deadletter,
+            max_batch=self.settings.max_batch,
+        )
+
+    async def _reload_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.tenant_reload_s)
+            try:
+                await self.directory.reload()
+            except Exception as exc:  # keep the last good view of the tenants
+                log.warning("writer.tenant_reload_failed", error=f"{type(exc).__name__}: {exc}")
+
+    async def run(self) -> None:
+        await self.directory.reload()
+        reloader = asyncio.create_task(self._reload_periodically())
+        try:
+            await self.processor.run()
+        finally:
+            reloader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reloader
+            await self.directory.close()
+
+    def stop(self) -> None:
+        self.processor.stop()
+
+
+async def create(bus: Bus, topics: Topics, health: Health) -> WriterService:
+    return WriterService(bus, topics, health, settings=WriterSettings.from_env())
