@@ -49,6 +49,7 @@ class AdminApi:
             web.post(a + "/cdc/prune", h(self.prune)),
             web.get(a + "/cdc/events", h(self.events)),
             web.get(a + "/counters", h(self.counters)),
+            web.get(a + "/writes", h(self.writes)),
         ]
 
     def _guard(self, fn: Any) -> Any:
@@ -214,6 +215,9 @@ class AdminApi:
     async def events(self, request: web.Request) -> web.Response:
         return json_response([{"replay_id": ev.replay_id, "entity": ev.entity, "payload": ev.payload}
                               for ev in self.emu.bus.events])
+
+    async def writes(self, request: web.Request) -> web.Response:
+        return json_response(list(self.emu.counters.recent_writes))
 
     async def counters(self, request: web.Request) -> web.Response:
         return json_response(self.emu.counters.snapshot())

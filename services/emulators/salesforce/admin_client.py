@@ -93,5 +93,9 @@ class SalesforceAdmin:
     async def counters(self) -> dict[str, Any]:
         return dict(await self.call("GET", "/counters"))
 
+    async def writes(self) -> list[dict[str, Any]]:
+        """The latest REST writes: method, kind, path and Sforce-Call-Options client."""
+        return list(await self.call("GET", "/writes"))
+
     async def reset(self) -> None:
         await self.call("POST", "/reset")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +34,8 @@ class Counters:
     long_polls_dropped: int = 0
     # Sforce-Call-Options client ids seen on writes, with how many writes each made.
     write_clients: Counter[str] = field(default_factory=Counter)
+    # The latest writes: {"method", "kind", "path", "client"}, oldest first.
+    recent_writes: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=1000))
 
     def snapshot(self) -> dict[str, Any]:
         return {

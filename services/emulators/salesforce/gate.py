@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+import structlog
 from aiohttp import web
 
 from services.emulators.salesforce.config import SalesforceEmulatorConfig
@@ -14,6 +15,8 @@ from services.emulators.salesforce.errors import SfError
 from services.emulators.salesforce.faults import Counters, Faults
 from services.emulators.salesforce.oauth import TokenStore
 from services.emulators.salesforce.store import Org, WriteContext
+
+log = structlog.get_logger(__name__)
 
 WRITE_METHODS = frozenset({"POST", "PATCH", "PUT", "DELETE"})
 
@@ -82,9 +85,14 @@ class RestGate:
         client = call_client(request.headers.get("Sforce-Call-Options"))
         if request.method in WRITE_METHODS:
             self.counters.write_clients[client or ""] += 1
+            self.counters.recent_writes.append(
+                {"method": request.method, "kind": kind, "path": request.path, "client": client})
         version = request.match_info.get("version", self.config.api_version)
         ctx = WriteContext(user.id, "rest", version, client)
         try:
-            return await handler(Call(request, ctx, version))
+            resp = await handler(Call(request, ctx, version))
         except SfError as exc:
+            log.debug("sf_emulator_rest", kind=kind, method=request.method, status=exc.status, code=exc.code)
             return json_response(exc.rest_body(), exc.status)
+        log.debug("sf_emulator_rest", kind=kind, method=request.method, status=resp.status)
+        return resp

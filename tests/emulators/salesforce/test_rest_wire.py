@@ -119,6 +119,8 @@ async def test_faults_counters_and_reset(sf: Sf) -> None:
     await sf.call("POST", "/sobjects/Contact", {"LastName": "x"}, **{"Sforce-Call-Options": "client=writer-7"})
     counters = await sf.admin.counters()
     assert counters["rest_calls"] == 4 and counters["write_clients"] == {"writer-7": 1}
+    assert await sf.admin.writes() == [{"method": "POST", "kind": "create", "path": "/services/data/v60.0/sobjects/"
+                                        "Contact", "client": "writer-7"}]
     users_before = await sf.admin.users()
     await sf.admin.reset()
     assert await sf.admin.users() == users_before
