@@ -19,6 +19,7 @@ from services.connectors.salesforce.mapping import (
     modified_at_of,
     owner_of,
     placeholder_last_name,
+    sf_fields,
     sf_to_canonical,
     sobject_for,
     version_of,
@@ -404,3 +405,14 @@ def test_cdc_create_of_event_without_false_checkboxes_matches_rest_read() -> Non
                            | {"IsAllDayEvent": False, "IsPrivate": False})
     assert record == rest
     assert record["is_private"] is False and record["is_all_day"] is False
+
+
+def test_sf_fields_cover_what_the_reads_use() -> None:
+    assert sf_fields("contact")[:3] == ["Salutation", "FirstName", "LastName"]
+    event = sf_fields("event", time_zone_field=TZ_FIELD)
+    assert {"StartDateTime", "IsAllDayEvent", "RecurrenceType", TZ_FIELD} <= set(event)
+    assert len(event) == len(set(event)) and TZ_FIELD not in sf_fields("event")
+    # Reading only the listed fields gives the same record as reading everything.
+    assert sf_to_canonical("event", {k: REST_EVENT[k] for k in event if k in REST_EVENT},
+                           time_zone_field=TZ_FIELD) == sf_to_canonical("event", REST_EVENT, time_zone_field=TZ_FIELD)
+    assert sf_fields("email") == ["Subject", "Description"]

@@ -465,6 +465,17 @@ def sobject_for(entity: str) -> str:
         raise MappingError(f"unknown entity {entity!r}") from None
 
 
+def sf_fields(entity: str, *, time_zone_field: str | None = None) -> list[str]:
+    """The sObject fields `sf_to_canonical` reads, in table order (for SOQL and GET ?fields=)."""
+    names: list[str] = []
+    for g in _table(entity):
+        extra = (time_zone_field,) if time_zone_field and "time_zone" in g.names else ()
+        for f in (*g.fields, *extra):
+            if f not in names:
+                names.append(f)
+    return names
+
+
 @_mapping_errors
 def sf_to_canonical(entity: str, record: Mapping[str, Any], *, time_zone_field: str | None = None) -> Record:
     """A REST record (flat fields, "attributes" ignored) as a canonical record, empties dropped."""
