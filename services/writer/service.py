@@ -31,7 +31,7 @@ GROUP_ID = "exsf-writer"
 class WriterService:
     def __init__(self, bus: Bus, topics: Topics, health: Health | None = None, *,
                  settings: WriterSettings | None = None, directory: TenantDirectory | None = None,
-                 group_id: str = GROUP_ID) -> None:
+                 group_id: str = GROUP_ID, transactional_prefix: str | None = None) -> None:
         self.bus = bus
         self.topics = topics
         self.health = health
@@ -45,6 +45,7 @@ class WriterService:
             topics=[topics.commands_exchange, topics.commands_salesforce],
             handler=self.handler,
             deadletter_topic=topics.deadletter,
+            transactional_prefix=transactional_prefix,
             max_batch=self.settings.max_batch,
         )
 
