@@ -549,7 +549,10 @@ class ExchangeClient:
             wait = max((retry_after_of(got[r.id].headers) or 1.0) for r in again)
             await asyncio.sleep(wait)
             retries += 1
-            pending = again
+            # Mark re-sends as kiota marks its retries, so Graph (and the emulator's throttle
+            # log) can tell a retry from a new request on the same URL.
+            pending = [BatchRequest(r.id, r.method, r.url, r.body, {**r.headers, "Retry-Attempt": str(retries)},
+                                    list(r.depends_on)) for r in again]
         return [results.get(r.id) or BatchResponse(r.id, 0, {}, None) for r in requests]
 
     @staticmethod
