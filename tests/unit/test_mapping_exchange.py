@@ -83,6 +83,13 @@ def test_contact_from_graph() -> None:
     }
 
 
+def test_contact_multiline_texts_normalised_like_salesforce_textareas() -> None:
+    item = {"surname": "X", "personalNotes": "line 1\r\nline 2\r\n",
+            "businessAddress": {"street": "1 Main\r\nSuite 2 "}}
+    rec = graph_to_canonical("contact", item)
+    assert rec["notes"] == "line 1\nline 2" and rec["street"] == "1 Main\nSuite 2"
+
+
 def test_contact_with_only_display_name_gets_family_name() -> None:
     item = {"displayName": "Contoso Reception", "givenName": None, "surname": None, "emailAddresses": []}
     assert graph_to_canonical("contact", item) == {"family_name": "Contoso Reception"}

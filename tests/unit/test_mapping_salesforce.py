@@ -37,7 +37,7 @@ REST_CONTACT = {
     "FirstName": "Rose",
     "Salutation": "Ms.",
     "Name": "Ms. Rose Gonzalez",
-    "MailingStreet": "313 Constitution Place",
+    "MailingStreet": "313 Constitution Place\r\n",
     "MailingCity": "Austin",
     "MailingState": "TX",
     "MailingPostalCode": "78767",

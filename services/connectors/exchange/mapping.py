@@ -214,12 +214,14 @@ def _first_string(name: str, prop: str) -> Group:
     return Group((name,), read, write, {prop: []})
 
 
-def _sub_object(prop: str, keys: Mapping[str, str]) -> Group:
+def _sub_object(prop: str, keys: Mapping[str, str],
+                to_c: Mapping[str, Callable[[Any], Any]] | None = None) -> Group:
     """Canonical fields that are parts of one Graph object property (an address)."""
+    conv = to_c or {}
 
     def read(item: Mapping[str, Any], ctx: Ctx) -> Record:
         obj = item.get(prop) or {}
-        return {c: _text(obj.get(w)) for c, w in keys.items()}
+        return {c: conv.get(c, _text)(obj.get(w)) for c, w in keys.items()}
 
     def write(rec: Mapping[str, Any], ctx: Ctx) -> Record:
         cur = (ctx.current or {}).get(prop)
@@ -288,9 +290,11 @@ CONTACT: Final[tuple[Group, ...]] = (
     _first_string("home_phone", "homePhones"),
     _scalar("job_title", "jobTitle"),
     _scalar("department", "department"),
+    # Multi-line texts are normalised as Salesforce's textareas are (line ends, trailing blanks).
     _sub_object("businessAddress", {"street": "street", "city": "city", "state": "state",
-                                    "postal_code": "postalCode", "country": "countryOrRegion"}),
-    _scalar("notes", "personalNotes"),
+                                    "postal_code": "postalCode", "country": "countryOrRegion"},
+                {"street": lambda v: normalise_text_body(_text(v))}),
+    _scalar("notes", "personalNotes", lambda v: normalise_text_body(_text(v))),
 )
 
 

@@ -188,7 +188,7 @@ CONTACT: Final[tuple[Group, ...]] = (
     _scalar("home_phone", "HomePhone"),
     _scalar("job_title", "Title"),
     _scalar("department", "Department"),
-    _scalar("street", "MailingStreet"),
+    _scalar("street", "MailingStreet", _long_text),
     _scalar("city", "MailingCity"),
     _scalar("state", "MailingState"),
     _scalar("postal_code", "MailingPostalCode"),
