@@ -19,6 +19,7 @@ Updates and deletes send If-Match with the expected version (the changeKey): 412
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from typing import Any
 from urllib.parse import quote
 
@@ -34,7 +35,7 @@ from services.core.tenants import Tenant
 from services.writer.config import WriterSettings
 from services.writer.directory import TenantDirectory
 from services.writer.grouping import Item
-from services.writer.outcome import Done, Outcome, Transient, applied, failed, result_of
+from services.writer.outcome import Done, Later, Outcome, Transient, applied, failed, result_of
 from services.writer.retry import classify, with_retries
 from services.writer.throttle import THROTTLE_STATUSES, is_throttle
 
@@ -42,6 +43,7 @@ log = structlog.get_logger(__name__)
 
 KINDS: dict[str, ItemKind] = {"contact": "contact", "event": "event", "task": "task"}
 JSON = "application/json"
+MAX_TRACKED = 100_000
 
 
 def _q(value: str) -> str:
@@ -80,6 +82,9 @@ class ExchangeApplier:
     def __init__(self, directory: TenantDirectory, settings: WriterSettings) -> None:
         self.directory = directory
         self.settings = settings
+        # command_id -> how often Graph throttled it: its next request is marked as a retry
+        # (Retry-Attempt, as kiota marks its own), bounded to the most recent commands.
+        self._throttled: OrderedDict[str, int] = OrderedDict()
 
     async def apply(self, tenant: Tenant, user: str, entity: str, action: str, items: list[Item],
                     suspect: set[int]) -> dict[int, Outcome]:
@@ -116,11 +121,16 @@ class ExchangeApplier:
                 requests[i] = self._request(i, cmd, user, kind, entity, action, prepared)
             except (mapping.MappingError, ValueError) as exc:
                 out[i] = failed(cmd, f"cannot build the Graph request: {exc}")
+        for i, req in requests.items():
+            tries = self._throttled.get(pending[i].command_id)
+            if tries:
+                req.headers["Retry-Attempt"] = str(tries)
         answers = await self._send(client, key, requests)
         conflicts: list[int] = []
         for i, answer in answers.items():
             cmd = pending[i]
             o = await self._interpret(client, key, user, kind, entity, prepared, cmd, answer)
+            self._note_attempt(cmd, o)
             if isinstance(o, Done) and o.result.status == "conflict":
                 conflicts.append(i)
             out[i] = o
@@ -187,6 +197,14 @@ class ExchangeApplier:
         for got in await asyncio.gather(*(one(p) for p in parts)):
             merged.update(got)
         return merged
+
+    def _note_attempt(self, cmd: Command, o: Outcome | Transient) -> None:
+        if isinstance(o, Later):
+            self._throttled[cmd.command_id] = self._throttled.pop(cmd.command_id, 0) + 1
+            while len(self._throttled) > MAX_TRACKED:
+                self._throttled.popitem(last=False)
+        else:
+            self._throttled.pop(cmd.command_id, None)
 
     def _note_throttle(self, key: tuple[str, str], exc: BaseException) -> None:
         if is_throttle(exc) and isinstance(exc, TransientError):

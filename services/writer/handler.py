@@ -68,6 +68,7 @@ class WriterHandler:
         # partition -> {input tp: offsets below this might have been applied already}
         self._horizon: dict[int, dict[TopicPartition, int]] = {}
         self._inflight: dict[int, dict[TopicPartition, int]] = {}
+        self.backoffs = 0  # batches that stopped early for throttling
 
     # --- partition lifecycle -------------------------------------------------------------
     def _tps(self, partition: int) -> list[TopicPartition]:
@@ -200,6 +201,7 @@ class WriterHandler:
                                       deadletter_record(SERVICE, o.deadletter, m, tenant_id=cmd.tenant_id), key))
         if not retry_from:
             return BatchOutcome(outputs)
+        self.backoffs += 1
         for _ in later:
             THROTTLED.labels("writer").inc()
         backoff = max((x.backoff_s for x in later), default=self.settings.throttle_default_s)
