@@ -2,10 +2,11 @@
 
 Tenant configs come from exsf.tenants: loaded at start, re-read when a command names a
 tenant we do not know (at most once per `min_reload_s`, so a flood of bogus tenant ids
-cannot turn into a flood of topic reads) and periodically by the service. Clients are
-built per tenant from that tenant's own endpoints and secret references only, and
-rebuilt when its config changes. Prepared mailboxes (folder / To Do list ids from
-ExchangeClient.ensure_mailbox) are cached per tenant and mailbox.
+cannot turn into a flood of topic reads; such a command waits for the next allowed
+reload) and periodically by the service. Clients are built per tenant from that
+tenant's own endpoints and secret references only, and rebuilt when its config
+changes. Prepared mailboxes (folder / To Do list ids from ExchangeClient.ensure_mailbox)
+are cached per tenant and mailbox.
 """
 
 from __future__ import annotations
@@ -87,7 +88,12 @@ class TenantDirectory:
 
     async def tenant(self, tenant_id: str) -> Tenant | None:
         t = self.tenants.get(tenant_id)
-        if t is None and time.monotonic() - self._loaded_at >= self.min_reload_s:
+        if t is None:
+            # Reload, but at most once per min_reload_s: a command naming a tenant enrolled a
+            # moment ago waits for the next allowed reload rather than failing.
+            wait = self.min_reload_s - (time.monotonic() - self._loaded_at)
+            if wait > 0:
+                await asyncio.sleep(wait)
             await self.reload()
             t = self.tenants.get(tenant_id)
         return t
