@@ -416,3 +416,15 @@ def test_sf_fields_cover_what_the_reads_use() -> None:
     assert sf_to_canonical("event", {k: REST_EVENT[k] for k in event if k in REST_EVENT},
                            time_zone_field=TZ_FIELD) == sf_to_canonical("event", REST_EVENT, time_zone_field=TZ_FIELD)
     assert sf_fields("email") == ["Subject", "Description"]
+
+
+def test_moving_a_recurring_event_rewrites_the_series_start() -> None:
+    rec = {"start": "2026-01-06", "end": "2026-01-07", "is_all_day": True, "time_zone": "Europe/Berlin",
+           "recurrence": {"pattern": {"type": "daily", "interval": 1},
+                          "range": {"type": "endDate", "startDate": "2026-01-06", "endDate": "2026-01-31"}}}
+    new = dict(rec, is_all_day=False, start="2026-01-06T08:00:00Z", end="2026-01-06T09:00:00Z")
+    patch = canonical_patch_to_sf("event", {k: new[k] for k in ("start", "end", "is_all_day")}, new)
+    assert patch["RecurrenceStartDateTime"] == "2026-01-06T08:00:00.000+0000"
+    # A non-recurring event's move does not touch the recurrence fields.
+    plain = {k: v for k, v in new.items() if k != "recurrence"}
+    assert "IsRecurrence" not in canonical_patch_to_sf("event", {"start": plain["start"]}, plain)

@@ -75,6 +75,9 @@ class Group:
     write: Writer  # canonical record -> {Graph property: value}; None = empty
     # Graph property -> what a PATCH sends to clear it (default null).
     clears: Mapping[str, Any] = field(default_factory=dict)
+    # Other canonical fields the written values derive from: a patch changing one of them
+    # rewrites this group too (when it holds a value).
+    depends: tuple[str, ...] = ()
 
 
 # --- value helpers ------------------------------------------------------------------------------
@@ -426,7 +429,7 @@ EVENT: Final[tuple[Group, ...]] = (
     Group(("location",), _read_location, _write_location, {"location": {"displayName": ""}}),
     _enum("show_as", "showAs", SHOW_AS_TO_CANONICAL, SHOW_AS_TO_GRAPH, "busy"),
     Group(("is_private",), _read_private, _write_private, {"sensitivity": "normal"}),
-    Group(("recurrence",), _read_recurrence, _write_recurrence),
+    Group(("recurrence",), _read_recurrence, _write_recurrence, depends=("time_zone",)),
 )
 
 
@@ -589,7 +592,9 @@ def canonical_patch_to_graph(entity: str, record: Mapping[str, Any], changed: It
     ctx = Ctx(current=current, user_time_zone=user_time_zone)
     body: Record = {}
     for g in _table(entity):
-        if names.isdisjoint(g.names):
+        touched = not names.isdisjoint(g.names) or (
+            not names.isdisjoint(g.depends) and any(merged.get(n) not in (None, "", []) for n in g.names))
+        if not touched:
             continue
         for prop, v in g.write(merged, ctx).items():
             body[prop] = g.clears.get(prop) if v is None else v

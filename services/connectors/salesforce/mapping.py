@@ -92,6 +92,9 @@ class Group:
     read: Reader
     write: Writer  # canonical -> {sObject field: value}; None = empty
     clears: Mapping[str, Any] = field(default_factory=dict)  # what a clear sends instead of null
+    # Other canonical fields the written values derive from: a patch changing one of them
+    # rewrites this group too (when it holds a value).
+    depends: tuple[str, ...] = ()
 
 
 # --- values ---------------------------------------------------------------------------------------
@@ -396,7 +399,9 @@ EVENT: Final[tuple[Group, ...]] = (
     _scalar("location", "Location"),
     _enum("show_as", "ShowAs", SHOW_AS, "Busy"),
     _bool("is_private", "IsPrivate"),
-    Group(("recurrence",), _RECURRENCE_FIELDS, _read_recurrence, _write_recurrence, {"IsRecurrence": False}),
+    # RecurrenceStartDateTime and the zone key follow the event's start, all-day flag and zone.
+    Group(("recurrence",), _RECURRENCE_FIELDS, _read_recurrence, _write_recurrence, {"IsRecurrence": False},
+          depends=("start", "is_all_day", "time_zone")),
 )
 
 
@@ -570,6 +575,12 @@ def canonical_to_sf(entity: str, record: Mapping[str, Any], *, time_zone_field: 
     return body
 
 
+def _touched(g: Group, changed: set[str], record: Mapping[str, Any]) -> bool:
+    if not changed.isdisjoint(g.names):
+        return True
+    return not changed.isdisjoint(g.depends) and any(record.get(n) not in (None, "") for n in g.names)
+
+
 @_mapping_errors
 def canonical_patch_to_sf(entity: str, changed: Mapping[str, Any], record: Mapping[str, Any] | None = None, *,
                           time_zone_field: str | None = None) -> Record:
@@ -584,7 +595,7 @@ def canonical_patch_to_sf(entity: str, changed: Mapping[str, Any], record: Mappi
     ctx = Ctx(time_zone_field=time_zone_field)
     body: Record = {}
     for g in _table(entity):
-        if not g.names or set(changed).isdisjoint(g.names):
+        if not g.names or not _touched(g, set(changed), merged):
             continue
         for f, v in g.write(merged, ctx).items():
             body[f] = g.clears.get(f) if _is_empty(v) else v
