@@ -114,6 +114,7 @@ class PartitionedProcessor:
         deadletter_topic: str,
         transactional_prefix: str | None = None,
         max_batch: int = 500,
+        tick_seconds: float = 30.0,
     ) -> None:
         self.bus = bus
         self.service = service
@@ -127,6 +128,8 @@ class PartitionedProcessor:
         self._consumer: Consumer | None = None
         self._stopping = asyncio.Event()
         self.processed = 0
+        self.tick_seconds = tick_seconds
+        self._next_tick = time.monotonic() + tick_seconds
 
     # --- group membership ----------------------------------------------------------
     async def _on_assigned(self, tps: set[TopicPartition]) -> None:
@@ -164,6 +167,7 @@ class PartitionedProcessor:
         try:
             while not self._stopping.is_set():
                 self._resume_due(consumer)
+                await self._tick()
                 batch = await consumer.getmany(timeout_ms=500, max_records=self.max_batch)
                 by_partition: dict[int, list[Message]] = {}
                 for tp, msgs in batch.items():
@@ -182,6 +186,25 @@ class PartitionedProcessor:
 
     def stop(self) -> None:
         self._stopping.set()
+
+    async def _tick(self) -> None:
+        """Timer work (the reconciler's safety sweep): outputs committed in a transaction
+        of their own, per partition, without consuming anything."""
+        tick = getattr(self.handler, "tick", None)
+        if tick is None or time.monotonic() < self._next_tick:
+            return
+        self._next_tick = time.monotonic() + self.tick_seconds
+        for part in list(self._parts.values()):
+            try:
+                outputs = await tick(part.number)
+            except Exception as exc:
+                ERRORS.labels(self.service, "tick").inc()
+                log.error(
+                    "tick.failed", service=self.service, partition=part.number, error=f"{type(exc).__name__}: {exc}"
+                )
+                await self.handler.aborted(part.number)
+                continue
+            await self._commit(part, outputs, {})
 
     def _resume_due(self, consumer: Consumer) -> None:
         now = time.monotonic()

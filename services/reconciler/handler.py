@@ -39,7 +39,7 @@ from services.core.state_store import StateStore
 from services.core.tenant_registry import TenantRegistry
 from services.core.tenants import Tenant
 from services.core.topics import Topics, tenant_key
-from services.reconciler.core import Decision, LinkRecord, TenantState, reconcile
+from services.reconciler.core import Decision, LinkRecord, TenantState, reconcile, sweep
 
 log = structlog.get_logger(__name__)
 
@@ -78,6 +78,7 @@ class ReconcilerHandler:
         self.tenants = tenants
         self.states: dict[int, dict[str, TenantState]] = {}
         self.decisions = 0
+        self._swept: dict[str, float] = {}
 
     # --- partition lifecycle ---------------------------------------------------------
     async def assigned(self, partition: int) -> None:
@@ -143,6 +144,29 @@ class ReconcilerHandler:
         records = [r for lid, r in state.links.items() if lid not in before]
         records += [r for r in before.values() if r is not None]
         self.states[partition][tenant_id] = TenantState(tenant_id, records)
+
+    async def tick(self, partition: int) -> list[Output]:
+        """Safety sweep per tenant on its `safety_sweep_seconds`: re-plans links whose writes
+        failed or whose creates never landed (e.g. a dead-lettered command)."""
+        out: list[Output] = []
+        now_s = time.time()
+        for tenant_id, state in list(self.states.get(partition, {}).items()):
+            tenant = await self.tenants.get(tenant_id)
+            if tenant is None:
+                continue
+            last = self._swept.get(tenant_id)
+            if last is None:
+                self._swept[tenant_id] = now_s  # first sweep one full interval after start
+                continue
+            if now_s - last < tenant.safety_sweep_seconds:
+                continue
+            self._swept[tenant_id] = now_s
+            decision = sweep(state, tenant, iso_ms(int(now_s * 1000)))
+            state.apply(decision.changes)
+            out.extend(self._outputs(partition, decision))
+            if decision.commands:
+                log.info("reconciler.sweep", tenant_id=tenant_id, commands=len(decision.commands))
+        return out
 
     def _decode(self, message: Message) -> ChangeEvent | CommandResult:
         try:
