@@ -38,6 +38,7 @@ class ReconcilerService:
         *,
         store: StateStore | None = None,
         group_id: str = "exsf-reconciler",
+        tick_seconds: float = 30.0,
     ) -> None:
         self.store = store or StateStore(state_dir() / "reconciler.sqlite")
         self.handler = ReconcilerHandler(bus, topics, self.store, TenantCache(bus, topics.tenants))
@@ -49,6 +50,7 @@ class ReconcilerService:
             handler=self.handler,
             deadletter_topic=topics.deadletter,
             transactional_prefix=f"exsf-{SERVICE}" if group_id == "exsf-reconciler" else group_id,
+            tick_seconds=tick_seconds,
         )
 
     async def run(self) -> None:

@@ -22,7 +22,7 @@ from services.reconciler.service import ReconcilerService
 from tests.support.waiting import eventually
 
 ALICE = "alice@contoso.test"
-TENANT = Tenant("contoso", (User(ALICE, "005000000000001AAA"),))
+TENANT = Tenant("contoso", (User(ALICE, "005000000000001AAA"),), safety_sweep_seconds=1)
 
 
 @dataclass
@@ -37,7 +37,9 @@ class World:
     task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        self.service = ReconcilerService(self.bus, self.topics, Health(), store=StateStore(), group_id=self.group)
+        self.service = ReconcilerService(
+            self.bus, self.topics, Health(), store=StateStore(), group_id=self.group, tick_seconds=0.2
+        )
         self.task = asyncio.create_task(self.service.run())
 
     async def stop(self) -> None:
@@ -178,3 +180,30 @@ async def test_commands_results_restart_and_poison(world: World) -> None:
     [delete] = await w.wait_commands(t.commands_exchange, 1)
     assert delete.action == "delete" and delete.target_id == "AAMk-1" and delete.user == ALICE
     assert len(await w.pull(t.commands_salesforce)) == 1, "nothing was re-issued after the restart"
+
+
+async def test_safety_sweep_retries_a_failed_create(world: World) -> None:
+    w = world
+    t = w.topics
+    await w.start()
+    await w.send(t.changes_exchange, encode(contact_event(source_id="AAMk-9")))
+    [create] = await w.wait_commands(t.commands_salesforce, 1)
+    await w.send(
+        t.results,
+        encode(
+            CommandResult(
+                command_id=create.command_id,
+                tenant_id="contoso",
+                user=ALICE,
+                target="salesforce",
+                entity="contact",
+                link_id=create.link_id,
+                status="failed",
+                error="PermanentError: REQUIRED_FIELD_MISSING",
+            )
+        ),
+    )
+    # Nothing new arrives on either side; only the sweep can try again.
+    retried = await w.wait_commands(t.commands_salesforce, 2)
+    assert retried[1].action == "create" and retried[1].link_id == create.link_id
+    assert retried[1].command_id != create.command_id
