@@ -23,6 +23,7 @@ from typing import Any
 import orjson
 import structlog
 
+from services.connectors.salesforce import mapping as sf_mapping
 from services.core.bus.base import Bus, Message
 from services.core.envelopes import (
     ChangeEvent,
@@ -209,7 +210,26 @@ class ReconcilerHandler:
                         )
                     )
             return list(gone)
+        if item.source == "salesforce" and item.op == "upsert" and item.record is not None:
+            return [self._fill_unstored(state, item)]
         return [item]
+
+    @staticmethod
+    def _fill_unstored(state: TenantState, ev: ChangeEvent) -> ChangeEvent:
+        """Salesforce cannot hold some canonical fields (an Event's time zone): their absence
+        in a Salesforce record means "unknown", not "cleared", so they keep the value the
+        link already agreed on instead of being merged away."""
+        missing = [f for f in sf_mapping.fields_not_stored(ev.entity) if f not in (ev.record or {})]
+        if not missing:
+            return ev
+        for lid in state.lookup("salesforce", ev.source_id):
+            link = state.links.get(lid)
+            if link is None:
+                continue
+            known = {f: link.desired[f] for f in missing if link.desired.get(f) is not None}
+            if known:
+                return replace(ev, record={**(ev.record or {}), **known})
+        return ev
 
     def _outputs(self, partition: int, decision: Decision) -> list[Output]:
         out: list[Output] = []

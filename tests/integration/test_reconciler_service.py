@@ -207,3 +207,56 @@ async def test_safety_sweep_retries_a_failed_create(world: World) -> None:
     retried = await w.wait_commands(t.commands_salesforce, 2)
     assert retried[1].action == "create" and retried[1].link_id == create.link_id
     assert retried[1].command_id != create.command_id
+
+
+async def test_salesforce_event_without_time_zone_does_not_clear_it(world: World) -> None:
+    w = world
+    t = w.topics
+    await w.start()
+    rec = {
+        "subject": "Review",
+        "start": "2026-12-01T09:00:00Z",
+        "end": "2026-12-01T10:00:00Z",
+        "time_zone": "Europe/Berlin",
+    }
+    await w.send(t.changes_exchange, encode(contact_event(entity="event", source_id="AAMk-ev", record=rec)))
+    [create] = await w.wait_commands(t.commands_salesforce, 1)
+    await w.send(
+        t.results,
+        encode(
+            CommandResult(
+                command_id=create.command_id,
+                tenant_id="contoso",
+                user=ALICE,
+                target="salesforce",
+                entity="event",
+                link_id=create.link_id,
+                status="applied",
+                target_id="00U000000000001AAA",
+                new_version="v1",
+                modified_at="2026-11-29T10:00:01.000Z",
+            )
+        ),
+    )
+    # Salesforce has no time-zone field: its record of the event lacks it, with a new subject.
+    sf_rec = {k: v for k, v in rec.items() if k != "time_zone"} | {"subject": "Review (moved room)"}
+    await w.send(
+        t.changes_salesforce,
+        encode(
+            ChangeEvent(
+                tenant_id="contoso",
+                user=ALICE,
+                source="salesforce",
+                entity="event",
+                source_id="00U000000000001AAA",
+                op="upsert",
+                version="v2",
+                observed_at="2026-11-29T10:05:00Z",
+                modified_at="2026-11-29T10:05:00Z",
+                record=sf_rec,
+            )
+        ),
+    )
+    [update] = await w.wait_commands(t.commands_exchange, 1)
+    assert update.action == "update" and update.fields == {"subject": "Review (moved room)"}
+    assert update.context["record"]["time_zone"] == "Europe/Berlin"
