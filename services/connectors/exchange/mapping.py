@@ -11,18 +11,18 @@ writing merges every group's Graph properties. Pure functions, no I/O.
 from __future__ import annotations
 
 import copy
-import functools
 import html
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from html.parser import HTMLParser
-from typing import Any, Final, TypeVar, cast
+from typing import Any, Final
 
 from services.connectors.exchange import timezones as tz
 from services.connectors.exchange.models import LINK_PROPERTY_ID, LINKED_RESOURCE_APP
 from services.connectors.exchange.models import link_id_of as _models_link_id_of
+from services.connectors.mapping_errors import MappingError, mapping_errors
 from services.core.records import FIELDS, canonical, normalise_email
 
 Record = dict[str, Any]
@@ -31,27 +31,6 @@ EXSF_LINK_PROPERTY_ID: Final = "String {66f5a359-4659-4830-9070-00047ec6ac6e} Na
 assert EXSF_LINK_PROPERTY_ID == LINK_PROPERTY_ID  # one id for the client and the mappings
 
 
-class MappingError(ValueError):
-    """An item that cannot be mapped (unknown entity, unreadable date-time)."""
-
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _mapping_errors(fn: F) -> F:
-    """Bad values inside an item (an unparsable date, a non-numeric duration) surface as
-    MappingError naming the function, so callers dead-letter one item instead of crashing."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except MappingError:
-            raise
-        except (ValueError, TypeError, KeyError, AttributeError) as e:
-            raise MappingError(f"{fn.__name__}({args[0] if args else ''}): {e}") from e
-
-    return cast(F, wrapper)
 
 
 @dataclass(frozen=True, slots=True)
@@ -549,7 +528,7 @@ def _is_empty(v: Any) -> bool:
 # --- public API ---------------------------------------------------------------------------------
 
 
-@_mapping_errors
+@mapping_errors
 def graph_to_canonical(entity: str, item: Mapping[str, Any], *, user_time_zone: str | None = None) -> Record:
     """A Graph item (contact, event, todoTask, message) as a canonical record (empties dropped).
     `user_time_zone` is the mailbox's zone, used for To Do due dates."""
@@ -560,7 +539,7 @@ def graph_to_canonical(entity: str, item: Mapping[str, Any], *, user_time_zone: 
     return canonical(entity, out)
 
 
-@_mapping_errors
+@mapping_errors
 def canonical_to_graph(entity: str, record: Mapping[str, Any], *, user_time_zone: str | None = None) -> Record:
     """The full Graph body to create the item: empty fields are left out."""
     ctx = Ctx(user_time_zone=user_time_zone)
@@ -572,7 +551,7 @@ def canonical_to_graph(entity: str, record: Mapping[str, Any], *, user_time_zone
     return body
 
 
-@_mapping_errors
+@mapping_errors
 def canonical_patch_to_graph(entity: str, record: Mapping[str, Any], changed: Iterable[str] | Mapping[str, Any], *,
                              current: Mapping[str, Any] | None = None,
                              user_time_zone: str | None = None) -> Record:

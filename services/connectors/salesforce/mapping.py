@@ -14,14 +14,14 @@ from RecurrenceTimeZoneSidKey; otherwise it is absent on this side.
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any, Final, TypeVar, cast
+from typing import Any, Final
 
 from services.connectors.exchange import timezones as tz
+from services.connectors.mapping_errors import MappingError, mapping_errors
 from services.core.records import FIELDS, canonical, normalise_email
 
 Record = dict[str, Any]
@@ -48,27 +48,6 @@ COMPOUNDS: Final[dict[str, dict[str, dict[str, str]]]] = {
 CREATE_DEFAULTS: Final[dict[str, dict[str, Any]]] = {"event": {"is_private": False}}
 
 
-class MappingError(ValueError):
-    """A record or payload that cannot be mapped."""
-
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _mapping_errors(fn: F) -> F:
-    """Bad values inside an item (an unparsable date, a non-numeric duration) surface as
-    MappingError naming the function, so callers dead-letter one item instead of crashing."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except MappingError:
-            raise
-        except (ValueError, TypeError, KeyError, AttributeError) as e:
-            raise MappingError(f"{fn.__name__}({args[0] if args else ''}): {e}") from e
-
-    return cast(F, wrapper)
 
 
 @dataclass(frozen=True, slots=True)
@@ -481,7 +460,7 @@ def sf_fields(entity: str, *, time_zone_field: str | None = None) -> list[str]:
     return names
 
 
-@_mapping_errors
+@mapping_errors
 def sf_to_canonical(entity: str, record: Mapping[str, Any], *, time_zone_field: str | None = None) -> Record:
     """A REST record (flat fields, "attributes" ignored) as a canonical record, empties dropped."""
     ctx = Ctx(time_zone_field=time_zone_field)
@@ -514,7 +493,7 @@ def _flat_name(sobject: str, dotted: str) -> str:
     return dotted
 
 
-@_mapping_errors
+@mapping_errors
 def cdc_to_canonical(entity: str, payload: Mapping[str, Any], *, time_zone_field: str | None = None,
                      is_all_day: bool | None = None) -> tuple[Record, list[str]]:
     """A CDC payload (`data.payload`, with ChangeEventHeader) as (canonical fields present,
@@ -557,7 +536,7 @@ def _is_empty(v: Any) -> bool:
     return v is None or v == ""
 
 
-@_mapping_errors
+@mapping_errors
 def canonical_to_sf(entity: str, record: Mapping[str, Any], *, time_zone_field: str | None = None,
                     include_empty: bool = False) -> Record:
     """The full sObject body for create (or upsert). Empty fields are left out, or sent as
@@ -581,7 +560,7 @@ def _touched(g: Group, changed: set[str], record: Mapping[str, Any]) -> bool:
     return not changed.isdisjoint(g.depends) and any(record.get(n) not in (None, "") for n in g.names)
 
 
-@_mapping_errors
+@mapping_errors
 def canonical_patch_to_sf(entity: str, changed: Mapping[str, Any], record: Mapping[str, Any] | None = None, *,
                           time_zone_field: str | None = None) -> Record:
     """The PATCH body for the changed canonical fields (name -> new value, None clears).
