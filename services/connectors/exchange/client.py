@@ -16,7 +16,6 @@ retries (`max_retries`) are spent.
 from __future__ import annotations
 
 import asyncio
-import copy
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime
 from typing import Any
@@ -59,7 +58,6 @@ from services.connectors.exchange.models import (
     CATEGORY_NAME,
     CONTACT_FOLDER_NAME,
     LINK_PROPERTY_ID,
-    LINKED_RESOURCE_APP,
     MAIL_FOLDER_NAME,
     TODO_LIST_NAME,
     BatchRequest,
@@ -69,6 +67,7 @@ from services.connectors.exchange.models import (
     ItemKind,
     PreparedMailbox,
     link_id_of,
+    with_link_id,
 )
 from services.core.errors import AuthError, ConnectorError, NotFoundError, PermanentError, TransientError
 from services.core.secrets import Secret
@@ -115,20 +114,6 @@ def _window_param(dt: datetime | None) -> str:
 
     return (dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
-
-def with_link_id(kind: ItemKind, body: dict[str, Any], link_id: str) -> dict[str, Any]:
-    """A copy of `body` carrying the exsf link id the way Graph allows for that kind."""
-    out = copy.deepcopy(body)
-    if kind == "task":
-        resources = [r for r in out.get("linkedResources") or [] if r.get("applicationName") != LINKED_RESOURCE_APP]
-        resources.append({"applicationName": LINKED_RESOURCE_APP, "externalId": link_id, "displayName": "Salesforce"})
-        out["linkedResources"] = resources
-    else:
-        props = [p for p in out.get("singleValueExtendedProperties") or []
-                 if str(p.get("id", "")).lower() != LINK_PROPERTY_ID.lower()]
-        props.append({"id": LINK_PROPERTY_ID, "value": link_id})
-        out["singleValueExtendedProperties"] = props
-    return out
 
 
 def event_for_create(event: dict[str, Any], link_id: str) -> dict[str, Any]:

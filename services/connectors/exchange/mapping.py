@@ -10,7 +10,6 @@ writing merges every group's Graph properties. Pure functions, no I/O.
 
 from __future__ import annotations
 
-import copy
 import html
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -20,8 +19,9 @@ from html.parser import HTMLParser
 from typing import Any, Final
 
 from services.connectors.exchange import timezones as tz
-from services.connectors.exchange.models import LINK_PROPERTY_ID, LINKED_RESOURCE_APP
+from services.connectors.exchange.models import LINK_PROPERTY_ID
 from services.connectors.exchange.models import link_id_of as _models_link_id_of
+from services.connectors.exchange.models import with_link_id as _models_with_link_id
 from services.connectors.mapping_errors import MappingError, mapping_errors
 from services.core.records import FIELDS, canonical, normalise_email
 
@@ -588,17 +588,7 @@ def link_id_of(item: Mapping[str, Any]) -> str | None:
 def with_link_id(body: Mapping[str, Any], link_id: str, *, entity: str = "contact") -> Record:
     """A copy of a Graph write body carrying the link id: an extended property, or for To Do
     tasks (which have no extended properties in v1.0) a linkedResource."""
-    out = copy.deepcopy(dict(body))
-    if entity == "task":
-        res = [r for r in out.get("linkedResources") or [] if r.get("applicationName") != LINKED_RESOURCE_APP]
-        res.append({"applicationName": LINKED_RESOURCE_APP, "externalId": link_id, "displayName": "Salesforce"})
-        out["linkedResources"] = res
-    else:
-        props = [p for p in out.get("singleValueExtendedProperties") or []
-                 if str(p.get("id", "")).lower() != EXSF_LINK_PROPERTY_ID.lower()]
-        props.append({"id": EXSF_LINK_PROPERTY_ID, "value": link_id})
-        out["singleValueExtendedProperties"] = props
-    return out
+    return _models_with_link_id(entity, body, link_id)
 
 
 def is_series_instance(item: Mapping[str, Any]) -> bool:

@@ -3,6 +3,8 @@ Items themselves stay Graph-JSON dicts, camelCase as on the wire."""
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -114,3 +116,17 @@ def link_id_of(item: dict[str, Any]) -> str | None:
         if res.get("applicationName") == LINKED_RESOURCE_APP and res.get("externalId"):
             return str(res["externalId"])
     return None
+
+def with_link_id(kind: str, body: Mapping[str, Any], link_id: str) -> dict[str, Any]:
+    """A copy of `body` carrying the exsf link id the way Graph allows for that kind."""
+    out = copy.deepcopy(dict(body))
+    if kind == "task":
+        resources = [r for r in out.get("linkedResources") or [] if r.get("applicationName") != LINKED_RESOURCE_APP]
+        resources.append({"applicationName": LINKED_RESOURCE_APP, "externalId": link_id, "displayName": "Salesforce"})
+        out["linkedResources"] = resources
+    else:
+        props = [p for p in out.get("singleValueExtendedProperties") or []
+                 if str(p.get("id", "")).lower() != LINK_PROPERTY_ID.lower()]
+        props.append({"id": LINK_PROPERTY_ID, "value": link_id})
+        out["singleValueExtendedProperties"] = props
+    return out
