@@ -48,6 +48,8 @@ from services.writer.salesforce_apply import SalesforceApplier
 log = structlog.get_logger(__name__)
 
 SERVICE = "writer"
+UNKNOWN_END = 2**62  # "every offset might have been applied already"
+ASSIGN_WAIT_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +70,7 @@ class WriterHandler:
         # partition -> {input tp: offsets below this might have been applied already}
         self._horizon: dict[int, dict[TopicPartition, int]] = {}
         self._inflight: dict[int, dict[TopicPartition, int]] = {}
+        self._assigned: dict[int, asyncio.Event] = {}
         self.backoffs = 0  # batches that stopped early for throttling
 
     # --- partition lifecycle -------------------------------------------------------------
@@ -75,17 +78,39 @@ class WriterHandler:
         return [TopicPartition(self.topics.commands_exchange, partition),
                 TopicPartition(self.topics.commands_salesforce, partition)]
 
+    def _ready(self, partition: int) -> asyncio.Event:
+        return self._assigned.setdefault(partition, asyncio.Event())
+
     async def assigned(self, partition: int) -> None:
         try:
             self._horizon[partition] = await self.bus.end_offsets(self._tps(partition))
+            log.info("writer.partition_horizon", partition=partition,
+                     horizon={str(tp): off for tp, off in self._horizon[partition].items()})
         except Exception as exc:
-            # Without the log end, everything is suspect until the first batch is done.
+            # Without the log end, everything read before the first commit is suspect.
             log.warning("writer.end_offsets_failed", partition=partition, error=type(exc).__name__)
-            self._horizon[partition] = dict.fromkeys(self._tps(partition), 2**62)
+            self._horizon[partition] = dict.fromkeys(self._tps(partition), UNKNOWN_END)
+        finally:
+            self._ready(partition).set()
 
     async def revoked(self, partition: int) -> None:
         self._horizon.pop(partition, None)
         self._inflight.pop(partition, None)
+        self._assigned.pop(partition, None)
+
+    async def _horizon_of(self, partition: int, messages: list[Message]) -> dict[TopicPartition, int]:
+        """The partition's suspect horizon, once `assigned` has computed it. The processor
+        may hand us a batch while its assignment callback (which runs in the consumer's
+        rebalance task) is still awaiting `assigned`: wait for it rather than treat a
+        previous owner's leftovers as fresh commands."""
+        ready = self._ready(partition)
+        if not ready.is_set():
+            try:
+                await asyncio.wait_for(ready.wait(), ASSIGN_WAIT_S)
+            except TimeoutError:
+                log.warning("writer.assignment_not_ready", partition=partition)
+                return {m.tp: UNKNOWN_END for m in messages}
+        return self._horizon.get(partition, {})
 
     async def committed(self, partition: int) -> None:
         self._inflight.pop(partition, None)
@@ -104,7 +129,7 @@ class WriterHandler:
         for m in messages:
             inflight[m.tp] = max(inflight.get(m.tp, 0), m.offset + 1)
         self._inflight[partition] = inflight
-        horizon = self._horizon.get(partition, {})
+        horizon = await self._horizon_of(partition, messages)
 
         outcomes: dict[int, Outcome | Malformed] = {}
         commands: dict[int, Command] = {}
@@ -116,6 +141,9 @@ class WriterHandler:
         tenants = await self._tenants(commands, outcomes)
         items = [Item(i, c) for i, c in commands.items() if i not in outcomes]
         suspect = {it.index for it in items if messages[it.index].offset < horizon.get(messages[it.index].tp, 0)}
+        if suspect:
+            log.info("writer.possible_redelivery", partition=partition, commands=len(suspect),
+                     horizon={str(tp): off for tp, off in horizon.items()})
 
         later: list[Later] = []
         for wave in waves(items):

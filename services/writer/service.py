@@ -18,7 +18,7 @@ from services.core.bus.base import Bus
 from services.core.processor import PartitionedProcessor
 from services.core.sideserver import Health
 from services.core.tenant_registry import TenantRegistry
-from services.core.topics import Topics
+from services.core.topics import RESULTS, Topics
 from services.writer.config import WriterSettings
 from services.writer.directory import TenantDirectory
 from services.writer.handler import SERVICE, WriterHandler
@@ -72,5 +72,14 @@ class WriterService:
         self.processor.stop()
 
 
+def namespace_of(topics: Topics) -> str:
+    """The topic prefix this instance runs under ("" in production)."""
+    return topics.results[: -len(RESULTS)] if topics.results.endswith(RESULTS) else ""
+
+
 async def create(bus: Bus, topics: Topics, health: Health) -> WriterService:
-    return WriterService(bus, topics, health, settings=WriterSettings.from_env())
+    # A prefixed namespace (tests, side-by-side demos on one cluster) also gets its own
+    # consumer group and transactional ids, so two namespaces never fence each other.
+    ns = namespace_of(topics)
+    return WriterService(bus, topics, health, settings=WriterSettings.from_env(), group_id=ns + GROUP_ID,
+                         transactional_prefix=ns + GROUP_ID)
