@@ -1,0 +1,11 @@
+"""The reconcile core: pure decisions over per-tenant link state (DESIGN §4).
+
+`reconcile(state, tenant, item, now) -> Decision` and `sweep(state, tenant, now)`; the
+service persists `Decision.changes` to exsf.state and applies them with
+`TenantState.apply`, then sends `Decision.commands` and `Decision.audit`.
+"""
+
+from services.reconciler.core.decide import Decision, reconcile, sweep
+from services.reconciler.core.state import LinkRecord, Pending, SideState, TenantState, state_key
+
+__all__ = ["Decision", "LinkRecord", "Pending", "SideState", "TenantState", "reconcile", "state_key", "sweep"]

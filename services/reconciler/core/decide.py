@@ -1,0 +1,903 @@
+"""The reconcile function: one input (a ChangeEvent or a CommandResult) in, a Decision out.
+
+Pure: no I/O, no clock (the caller passes `now`), no mutation of the given state. The
+Decision lists the link records that changed (to persist and apply), the commands to send
+and the audit records. Replaying the same inputs on the same state yields the same
+Decision, command ids included.
+
+How one link moves (see state.py for the words):
+- an input from a side is *observed*: older or duplicate inputs are dropped by the per-side
+  watermark and the recent event ids; the side's change (new content minus shadow) is
+  absorbed into `desired` by the three-way merge;
+- then the link is *planned*: every side whose shadow differs from `desired` gets an update
+  (or a create when it has no item yet), one command in flight per side; deletes are
+  decided only when nothing is in flight, so a delete never races our own write.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from services.core.envelopes import ChangeEvent, Command, CommandResult, Side, content_hash, stable_id
+from services.core.tenants import Tenant
+from services.reconciler.core import merge
+from services.reconciler.core.dedupe import contact_key, match_keys
+from services.reconciler.core.state import (
+    SEEN_LIMIT,
+    LinkRecord,
+    LinkStatus,
+    Pending,
+    SideState,
+    TenantState,
+    index_entries,
+    other,
+)
+
+Input = ChangeEvent | CommandResult
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    changes: tuple[LinkRecord, ...]  # persist each (key = record.key) and state.apply() them
+    commands: list[Command] = field(default_factory=list)
+    audit: list[dict[str, Any]] = field(default_factory=list)
+
+    def changelog(self) -> list[tuple[str, dict[str, Any]]]:
+        """(key, value) pairs for exsf.state, orjson-ready."""
+        return [(r.key, r.to_dict()) for r in self.changes]
+
+
+class _Work:
+    """A copy-on-write overlay over the tenant state for the duration of one input."""
+
+    def __init__(self, state: TenantState, tenant: Tenant, now: str) -> None:
+        self.state = state
+        self.tenant = tenant
+        self.now = now
+        self.changed: dict[str, LinkRecord] = {}
+        self.commands: list[Command] = []
+        self.audit: list[dict[str, Any]] = []
+
+    # --- reads --------------------------------------------------------------------
+    def get(self, link_id: str) -> LinkRecord | None:
+        return self.changed.get(link_id) or self.state.get(link_id)
+
+    def find(self, index: str, value: str) -> list[LinkRecord]:
+        ids = set(self.state.lookup(index, value))
+        ids.update(lid for lid, rec in self.changed.items() if value in index_entries(rec)[index])
+        found = (self.get(lid) for lid in sorted(ids))
+        return [r for r in found if r is not None and value in index_entries(r)[index]]
+
+    # --- writes -------------------------------------------------------------------
+    def save(self, link: LinkRecord) -> LinkRecord:
+        link = _settle(link)
+        self.changed[link.link_id] = replace(link, updated_at=self.now)
+        return self.changed[link.link_id]
+
+    def record(self, kind: str, link: LinkRecord | None = None, **data: Any) -> None:
+        rec: dict[str, Any] = {"kind": kind, "tenant_id": self.tenant.tenant_id, "at": self.now}
+        if link is not None:
+            rec.update(entity=link.entity, link_id=link.link_id, user=link.user)
+        rec.update(data)
+        self.audit.append(rec)
+
+    def command(
+        self,
+        link: LinkRecord,
+        target: Side,
+        action: Any,
+        target_id: str | None,
+        fields: dict[str, Any],
+        expected_version: str | None,
+        context: dict[str, Any] | None = None,
+    ) -> LinkRecord:
+        seq = link.seq + 1
+        cmd = Command(
+            tenant_id=link.tenant_id,
+            user=link.user,
+            target=target,
+            entity=link.entity,
+            action=action,
+            link_id=link.link_id,
+            target_id=target_id,
+            fields=fields,
+            expected_version=expected_version,
+            context=context or {},
+            # Our own id: envelopes' default hashes fields without None values, so two
+            # patches clearing different fields would collide; seq makes a retry after a
+            # failure a new command rather than one the writer already answered.
+            command_id=stable_id(
+                "cmd", link.tenant_id, link.link_id, target, action, target_id, expected_version, seq, fields
+            ),
+        )
+        self.commands.append(cmd)
+        side = link.side(target)
+        pending = Pending(cmd.command_id, action, fields, expected_version)
+        return replace(link.with_side(target, replace(side, pending=pending, failed=None)), seq=seq)
+
+    def conflicts(self, link: LinkRecord, conflicts: list[merge.Conflict]) -> None:
+        for c in conflicts:
+            self.record(
+                "conflict",
+                link,
+                field=c.field,
+                exchange_value=c.exchange_value,
+                salesforce_value=c.salesforce_value,
+                winner=c.winner,
+                losing_value=c.losing_value,
+                policy=self.tenant.conflict_policy,
+            )
+
+    def decision(self) -> Decision:
+        return Decision(tuple(self.changed[k] for k in sorted(self.changed)), self.commands, self.audit)
+
+
+def _settle(link: LinkRecord) -> LinkRecord:
+    """Derive status and base: base moves only when both sides hold `desired` and nothing
+    is in flight, so it always is a record both sides really agreed on."""
+    ex, sf = link.exchange, link.salesforce
+    if link.status not in ("unlinked", "deleted", "discard"):
+        status: LinkStatus = "linked" if ex.alive and sf.alive else "pending"
+        link = replace(link, status=status)
+        if (
+            status == "linked"
+            and ex.pending is None
+            and sf.pending is None
+            and merge.same(ex.shadow, link.desired)
+            and merge.same(sf.shadow, link.desired)
+        ):
+            link = replace(link, base=dict(link.desired), base_hash=content_hash(link.desired))
+    return link
+
+
+def _retired(ids: tuple[str, ...], new: str | None) -> tuple[str, ...]:
+    return ids if new is None or new in ids else (*ids, new)
+
+
+def _ts(ev: ChangeEvent) -> str:
+    return ev.modified_at or ev.observed_at
+
+
+def _older(t: str | None, watermark: str | None) -> bool:
+    return bool(t and watermark and merge.newer(watermark, t))
+
+
+# --- entry points ---------------------------------------------------------------------
+
+
+def reconcile(state: TenantState, tenant: Tenant, item: Input, now: str) -> Decision:
+    w = _Work(state, tenant, now)
+    if item.tenant_id != tenant.tenant_id or state.tenant_id != tenant.tenant_id:
+        w.record("drop", reason="tenant mismatch", input_tenant=item.tenant_id, entity=item.entity)
+        return w.decision()
+    if isinstance(item, ChangeEvent):
+        if item.entity not in tenant.entities:
+            w.record("drop", reason="entity not synced for tenant", entity=item.entity, source_id=item.source_id)
+        else:
+            _on_event(w, item)
+    else:
+        _on_result(w, item)
+    return w.decision()
+
+
+def sweep(state: TenantState, tenant: Tenant, now: str) -> Decision:
+    """Re-plan every active link: retries writes that failed and creates that never landed.
+    The service runs it on the tenant's safety-sweep timer; it emits nothing for links that
+    are in sync or have a command in flight."""
+    w = _Work(state, tenant, now)
+    for lid in sorted(state.links):
+        link = w.get(lid)
+        if link is None or link.status in ("unlinked", "deleted"):
+            continue
+        if link.status == "discard":
+            side = link.exchange if link.exchange.id else link.salesforce
+            s_: Side = "exchange" if link.exchange.id else "salesforce"
+            w.save(_discard_plan(w, link.with_side(s_, replace(side, failed=None))))
+            continue
+        if link.exchange.failed or link.salesforce.failed:
+            link = replace(
+                link, exchange=replace(link.exchange, failed=None), salesforce=replace(link.salesforce, failed=None)
+            )
+        _plan(w, link)
+    return w.decision()
+
+
+# --- change events ----------------------------------------------------------------------
+
+
+def _on_event(w: _Work, ev: ChangeEvent) -> None:
+    user = w.tenant.user_by_mailbox(ev.user)
+    if user is None:
+        w.record(
+            "drop", reason="user not enrolled", source=ev.source, entity=ev.entity, source_id=ev.source_id, user=ev.user
+        )
+        return
+    if ev.entity == "email":
+        if ev.source == "exchange":
+            _on_email(w, ev, user.mailbox)
+        return  # Salesforce email tasks never sync back
+    record = merge.norm(ev.entity, ev.record) if ev.op == "upsert" else None
+    links = w.find(ev.source, ev.source_id)
+    if not links:
+        tagged = ev.origin.get("exsf_link_id")
+        cand = w.get(tagged) if isinstance(tagged, str) else None
+        if cand is not None and cand.entity == ev.entity and cand.side(ev.source).id is None:
+            if ev.source == "salesforce" or cand.user.lower() == user.mailbox.lower():
+                links = [cand]
+    if not links:
+        _on_new_item(w, ev, user.mailbox, record)
+        return
+    for link in links:
+        _on_known(w, w.get(link.link_id) or link, ev, record)
+
+
+def _on_known(w: _Work, link: LinkRecord, ev: ChangeEvent, record: dict[str, Any] | None) -> None:
+    s = ev.source
+    side = link.side(s)
+    t = _ts(ev)
+    if ev.event_id in link.seen or ev.source_id in side.retired or link.status == "deleted":
+        return
+    if link.status == "discard":
+        if not _older(t, side.modified_at) and side.version != ev.version:
+            _discard_input(w, replace(link, seen=(*link.seen, ev.event_id)[-SEEN_LIMIT:]), s, record, ev.version, t)
+        return
+    if _older(t, side.modified_at) or (ev.op == "upsert" and side.id == ev.source_id and side.version == ev.version):
+        return
+    # A new input from either side is a fresh reason to retry writes that failed.
+    link = replace(
+        link,
+        seen=(*link.seen, ev.event_id)[-SEEN_LIMIT:],
+        exchange=replace(link.exchange, failed=None),
+        salesforce=replace(link.salesforce, failed=None),
+    )
+    side = link.side(s)
+
+    if s == "exchange" and ev.origin.get("reason") == "unlinked":
+        if link.status != "unlinked":
+            w.record("unlink", link, exchange_id=ev.source_id, salesforce_id=link.salesforce.id, record=link.desired)
+        w.save(replace(link, status="unlinked", exchange=replace(side, modified_at=t, pending=None)))
+        return
+
+    if ev.op == "delete" and side.id is None:
+        # The item our create made (found by its tag) is already deleted again: remember
+        # its id, so its late echoes are stale and a result naming it means "gone".
+        w.save(link.with_side(s, replace(side, retired=_retired(side.retired, ev.source_id))))
+        return
+    if ev.op == "delete":
+        link = link.with_side(s, replace(side, gone=True, modified_at=t, version=ev.version))
+        if link.status == "unlinked":
+            w.save(link)
+            return
+        _plan(w, w.save(link))
+        return
+
+    assert record is not None
+    if link.status == "unlinked":
+        if s == "salesforce":
+            # Keep following the Salesforce record so a re-linked item merges against
+            # its current content and the dedupe key stays true.
+            st = replace(side, id=side.id or ev.source_id, shadow=record, version=ev.version, modified_at=t, gone=False)
+            w.save(replace(link.with_side(s, st), desired=record))
+        else:
+            _relink(w, link, ev, record)
+        return
+
+    link = _observe(w, link, s, ev.source_id, record, ev.version, t, ours=_written_by_us(ev, link))
+    _plan(w, w.save(link))
+
+
+def _written_by_us(ev: ChangeEvent, link: LinkRecord) -> bool:
+    """Origin hints only say *who* wrote; whether content changed is decided by content.
+    They matter when an item appears before our create's result: ours is compared with
+    what we sent, someone else's is merged as an item that never agreed with us."""
+    if ev.origin.get("exsf_link_id") == link.link_id:
+        return True
+    return ev.source == "salesforce" and "client=exsf" in str(ev.origin.get("change_origin") or "")
+
+
+def _observe(
+    w: _Work,
+    link: LinkRecord,
+    s: Side,
+    item_id: str,
+    record: dict[str, Any],
+    version: str | None,
+    t: str | None,
+    ours: bool = False,
+) -> LinkRecord:
+    """Fold a side's current content into the link (merge + conflict audit)."""
+    side = link.side(s)
+    o = link.side(other(s))
+    policy = w.tenant.conflict_policy
+    if side.shadow is None and side.pending is not None and side.pending.action == "create" and ours:
+        # Our create showing up (echo) before its result: compare with what we created.
+        desired, conflicts = merge.absorb(
+            link.entity, link.desired, side.pending.fields, record, s, policy, t, o.modified_at
+        )
+    elif side.shadow is None:
+        ex, sf = (record, link.desired) if s == "exchange" else (link.desired, record)
+        ex_t, sf_t = (t, o.modified_at) if s == "exchange" else (o.modified_at, t)
+        desired, conflicts = merge.join(link.entity, ex, sf, policy, ex_t, sf_t)
+    else:
+        desired, conflicts = merge.absorb(link.entity, link.desired, side.shadow, record, s, policy, t, o.modified_at)
+    w.conflicts(link, conflicts)
+    st = replace(
+        side, id=side.id or item_id, shadow=record, version=version, modified_at=t or side.modified_at, gone=False
+    )
+    return replace(link.with_side(s, st), desired=desired)
+
+
+def _relink(w: _Work, link: LinkRecord, ev: ChangeEvent, record: dict[str, Any]) -> None:
+    """An unlinked mailbox item came back in scope (category re-added): sync it again,
+    merging with the Salesforce record as two items that never agreed."""
+    ex = SideState(
+        id=ev.source_id, version=ev.version, modified_at=_ts(ev), shadow=record, retired=link.exchange.retired
+    )
+    sf = link.salesforce
+    link = replace(link, status="pending", exchange=ex, base=None, base_hash=None, desired=record)
+    if sf.alive and sf.shadow is not None:
+        desired, conflicts = merge.join(
+            link.entity, record, sf.shadow, w.tenant.conflict_policy, _ts(ev), sf.modified_at
+        )
+        w.conflicts(link, conflicts)
+        link = replace(link, desired=desired)
+    else:
+        retired = _retired(sf.retired, sf.id)
+        link = replace(link, salesforce=SideState(retired=retired))
+    w.record("relink", link, exchange_id=ev.source_id, salesforce_id=link.salesforce.id)
+    _plan(w, w.save(replace(link, seen=(ev.event_id,))))
+
+
+def _on_new_item(w: _Work, ev: ChangeEvent, mailbox: str, record: dict[str, Any] | None) -> None:
+    s: Side = ev.source
+    link_id = stable_id("link", ev.tenant_id, ev.entity, s, ev.source_id)
+    st = SideState(id=ev.source_id, version=ev.version, modified_at=_ts(ev), shadow=record, gone=record is None)
+    ical = ev.origin.get("ical_uid") if isinstance(ev.origin.get("ical_uid"), str) else None
+    base_link = LinkRecord(
+        tenant_id=ev.tenant_id,
+        entity=ev.entity,
+        link_id=link_id,
+        user=mailbox,
+        status="pending",
+        desired=record or {},
+        ical_uid=ical,
+        seen=(ev.event_id,),
+    )
+    if record is None:
+        # A delete for an item we never saw (it may overtake its own upsert): a tombstone,
+        # so the late upsert is recognised as stale instead of creating a copy.
+        w.save(replace(base_link.with_side(s, st), status="deleted"))
+        return
+    if s == "exchange" and ev.origin.get("reason") == "unlinked":
+        return  # an item leaving the folder that we never linked: nothing to do
+    keys = match_keys(ev.entity, mailbox, record, ical)
+    if s == "exchange":
+        # Our own create into this mailbox seen before its result.
+        for key in keys:
+            for cand in w.find("key", key):
+                if (
+                    cand.user.lower() == mailbox.lower()
+                    and cand.exchange.id is None
+                    and cand.exchange.pending is not None
+                    and cand.status != "deleted"
+                ):
+                    _on_known(w, cand, ev, record)
+                    return
+        _plan(w, w.save(base_link.with_side(s, st)))
+        return
+    # salesforce
+    for key in keys:
+        cands = [
+            c for c in w.find("key", key) if not c.salesforce.gone and c.status in ("pending", "linked", "unlinked")
+        ]
+        for cand in cands:
+            # A link still waiting for its Salesforce item (our create in flight, or a wait
+            # on another link's create): this is it, or an original our create would copy.
+            if cand.salesforce.id is None and (cand.status != "unlinked" or cand.salesforce.pending is not None):
+                w.record(
+                    "dedupe", cand, reason="salesforce item matches a pending link", salesforce_id=ev.source_id, key=key
+                )
+                _on_known(w, cand, ev, record)
+                return
+        ours = [c for c in cands if c.salesforce.alive and c.salesforce.created]
+        if ours:
+            _repoint(w, ours[0].salesforce.id or "", ev, record, key)
+            return
+        synced = [c for c in cands if c.salesforce.alive and c.status != "unlinked"]
+        if synced:
+            # Salesforce itself already holds a synced record with this key: copying this
+            # one into the mailbox would make a duplicate there. Track it, do not sync.
+            w.record(
+                "dedupe",
+                base_link,
+                reason="salesforce duplicate not synced",
+                salesforce_id=ev.source_id,
+                key=key,
+                matches=[c.salesforce.id for c in synced],
+                record=record,
+            )
+            w.save(replace(base_link.with_side(s, st), status="unlinked"))
+            return
+    _plan(w, w.save(base_link.with_side(s, st)))
+
+
+# --- planning -----------------------------------------------------------------------------
+
+
+def _plan(w: _Work, link: LinkRecord) -> LinkRecord:
+    if link.status in ("unlinked", "deleted", "discard"):
+        return link
+    ex, sf = link.exchange, link.salesforce
+    if link.entity == "email":
+        if sf.id is None and sf.pending is None and sf.failed is None:
+            link = w.save(_email_create(w, link))
+        return link
+    busy = ex.pending is not None or sf.pending is not None
+    if ex.gone or sf.gone:
+        if not busy:
+            link = _plan_delete(w, link)
+        return link
+    for s in ("exchange", "salesforce"):
+        side = link.side(s)
+        if side.pending is not None or side.failed is not None:
+            continue  # a failed write waits for the next change or the sweep
+        if side.id is None:
+            link = _plan_create(w, link, s)
+        elif not merge.same(side.shadow, link.desired):
+            fields = merge.patch(link.entity, side.shadow, link.desired)
+            link = w.command(link, s, "update", side.id, fields, side.version)
+    return w.save(link)
+
+
+def _plan_create(w: _Work, link: LinkRecord, s: Side) -> LinkRecord:
+    if s == "salesforce":
+        # Dedupe before any create: join an existing Salesforce record, or wait for a
+        # create another link already has in flight for the same key.
+        for key in link.match_keys():
+            for cand in w.find("key", key):
+                if cand.link_id == link.link_id or cand.status in ("deleted", "discard") or cand.salesforce.gone:
+                    continue
+                if cand.salesforce.id in link.salesforce.retired:
+                    continue  # we know that record is gone; its other links will learn it
+                if cand.salesforce.alive and cand.salesforce.shadow is not None:
+                    return _join(w, link, cand, key)
+                if cand.salesforce.id is None and cand.salesforce.pending is not None:
+                    w.record(
+                        "dedupe",
+                        link,
+                        reason="waiting for a pending create of the same item",
+                        key=key,
+                        waiting_for=cand.link_id,
+                    )
+                    return link
+        user = w.tenant.user_by_mailbox(link.user)
+        ctx = {"owner_id": user.salesforce_user_id if user else None}
+    else:
+        ctx = {"mailbox": link.user}
+    return w.command(link, s, "create", None, dict(link.desired), None, ctx)
+
+
+def _join(w: _Work, link: LinkRecord, cand: LinkRecord, key: str) -> LinkRecord:
+    sf = cand.salesforce
+    assert sf.shadow is not None
+    ex = link.exchange
+    desired, conflicts = merge.join(
+        link.entity, ex.shadow or link.desired, sf.shadow, w.tenant.conflict_policy, ex.modified_at, sf.modified_at
+    )
+    w.record(
+        "dedupe",
+        link,
+        reason="linked to existing salesforce record",
+        key=key,
+        salesforce_id=sf.id,
+        exchange_record=ex.shadow,
+        salesforce_record=sf.shadow,
+        merged=desired,
+    )
+    w.conflicts(link, conflicts)
+    joined = SideState(
+        id=sf.id,
+        version=sf.version,
+        modified_at=sf.modified_at,
+        shadow=sf.shadow,
+        retired=link.salesforce.retired,
+        created=sf.created,
+    )
+    link = replace(link.with_side("salesforce", joined), desired=desired)
+    return _plan(w, w.save(link))
+
+
+def _other_record(w: _Work, link: LinkRecord, sf_id: str) -> LinkRecord | None:
+    """A link holding a different live Salesforce record with this link's dedupe key."""
+    for key in link.match_keys():
+        for cand in w.find("key", key):
+            sf = cand.salesforce
+            if (
+                cand.link_id != link.link_id
+                and cand.status in ("pending", "linked", "unlinked")
+                and sf.alive
+                and sf.id != sf_id
+                and sf.id not in link.salesforce.retired
+                and sf.shadow is not None
+            ):
+                return cand
+    return None
+
+
+def _active_siblings(w: _Work, link: LinkRecord, sf_id: str) -> list[LinkRecord]:
+    return [
+        c
+        for c in w.find("salesforce", sf_id)
+        if c.link_id != link.link_id
+        and c.status in ("pending", "linked")
+        and c.salesforce.id == sf_id
+        and not c.salesforce.gone
+        and c.exchange.alive
+    ]
+
+
+def _plan_delete(w: _Work, link: LinkRecord) -> LinkRecord:
+    ex, sf = link.exchange, link.salesforce
+    if (ex.gone or ex.id is None) and (sf.gone or sf.id is None):
+        w.record("delete", link, reason="gone on both sides", record=link.desired)
+        return w.save(replace(link, status="deleted"))
+    s: Side = "exchange" if ex.gone else "salesforce"
+    o: Side = other(s)
+    gone, alive = link.side(s), link.side(o)
+    if s == "exchange" and alive.id and _active_siblings(w, link, alive.id):
+        # Other mailboxes still sync this Salesforce record: this mailbox dropped its
+        # copy, the record stays for them.
+        w.record(
+            "unlink",
+            link,
+            reason="deleted in one mailbox, salesforce record still linked elsewhere",
+            salesforce_id=alive.id,
+            record=link.desired,
+        )
+        return w.save(replace(link, status="unlinked"))
+    if merge.has_new_content(alive.shadow, link.base, gone.shadow):
+        # Edit beats delete: recreate on the side that deleted, with the merged record.
+        retired = _retired(gone.retired, gone.id)
+        w.record(
+            "restore", link, side=s, deleted_id=gone.id, record=link.desired, base=link.base, surviving=alive.shadow
+        )
+        link = link.with_side(s, SideState(retired=retired, modified_at=gone.modified_at))
+        return _plan(w, w.save(link))
+    w.record("delete", link, side=o, target_id=alive.id, record=alive.shadow)
+    link = w.command(link, o, "delete", alive.id, {}, alive.version)
+    return w.save(link)
+
+
+# --- command results -----------------------------------------------------------------------
+
+
+def _on_result(w: _Work, r: CommandResult) -> None:
+    link = w.get(r.link_id)
+    if link is None or link.entity != r.entity:
+        w.record("drop", reason="result for unknown link", link_id=r.link_id, command_id=r.command_id)
+        return
+    side = link.side(r.target)
+    p = side.pending
+    if p is None or p.command_id != r.command_id:
+        if r.status == "applied" and r.target_id and r.target_id != side.id and r.target_id not in side.retired:
+            _late_create(w, link, r)
+        return  # otherwise a duplicate or superseded result: already handled
+    s: Side = r.target
+    side = replace(side, pending=None)
+    link = link.with_side(s, side)
+    if link.status == "discard":
+        if r.status in ("applied", "gone"):
+            w.save(replace(link.with_side(s, replace(side, gone=True)), status="deleted"))
+        elif r.status == "failed":
+            w.save(link.with_side(s, replace(side, failed=r.error or "failed")))
+        elif r.record is not None:
+            _discard_input(w, link, s, merge.norm(link.entity, r.record), r.new_version, r.modified_at)
+        else:
+            w.save(link)  # wait for the change event with the fresh content
+        return
+
+    if r.status == "failed" or (r.status == "gone" and p.action == "create"):
+        w.record(
+            "failed", link, side=s, action=p.action, command_id=r.command_id, error=r.error or r.status, fields=p.fields
+        )
+        link = w.save(link.with_side(s, replace(side, failed=r.error or r.status)))
+        _plan(w, link)  # a delete decision may have waited for this command
+        return
+
+    if link.entity == "email":
+        if r.status == "applied" and r.target_id:
+            w.save(link.with_side(s, replace(side, id=r.target_id, version=r.new_version)))
+        else:  # an email task cannot conflict; gone means it was deleted, so create again
+            w.record("failed", link, side=s, action=p.action, command_id=r.command_id, error=r.status)
+            w.save(link.with_side(s, replace(side, failed=r.status)))
+        return
+
+    if r.status == "applied":
+        link = _applied(w, link, s, p, r)
+    elif r.status == "conflict":
+        if r.record is not None and r.new_version != side.version and not _older(r.modified_at, side.modified_at):
+            link = _observe(
+                w,
+                link,
+                s,
+                side.id or r.target_id or "",
+                merge.norm(link.entity, r.record),
+                r.new_version,
+                r.modified_at,
+            )
+        elif side.version == p.expected_version:
+            # Fresh content unknown: its change event will come and re-plan; planning now
+            # would only repeat the same stale write.
+            w.save(link)
+            return
+    else:  # gone: deleted meanwhile; for an update that carried an edit, planning restores it
+        link = link.with_side(s, replace(side, gone=True, modified_at=r.modified_at or side.modified_at))
+    if link.status in ("unlinked", "deleted"):
+        w.save(link)
+        return
+    _plan(w, w.save(link))
+
+
+def _late_create(w: _Work, link: LinkRecord, r: CommandResult) -> None:
+    """A create we had written off (reported failed, then applied by a redelivered command)
+    made an item after all. Adopt it if the side has none, else remove the extra copy;
+    never leave an item nobody tracks."""
+    s: Side = r.target
+    side = link.side(s)
+    record = merge.norm(link.entity, r.record) if r.record is not None else dict(link.desired)
+    assert r.target_id is not None
+    if side.id is None and link.status != "unlinked":
+        adopted = replace(
+            side,
+            created=True,
+            id=r.target_id,
+            shadow=record,
+            version=r.new_version,
+            gone=False,
+            modified_at=r.modified_at or side.modified_at,
+        )
+        status = "pending" if link.status == "deleted" else link.status
+        w.record("adopt", link, side=s, target_id=r.target_id, reason="create applied after it was reported failed")
+        link = replace(link.with_side(s, adopted), status=status)
+        if link.entity != "email":
+            link = _plan(w, w.save(link))
+        w.save(link)
+        return
+    if link.entity == "email":
+        return  # an email task is never deleted by us
+    _discard(w, link, s, r.target_id, r.new_version, record)
+    w.save(link.with_side(s, replace(side, retired=_retired(side.retired, r.target_id))))
+
+
+def _applied(w: _Work, link: LinkRecord, s: Side, p: Pending, r: CommandResult) -> LinkRecord:
+    side = link.side(s)
+    record = merge.norm(link.entity, r.record) if r.record is not None else None
+    if p.action == "delete":
+        return link.with_side(s, replace(side, gone=True, modified_at=r.modified_at or side.modified_at))
+    if p.action == "create":
+        if r.target_id and r.target_id in side.retired and side.id is None:
+            return link.with_side(s, replace(side, id=r.target_id, gone=True))  # created, then deleted already
+        if side.id is not None and r.target_id and side.id != r.target_id:
+            # The link was attached to a matching item meanwhile; ours is a second copy.
+            w.record(
+                "dedupe",
+                link,
+                reason="removing our duplicate create",
+                side=s,
+                duplicate_id=r.target_id,
+                kept_id=side.id,
+                record=record or p.fields,
+            )
+            _discard(w, link, s, r.target_id, r.new_version, record or merge.norm(link.entity, p.fields))
+            return link.with_side(s, replace(side, retired=_retired(side.retired, r.target_id)))
+        if side.id is None and r.target_id and s == "salesforce":
+            existing = _other_record(w, link, r.target_id)
+            if existing is not None:
+                # Another link got the original meanwhile (its event overtook our
+                # create): ours is the copy. Follow the original, discard ours.
+                _discard(w, link, s, r.target_id, r.new_version, record or merge.norm(link.entity, p.fields))
+                side = replace(side, retired=_retired(side.retired, r.target_id))
+                link = link.with_side(s, side)
+                if link.status == "unlinked":
+                    sf = existing.salesforce
+                    st = replace(side, id=sf.id, version=sf.version, modified_at=sf.modified_at, shadow=sf.shadow)
+                    return replace(link.with_side(s, st), desired=dict(sf.shadow or {}))
+                return _join(w, link, existing, "")
+        if side.id is None and r.target_id:
+            # What we sent is the shadow; anything else in the returned record is someone's
+            # edit of the new item (a retried create returns it as it is now).
+            sent = merge.norm(link.entity, p.fields)
+            link = link.with_side(s, replace(side, created=True, id=r.target_id, shadow=sent))
+            link = _observe(
+                w, link, s, r.target_id, record if record is not None else sent, r.new_version, r.modified_at
+            )
+        else:
+            link = link.with_side(s, side)
+        _refresh_waiters(w, link)
+        return link
+    # update
+    if side.version == p.expected_version:
+        # Nothing newer was observed since we wrote, so the write's result is current.
+        shadow = record if record is not None else merge.apply_patch(link.entity, side.shadow, p.fields)
+        side = replace(side, shadow=shadow, version=r.new_version, modified_at=r.modified_at or side.modified_at)
+        link = link.with_side(s, side)
+        if s == "salesforce" and side.id:
+            _fan_out(w, link, side.id, shadow, r.new_version, r.modified_at)
+    return link
+
+
+def _fan_out(
+    w: _Work, link: LinkRecord, sf_id: str, record: dict[str, Any], version: str | None, t: str | None
+) -> None:
+    """A write to a Salesforce record shared by several mailbox items: the other links see
+    it as a Salesforce change now, rather than waiting for its CDC echo."""
+    for sib in w.find("salesforce", sf_id):
+        if sib.link_id == link.link_id or sib.salesforce.id != sf_id or sib.salesforce.version == version:
+            continue
+        if sib.status == "deleted" or sib.salesforce.gone:
+            continue
+        if sib.status == "unlinked":
+            w.save(replace(sib, salesforce=replace(sib.salesforce, shadow=record, version=version), desired=record))
+            continue
+        _plan(w, w.save(_observe(w, sib, "salesforce", sf_id, record, version, t)))
+
+
+def _refresh_waiters(w: _Work, link: LinkRecord) -> None:
+    """Links that waited for this link's Salesforce create can now join it."""
+    if not link.salesforce.alive:
+        return
+    w.save(link)
+    for key in link.match_keys():
+        for cand in w.find("key", key):
+            if (
+                cand.link_id != link.link_id
+                and cand.status == "pending"
+                and cand.salesforce.id is None
+                and cand.salesforce.pending is None
+                and not cand.salesforce.gone
+                and cand.exchange.alive
+            ):
+                _plan(w, cand)
+
+
+# --- stray copies ---------------------------------------------------------------------------
+
+
+def _discard(
+    w: _Work, owner: LinkRecord, s: Side, item_id: str, version: str | None, shadow: dict[str, Any] | None
+) -> None:
+    """Delete a copy we made that turned out to duplicate an existing item. It gets its own
+    record so the delete is tracked like any write (retried, conflict-checked), and edits
+    someone made to the copy meanwhile move to the links that replaced it."""
+    lid = stable_id("discard", owner.tenant_id, owner.entity, s, item_id)
+    if w.get(lid) is not None:
+        return
+    rec = LinkRecord(
+        tenant_id=owner.tenant_id,
+        entity=owner.entity,
+        link_id=lid,
+        user=owner.user,
+        status="discard",
+        desired=dict(shadow or {}),
+    )
+    rec = rec.with_side(s, SideState(id=item_id, version=version, shadow=dict(shadow or {}), created=True))
+    w.record("dedupe", owner, reason="removing our duplicate copy", side=s, duplicate_id=item_id, record=shadow)
+    w.save(_discard_plan(w, rec))
+
+
+def _discard_plan(w: _Work, rec: LinkRecord) -> LinkRecord:
+    s: Side = "exchange" if rec.exchange.id else "salesforce"
+    side = rec.side(s)
+    if side.pending is not None or side.failed is not None or side.id is None:
+        return rec
+    if side.gone:
+        return replace(rec, status="deleted")
+    return w.command(rec, s, "delete", side.id, {}, side.version)
+
+
+def _discard_input(
+    w: _Work, rec: LinkRecord, s: Side, fresh: dict[str, Any] | None, version: str | None, t: str | None
+) -> None:
+    """The copy changed (someone edited it) or vanished; carry edits over, then delete."""
+    side = rec.side(s)
+    if fresh is None:
+        w.save(replace(rec.with_side(s, replace(side, gone=True)), status="deleted"))
+        return
+    old = side.shadow or {}
+    assert side.id is not None
+    successors = [c for c in w.find(s, side.id) if c.status in ("pending", "linked") and side.id in c.side(s).retired]
+    if not successors and not merge.same(old, fresh):
+        w.record("discarded_edit", rec, side=s, target_id=side.id, record=fresh, before=old)
+    for succ in successors:
+        o = succ.side(other(s))
+        desired, conflicts = merge.absorb(
+            succ.entity, succ.desired, old, fresh, s, w.tenant.conflict_policy, t, o.modified_at
+        )
+        w.conflicts(succ, conflicts)
+        _plan(w, w.save(replace(succ, desired=desired)))
+    rec = rec.with_side(s, replace(side, shadow=fresh, version=version, modified_at=t or side.modified_at))
+    w.save(_discard_plan(w, rec))
+
+
+def _repoint(w: _Work, s_old: str, ev: ChangeEvent, record: dict[str, Any], key: str) -> None:
+    """A Salesforce record we created turns out to copy one that already existed (its event
+    was still on its way when we created ours): move every link to the original, merge,
+    and discard our copy."""
+    links = [
+        c
+        for c in w.find("salesforce", s_old)
+        if c.salesforce.id == s_old and c.status in ("pending", "linked", "unlinked")
+    ]
+    old_side = links[0].salesforce
+    w.record(
+        "dedupe",
+        links[0],
+        reason="salesforce original found for our copy",
+        key=key,
+        kept_id=ev.source_id,
+        duplicate_id=s_old,
+        original=record,
+        copy=old_side.shadow,
+    )
+    t = _ts(ev)
+    for link in links:
+        fresh = SideState(retired=_retired(link.salesforce.retired, s_old))
+        link = replace(link.with_side("salesforce", fresh), seen=(*link.seen, ev.event_id)[-SEEN_LIMIT:])
+        if link.status == "unlinked":
+            st = replace(fresh, id=ev.source_id, version=ev.version, modified_at=t, shadow=record)
+            w.save(replace(link.with_side("salesforce", st), desired=record))
+            continue
+        link = _observe(w, link, "salesforce", ev.source_id, record, ev.version, t)
+        _plan(w, w.save(link))
+    _discard(w, links[0], "salesforce", s_old, old_side.version, old_side.shadow)
+
+
+# --- email ----------------------------------------------------------------------------------
+
+
+def _on_email(w: _Work, ev: ChangeEvent, mailbox: str) -> None:
+    if ev.op != "upsert" or ev.record is None:
+        return  # deleting or moving the message never deletes the Salesforce task
+    record = merge.norm("email", ev.record)
+    imid = record.get("internet_message_id") or ev.source_id
+    link_id = stable_id("email", ev.tenant_id, mailbox.lower(), imid)
+    if w.get(link_id) is not None:
+        return  # seen before (redelivery, or moved out and back): created once
+    link = LinkRecord(
+        tenant_id=ev.tenant_id,
+        entity="email",
+        link_id=link_id,
+        user=mailbox,
+        status="pending",
+        exchange=SideState(id=ev.source_id, version=ev.version, modified_at=_ts(ev), shadow=record),
+        desired=record,
+        seen=(ev.event_id,),
+    )
+    w.save(_email_create(w, link))
+
+
+def _email_create(w: _Work, link: LinkRecord) -> LinkRecord:
+    record = link.desired
+    own = link.user.lower()
+    candidates: list[str] = []
+    for a in [record.get("from_address"), *(record.get("to_addresses") or []), *(record.get("cc_addresses") or [])]:
+        if isinstance(a, str) and a.strip().lower() != own and a.strip().lower() not in candidates:
+            candidates.append(a.strip().lower())
+    who_id = None
+    for a in candidates:
+        key = contact_key(a)
+        matches = [c for c in w.find("key", key) if c.salesforce.alive] if key else []
+        if matches:
+            who_id = matches[0].salesforce.id
+            break
+    user = w.tenant.user_by_mailbox(link.user)
+    ctx = {
+        "mailbox": link.user,
+        "message_id": link.exchange.id,
+        "attachments": record.get("attachments") or [],
+        "owner_id": user.salesforce_user_id if user else None,
+        "who_email": candidates,
+        "who_id": who_id,
+    }
+    return w.command(link, "salesforce", "create", None, dict(record), None, ctx)

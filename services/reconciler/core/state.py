@@ -1,0 +1,171 @@
+"""Link records and the per-tenant state built from them.
+
+A LinkRecord is everything the reconciler knows about one pair (a mailbox item and a
+Salesforce record). It is the unit persisted to exsf.state (key `tenant/entity/link_id`),
+and every index in TenantState is derived from the set of records, so state can be rebuilt
+from the compacted changelog alone.
+
+Per side we keep a *shadow*: the content we believe that side holds, as far as we have
+accounted for it (from its events or our applied writes). A change on a side is its new
+content minus its shadow; `desired` is the merged record both sides should converge to;
+`base` is the last record both sides were confirmed to hold.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Literal, cast
+
+from services.core.envelopes import Action, Entity, Side
+from services.reconciler.core.dedupe import match_keys
+
+# discard: a stray copy we made (a create that raced a matching item) being deleted.
+LinkStatus = Literal["pending", "linked", "unlinked", "deleted", "discard"]
+SEEN_LIMIT = 32  # recent event ids per link; older redeliveries are caught by the watermark
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """The one command in flight to a side. One at a time per side keeps reasoning simple:
+    its result (always produced by the writer) decides what happens next."""
+
+    command_id: str
+    action: Action
+    fields: dict[str, Any]
+    expected_version: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class SideState:
+    id: str | None = None
+    version: str | None = None
+    modified_at: str | None = None  # watermark: older inputs for this side change nothing
+    shadow: dict[str, Any] | None = None
+    gone: bool = False  # the item was deleted on this side
+    pending: Pending | None = None
+    retired: tuple[str, ...] = ()  # ids this side used to have (deleted, re-pointed)
+    failed: str | None = None  # last write error, cleared by the next attempt
+    created: bool = False  # we created this item (so it may be replaced by a matching original)
+
+    @property
+    def alive(self) -> bool:
+        return self.id is not None and not self.gone
+
+
+@dataclass(frozen=True, slots=True)
+class LinkRecord:
+    tenant_id: str
+    entity: Entity
+    link_id: str
+    user: str  # the mailbox this pair syncs with
+    status: LinkStatus
+    exchange: SideState = field(default_factory=SideState)
+    salesforce: SideState = field(default_factory=SideState)
+    desired: dict[str, Any] = field(default_factory=dict)
+    base: dict[str, Any] | None = None
+    base_hash: str | None = None
+    ical_uid: str | None = None
+    seen: tuple[str, ...] = ()
+    seq: int = 0  # commands issued so far; part of command ids so retries get fresh ids
+    updated_at: str = ""
+
+    @property
+    def key(self) -> str:
+        return state_key(self.tenant_id, self.entity, self.link_id)
+
+    def side(self, s: Side | str) -> SideState:
+        return self.exchange if s == "exchange" else self.salesforce
+
+    def with_side(self, s: Side | str, st: SideState) -> LinkRecord:
+        return replace(self, exchange=st) if s == "exchange" else replace(self, salesforce=st)
+
+    def match_keys(self) -> tuple[str, ...]:
+        if self.status in ("deleted", "discard"):
+            return ()
+        return match_keys(self.entity, self.user, self.desired, self.ical_uid)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> LinkRecord:
+        def side(sd: Mapping[str, Any] | None) -> SideState:
+            sd = dict(sd or {})
+            p = sd.get("pending")
+            sd["pending"] = Pending(**p) if p else None
+            sd["retired"] = tuple(sd.get("retired") or ())
+            return SideState(**sd)
+
+        dd = dict(d)
+        dd["exchange"] = side(d.get("exchange"))
+        dd["salesforce"] = side(d.get("salesforce"))
+        dd["seen"] = tuple(d.get("seen") or ())
+        dd["entity"] = cast(Entity, d["entity"])
+        return cls(**dd)
+
+
+def state_key(tenant_id: str, entity: str, link_id: str) -> str:
+    return f"{tenant_id}/{entity}/{link_id}"
+
+
+def other(side: Side | str) -> Side:
+    return "salesforce" if side == "exchange" else "exchange"
+
+
+def index_entries(rec: LinkRecord) -> dict[str, tuple[str, ...]]:
+    """Where a record appears in the indexes; the single definition both the state and
+    the reconciler's working overlay use."""
+    ex, sf = rec.exchange, rec.salesforce
+    return {
+        "exchange": tuple(i for i in (ex.id, *ex.retired) if i),
+        "salesforce": tuple(i for i in (sf.id, *sf.retired) if i),
+        "key": rec.match_keys(),
+    }
+
+
+class TenantState:
+    """All link records of one tenant plus derived indexes. Nothing here crosses tenants:
+    the reconciler refuses inputs whose tenant differs from the state's."""
+
+    INDEXES = ("exchange", "salesforce", "key")
+
+    def __init__(self, tenant_id: str, records: Iterable[LinkRecord] = ()) -> None:
+        self.tenant_id = tenant_id
+        self.links: dict[str, LinkRecord] = {}
+        self.index: dict[str, dict[str, set[str]]] = {n: {} for n in self.INDEXES}
+        self.apply(records)
+
+    @classmethod
+    def from_records(cls, tenant_id: str, records: Iterable[LinkRecord | Mapping[str, Any]]) -> TenantState:
+        return cls(tenant_id, (r if isinstance(r, LinkRecord) else LinkRecord.from_dict(r) for r in records))
+
+    def get(self, link_id: str) -> LinkRecord | None:
+        return self.links.get(link_id)
+
+    def lookup(self, index: str, value: str) -> set[str]:
+        return self.index[index].get(value, set())
+
+    def apply(self, records: Iterable[LinkRecord]) -> None:
+        """Apply changed records in place (what the service does after a decision commits)."""
+        for rec in records:
+            if rec.tenant_id != self.tenant_id:
+                raise ValueError(f"link {rec.link_id} belongs to tenant {rec.tenant_id}, not {self.tenant_id}")
+            old = self.links.get(rec.link_id)
+            if old is not None:
+                for name, values in index_entries(old).items():
+                    for v in values:
+                        ids = self.index[name].get(v)
+                        if ids is not None:
+                            ids.discard(rec.link_id)
+                            if not ids:
+                                del self.index[name][v]
+            self.links[rec.link_id] = rec
+            for name, values in index_entries(rec).items():
+                for v in values:
+                    self.index[name].setdefault(v, set()).add(rec.link_id)
+
+    def with_changes(self, records: Iterable[LinkRecord]) -> TenantState:
+        new = TenantState(self.tenant_id, self.links.values())
+        new.apply(records)
+        return new
