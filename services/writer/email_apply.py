@@ -36,7 +36,7 @@ from services.writer.directory import TenantDirectory
 from services.writer.grouping import Item
 from services.writer.outcome import Done, Later, Outcome, Transient, applied, failed
 from services.writer.retry import classify, with_retries
-from services.writer.salesforce_apply import SalesforceApplier, row_outcome
+from services.writer.salesforce_apply import SalesforceApplier, owner_of, row_outcome
 
 log = structlog.get_logger(__name__)
 
@@ -57,8 +57,9 @@ def attachment_marker(attachment_id: str) -> str:
 def email_body(tenant: Tenant, cmd: Command, who_id: str | None) -> dict[str, Any]:
     body = mapping.canonical_to_sf("email", cmd.fields)
     body[tenant.salesforce.external_id_field] = cmd.link_id
-    if cmd.context.get("owner_id"):
-        body["OwnerId"] = str(cmd.context["owner_id"])
+    owner = owner_of(tenant, cmd)
+    if owner:
+        body["OwnerId"] = owner
     if who_id:
         body["WhoId"] = who_id
     return body

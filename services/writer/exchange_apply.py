@@ -13,7 +13,10 @@ first, since the earlier attempt's answer may have been lost after the item was 
 An event create answered ErrorDuplicateTransactionId is the same situation, caught by Graph.
 
 Updates and deletes send If-Match with the expected version (the changeKey): 412 is a
-`conflict` (with the fresh item read back when that works), 404 is `gone`.
+`conflict` (with the fresh item read back when that works), 404 is `gone`. A contact update
+that rewrites a list property (emailAddresses, businessPhones, homePhones) first reads the
+item (one `$batch` of GETs per 20; skipped when context["graph_item"] carries it) so that
+the entries beyond the first survive.
 """
 
 from __future__ import annotations
@@ -61,6 +64,16 @@ def item_path(mailbox: str, kind: ItemKind, item_id: str, list_id: str | None) -
             raise ValueError("a task needs its To Do list id")
         return f"{user}/todo/lists/{_q(list_id)}/tasks/{_q(item_id)}"
     raise ValueError(f"no Graph path for {kind}")
+
+
+# Graph list properties of which canonical records hold only the first entry: rewriting
+# them needs the current item, or the other entries (second phone, other addresses) are lost.
+LIST_BACKED: dict[str, frozenset[str]] = {"contact": frozenset({"email", "business_phone", "home_phone"})}
+
+
+def needs_current(entity: str, cmd: Command) -> bool:
+    return (bool(LIST_BACKED.get(entity, frozenset()) & set(cmd.fields))
+            and not isinstance(cmd.context.get("graph_item"), dict) and bool(cmd.target_id))
 
 
 def applied_from_item(cmd: Command, entity: str, item: dict[str, Any]) -> Done:
@@ -113,12 +126,21 @@ class ExchangeApplier:
         if action == "create" and maybe_retry:
             out.update(await self._lookups(client, key, user, kind, entity, prepared,
                                            {i: pending[i] for i in maybe_retry}))
+        currents: dict[int, dict[str, Any]] = {}
+        if action == "update":
+            need = {i: c for i, c in pending.items() if needs_current(entity, c)}
+            if need:
+                for i, got in (await self._read_current(client, key, user, kind, entity, prepared, need)).items():
+                    if isinstance(got, dict):
+                        currents[i] = got
+                    else:
+                        out[i] = got
         requests: dict[int, BatchRequest] = {}
         for i, cmd in pending.items():
             if i in out:
                 continue
             try:
-                requests[i] = self._request(i, cmd, user, kind, entity, action, prepared)
+                requests[i] = self._request(i, cmd, user, kind, entity, action, prepared, currents.get(i))
             except (mapping.MappingError, ValueError) as exc:
                 out[i] = failed(cmd, f"cannot build the Graph request: {exc}")
         for i, req in requests.items():
@@ -139,7 +161,7 @@ class ExchangeApplier:
         return out
 
     def _request(self, i: int, cmd: Command, user: str, kind: ItemKind, entity: str, action: str,
-                 prepared: PreparedMailbox) -> BatchRequest:
+                 prepared: PreparedMailbox, current: dict[str, Any] | None = None) -> BatchRequest:
         rid = str(i)
         if action == "create":
             body = mapping.canonical_to_graph(entity, cmd.fields)
@@ -160,7 +182,8 @@ class ExchangeApplier:
         if action == "delete":
             return BatchRequest(rid, "DELETE", path, None, headers)
         record = cmd.context.get("record") if isinstance(cmd.context.get("record"), dict) else {}
-        current = cmd.context.get("graph_item") if isinstance(cmd.context.get("graph_item"), dict) else None
+        if current is None and isinstance(cmd.context.get("graph_item"), dict):
+            current = cmd.context["graph_item"]
         patch = mapping.canonical_patch_to_graph(entity, record or {}, cmd.fields, current=current)
         if kind == "event":
             patch.pop("attendees", None)  # an attendee change would send meeting updates
@@ -260,6 +283,39 @@ class ExchangeApplier:
                 # Unknown whether it exists: never create blindly.
                 o = classify(cmds[i], f, self.settings)
                 out[i] = o if not isinstance(o, Done) else Transient(f"lookup by link id failed: {f}")
+        return out
+
+    async def _read_current(self, client: ExchangeClient, key: tuple[str, str], user: str, kind: ItemKind,
+                            entity: str, prepared: PreparedMailbox, cmds: dict[int, Command]
+                            ) -> dict[int, dict[str, Any] | Outcome | Transient]:
+        """The items behind updates that rewrite a list property, read in `$batch` GETs. A
+        version that moved on already is a conflict (answered with the item just read, no
+        PATCH sent); a missing item is gone."""
+        reqs = {i: BatchRequest(str(i), "GET", item_path(user, kind, c.target_id or "", self._list_id(c, prepared)),
+                                None, {"Prefer": IMMUTABLE_IDS}) for i, c in cmds.items() if c.target_id}
+        out: dict[int, dict[str, Any] | Outcome | Transient] = {}
+        for i, answer in (await self._send(client, key, reqs)).items():
+            cmd = cmds[i]
+            if isinstance(answer, Exception):
+                out[i] = classify(cmd, answer, self.settings)
+                continue
+            err = ExchangeClient.batch_error(answer) if answer.status else None
+            if answer.status == 0 or err is not None:
+                out[i] = classify(cmd, err, self.settings) if err is not None else Transient("no sub-response")
+                continue
+            item = answer.body if isinstance(answer.body, dict) else {}
+            version = mapping.version_of(item)
+            if cmd.expected_version and version and version != mapping.version_of(
+                    {"@odata.etag": mapping.etag_of(cmd.expected_version)}):
+                try:
+                    record: dict[str, Any] | None = mapping.graph_to_canonical(entity, item)
+                except mapping.MappingError:
+                    record = None
+                out[i] = Done(result_of(cmd, "conflict", record=record, new_version=version,
+                                        modified_at=mapping.modified_at_of(item),
+                                        error="the item changed since the expected version"))
+                continue
+            out[i] = item
         return out
 
     async def _fresh_for_conflicts(self, client: ExchangeClient, key: tuple[str, str], user: str, kind: ItemKind,

@@ -2,7 +2,8 @@
 
 - create: upsert on the tenant's external id field (value = link id) via upsert_many, 200
   records a call; an upsert is idempotent by nature, so a redelivered create needs no
-  lookup. OwnerId comes from context["owner_id"]. Only ids come back, so new_version stays
+  lookup. OwnerId comes from context["owner_id"], else from the enrolled user's Salesforce
+  id in the tenant config (owner_of). Only ids come back, so new_version stays
   None (the CDC echo brings the version to the reconciler).
 - update: with context["expected_modified_at"] one PATCH per record with If-Unmodified-Since
   (sObject Collections take no conditional headers); without it, update_many (200 a call).
@@ -52,10 +53,18 @@ def read_fields(entity: str) -> list[str]:
 def create_body(tenant: Tenant, cmd: Command) -> dict[str, Any]:
     body = mapping.canonical_to_sf(cmd.entity, cmd.fields)
     body[tenant.salesforce.external_id_field] = cmd.link_id
-    owner = cmd.context.get("owner_id")
+    owner = owner_of(tenant, cmd)
     if owner:
-        body["OwnerId"] = str(owner)
+        body["OwnerId"] = owner
     return body
+
+
+def owner_of(tenant: Tenant, cmd: Command) -> str | None:
+    """The Salesforce owner of a record created for this command's user."""
+    if cmd.context.get("owner_id"):
+        return str(cmd.context["owner_id"])
+    user = tenant.user_by_mailbox(cmd.user)
+    return user.salesforce_user_id if user is not None and user.salesforce_user_id else None
 
 
 def row_outcome(cmd: Command, row: SaveResult, settings: WriterSettings) -> Outcome | Transient:

@@ -58,14 +58,15 @@ async def test_each_tenant_writes_with_its_own_credentials_and_new_tenants_are_l
     w = world
     writer = await w.start_writer()
     ours = command("contact", "salesforce", "I-1", CONTACT, context={"owner_id": w.sf_ids[ALICE]})
-    theirs = command("contact", "salesforce", "I-2", CONTACT, user=CAROL, tenant_id="fabrikam",
-                     context={"owner_id": w.sf_ids[CAROL]})
+    # No owner_id in the context: the owner is the enrolled user of the tenant config.
+    theirs = command("contact", "salesforce", "I-2", CONTACT, user=CAROL, tenant_id="fabrikam")
     await w.send(ours, theirs)
     rs = await w.results_for(2)
     assert {r.status for r in rs} == {"applied"}, [r.error for r in rs]
     by_link = {r["exsf_Link_Id__c"]: r for r in await w.sf_records("Contact")}
     assert by_link["I-1"]["CreatedById"] == w.sf_ids[ALICE]
     assert by_link["I-2"]["CreatedById"] == w.sf_ids[CAROL]
+    assert by_link["I-2"]["OwnerId"] == w.sf_ids[CAROL]
     graph_carol = await w.graph_admin.counters(CAROL)
 
     # A tenant enrolled after the writer started: the first command naming it reloads.

@@ -100,3 +100,32 @@ async def test_salesforce_conflict_and_gone(world: World) -> None:
     rs = await w.results_for(6)
     assert {r.command_id: r.status for r in rs[3:]} == {dele.command_id: "gone", upd.command_id: "gone",
                                                          cond.command_id: "gone"}, [r.error for r in rs[3:]]
+
+
+async def test_graph_list_properties_keep_their_other_entries(world: World) -> None:
+    w = world
+    await w.start_writer()
+    await w.send(command("contact", "exchange", "M-1", CONTACT))
+    (created,) = await w.results_for(1)
+    cid = created.target_id
+    assert cid
+    item = await w.graph_admin.update_item(ALICE, cid, {"emailAddresses": [
+        {"name": "Ann", "address": "ann@example.test"}, {"name": "Ann (home)", "address": "ann@home.test"}]})
+    record = {**CONTACT, "email": "ann@new.test"}
+    upd = command("contact", "exchange", "M-1", {"email": "ann@new.test"}, action="update", target_id=cid,
+                  expected_version=version_of(item), context={"record": record})
+    await w.send(upd)
+    r = (await w.results_for(2))[-1]
+    assert r.status == "applied", r.error
+    addresses = [e["address"] for e in w.graph.store.mailbox(ALICE).items[cid].data["emailAddresses"]]
+    assert addresses == ["ann@new.test", "ann@home.test"]
+
+    # A stale version is seen on the read already: conflict, and no PATCH is sent.
+    patches = (await w.graph_admin.counters(ALICE))["by_method"].get("PATCH", 0)
+    stale = command("contact", "exchange", "M-1", {"email": "ann@newer.test"}, action="update", target_id=cid,
+                    expected_version=version_of(item), context={"record": {**CONTACT, "email": "ann@newer.test"}})
+    await w.send(stale)
+    c = (await w.results_for(3))[-1]
+    assert c.status == "conflict" and c.record is not None and c.record["email"] == "ann@new.test"
+    assert c.new_version == r.new_version
+    assert (await w.graph_admin.counters(ALICE))["by_method"].get("PATCH", 0) == patches
