@@ -283,17 +283,8 @@ def _on_known(w: _Work, link: LinkRecord, ev: ChangeEvent, record: dict[str, Any
             _relink(w, link, ev, record)
         return
 
-    link = _observe(w, link, s, ev.source_id, record, ev.version, t, ours=_written_by_us(ev, link))
+    link = _observe(w, link, s, ev.source_id, record, ev.version, t)
     _plan(w, w.save(link))
-
-
-def _written_by_us(ev: ChangeEvent, link: LinkRecord) -> bool:
-    """Origin hints only say *who* wrote; whether content changed is decided by content.
-    They matter when an item appears before our create's result: ours is compared with
-    what we sent, someone else's is merged as an item that never agreed with us."""
-    if ev.origin.get("exsf_link_id") == link.link_id:
-        return True
-    return ev.source == "salesforce" and "client=exsf" in str(ev.origin.get("change_origin") or "")
 
 
 def _observe(
@@ -304,17 +295,17 @@ def _observe(
     record: dict[str, Any],
     version: str | None,
     t: str | None,
-    ours: bool = False,
 ) -> LinkRecord:
     """Fold a side's current content into the link (merge + conflict audit)."""
     side = link.side(s)
     o = link.side(other(s))
     policy = w.tenant.conflict_policy
-    if side.shadow is None and side.pending is not None and side.pending.action == "create" and ours:
-        # Our create showing up (echo) before its result: compare with what we created.
-        desired, conflicts = merge.absorb(
-            link.entity, link.desired, side.pending.fields, record, s, policy, t, o.modified_at
-        )
+    pend = side.pending
+    conflicts: list[merge.Conflict]
+    if side.shadow is None and pend is not None and pend.action == "create" and merge.same(record, pend.fields):
+        # Our create showing up (echo) before its result. Anything else, even carrying
+        # our tag (a stale copy moved back in), is merged as an item that never agreed.
+        desired, conflicts = dict(link.desired), []
     elif side.shadow is None:
         ex, sf = (record, link.desired) if s == "exchange" else (link.desired, record)
         ex_t, sf_t = (t, o.modified_at) if s == "exchange" else (o.modified_at, t)

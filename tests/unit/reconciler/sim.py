@@ -1,0 +1,520 @@
+"""A simulated world for the reconcile core: mailboxes and Salesforce orgs as plain dicts,
+an ingestor that turns every mutation into a ChangeEvent, a writer that applies Commands
+with the real systems' rules (conditional writes, idempotent creates, tags that come back
+as echoes), and the reconciler loop that persists state as a changelog and rebuilds it from
+that changelog before every step.
+
+The queues are explicit so a test (or hypothesis) decides every interleaving.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+
+from services.core.envelopes import ChangeEvent, Command, CommandResult, Side
+from services.core.records import FIELDS, canonical, normalise_email
+from services.core.tenants import Tenant, User
+from services.reconciler.core import Decision, TenantState, reconcile, sweep
+
+EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def ts(n: int) -> str:
+    return (EPOCH + timedelta(seconds=n)).isoformat().replace("+00:00", "Z")
+
+
+def make_tenant(tenant_id: str, policy: str = "latest-wins") -> Tenant:
+    return Tenant(
+        tenant_id=tenant_id,
+        users=(
+            User(mailbox=f"alice@{tenant_id}.example", salesforce_user_id=f"005{tenant_id}A00000001"),
+            User(mailbox=f"bob@{tenant_id}.example", salesforce_user_id=f"005{tenant_id}B00000002"),
+        ),
+        conflict_policy=policy,  # type: ignore[arg-type]
+    )
+
+
+@dataclass
+class ExItem:
+    entity: str
+    record: dict[str, Any]
+    version: str
+    modified: str
+    tag: str | None = None  # our extended property: the link id
+    ical_uid: str | None = None
+
+
+@dataclass
+class SfItem:
+    entity: str
+    record: dict[str, Any]
+    owner: str  # Salesforce user id
+    version: str
+    modified: str
+    ext_id: str | None = None  # external id field holding the link id
+
+
+@dataclass
+class TenantWorld:
+    tenant: Tenant
+    mailboxes: dict[str, dict[str, ExItem]] = field(default_factory=dict)
+    moved_out: list[ExItem] = field(default_factory=list)
+    sf: dict[str, SfItem] = field(default_factory=dict)
+    sf_email: dict[str, SfItem] = field(default_factory=dict)
+    ex_queue: list[ChangeEvent] = field(default_factory=list)
+    sf_queue: list[ChangeEvent] = field(default_factory=list)
+    results: list[CommandResult] = field(default_factory=list)
+    commands: list[Command] = field(default_factory=list)
+    dropped: list[ChangeEvent] = field(default_factory=list)
+    processed: list[ChangeEvent] = field(default_factory=list)
+    processed_results: list[CommandResult] = field(default_factory=list)
+    processed_commands: list[Command] = field(default_factory=list)
+    changelog: dict[str, bytes] = field(default_factory=dict)
+    audit: list[dict[str, Any]] = field(default_factory=list)
+    emails: set[tuple[str, str]] = field(default_factory=set)  # (mailbox, internet_message_id)
+
+    def state(self) -> TenantState:
+        # Rebuilt from the changelog alone, every time: proves that every index is derivable.
+        return TenantState.from_records(self.tenant.tenant_id, (orjson.loads(v) for v in self.changelog.values()))
+
+    def mailbox_of(self, sf_user_id: str) -> str:
+        u = self.tenant.user_by_salesforce_id(sf_user_id)
+        assert u is not None
+        return u.mailbox
+
+
+class World:
+    def __init__(self, tenants: list[Tenant]) -> None:
+        self.t: dict[str, TenantWorld] = {}
+        for tenant in tenants:
+            tw = TenantWorld(tenant)
+            for u in tenant.users:
+                tw.mailboxes[u.mailbox] = {}
+            self.t[tenant.tenant_id] = tw
+        self._clock = itertools.count(1)
+        self.fail_next = 0
+        # Values typed by simulated people: value -> superseded (the person saw it replaced
+        # or deleted it). Unsuperseded values must survive, or sit in a conflict record.
+        self.values: dict[str, bool] = {}
+
+    # --- clock and ids ----------------------------------------------------------------
+    def tick(self) -> int:
+        return next(self._clock)
+
+    # --- events (what the ingestors would publish) --------------------------------------
+    def _ex_event(self, tw: TenantWorld, mailbox: str, item_id: str, item: ExItem, op: str, **origin: Any) -> None:
+        if item.tag:
+            origin.setdefault("exsf_link_id", item.tag)
+        if item.ical_uid:
+            origin.setdefault("ical_uid", item.ical_uid)
+        n = self.tick()
+        tw.ex_queue.append(
+            ChangeEvent(
+                tenant_id=tw.tenant.tenant_id,
+                user=mailbox,
+                source="exchange",
+                entity=item.entity,  # type: ignore[arg-type]
+                source_id=item_id,
+                op=op,  # type: ignore[arg-type]
+                version=item.version if op == "upsert" else f"del-{n}",
+                observed_at=ts(n),
+                modified_at=item.modified if op == "upsert" else ts(n),
+                record=dict(item.record) if op == "upsert" else None,
+                origin=origin,
+            )
+        )
+
+    def _sf_event(self, tw: TenantWorld, item_id: str, item: SfItem, op: str, ours: bool) -> None:
+        origin: dict[str, Any] = {}
+        if ours:
+            origin["change_origin"] = "com/salesforce/api/rest/60.0;client=exsf"
+        if item.ext_id:
+            origin["exsf_link_id"] = item.ext_id
+        n = self.tick()
+        tw.sf_queue.append(
+            ChangeEvent(
+                tenant_id=tw.tenant.tenant_id,
+                user=tw.mailbox_of(item.owner),
+                source="salesforce",
+                entity=item.entity,  # type: ignore[arg-type]
+                source_id=item_id,
+                op=op,  # type: ignore[arg-type]
+                version=item.version if op == "upsert" else f"del-{n}",
+                observed_at=ts(n),
+                modified_at=item.modified if op == "upsert" else ts(n),
+                record=dict(item.record) if op == "upsert" else None,
+                origin=origin,
+            )
+        )
+
+    # --- simulated people -------------------------------------------------------------
+    def _track(self, record: dict[str, Any], entity: str, tracked: tuple[str, ...]) -> None:
+        for f in tracked:
+            v = record.get(f)
+            if isinstance(v, str):
+                self.values.setdefault(v, False)
+
+    def _supersede(self, record: dict[str, Any]) -> None:
+        for v in record.values():
+            if isinstance(v, str) and v in self.values:
+                self.values[v] = True
+
+    def ex_create(self, tenant_id: str, mailbox: str, entity: str, record: dict[str, Any]) -> str:
+        tw = self.t[tenant_id]
+        n = self.tick()
+        item_id = f"X{n}"
+        item = ExItem(
+            entity, canonical(entity, record), f"ck{n}", ts(n), ical_uid=f"uid{n}" if entity == "event" else None
+        )
+        tw.mailboxes[mailbox][item_id] = item
+        self._track(item.record, entity, TRACKED[entity])
+        self._ex_event(tw, mailbox, item_id, item, "upsert")
+        return item_id
+
+    def ex_edit(self, tenant_id: str, mailbox: str, item_id: str, fname: str, value: Any) -> None:
+        tw = self.t[tenant_id]
+        item = tw.mailboxes[mailbox][item_id]
+        old = item.record.get(fname)
+        if isinstance(old, str):
+            self._supersede({fname: old})
+        n = self.tick()
+        item.record = canonical(item.entity, {**item.record, fname: value})
+        item.version, item.modified = f"ck{n}", ts(n)
+        if isinstance(value, str):
+            self.values.setdefault(value, False)
+        self._ex_event(tw, mailbox, item_id, item, "upsert")
+
+    def ex_delete(self, tenant_id: str, mailbox: str, item_id: str) -> None:
+        tw = self.t[tenant_id]
+        item = tw.mailboxes[mailbox].pop(item_id)
+        self._supersede(item.record)
+        self._ex_event(tw, mailbox, item_id, item, "delete")
+
+    def ex_move_out(self, tenant_id: str, mailbox: str, item_id: str) -> None:
+        tw = self.t[tenant_id]
+        item = tw.mailboxes[mailbox].pop(item_id)
+        tw.moved_out.append(item)
+        self._ex_event(tw, mailbox, item_id, item, "delete", reason="unlinked")
+
+    def ex_move_back(self, tenant_id: str, mailbox: str, index: int) -> str:
+        """Move a moved-out item back in: Graph gives it a new id in the folder."""
+        tw = self.t[tenant_id]
+        item = tw.moved_out.pop(index)
+        n = self.tick()
+        item_id = f"X{n}"
+        item.version, item.modified = f"ck{n}", ts(n)
+        tw.mailboxes[mailbox][item_id] = item
+        self._ex_event(tw, mailbox, item_id, item, "upsert")
+        return item_id
+
+    def sf_create(self, tenant_id: str, owner_mailbox: str, entity: str, record: dict[str, Any]) -> str:
+        tw = self.t[tenant_id]
+        user = tw.tenant.user_by_mailbox(owner_mailbox)
+        assert user is not None
+        n = self.tick()
+        item_id = f"S{n}"
+        item = SfItem(entity, canonical(entity, record), user.salesforce_user_id, f"sm{n}", ts(n))
+        tw.sf[item_id] = item
+        self._track(item.record, entity, TRACKED[entity])
+        self._sf_event(tw, item_id, item, "upsert", ours=False)
+        return item_id
+
+    def sf_edit(self, tenant_id: str, item_id: str, fname: str, value: Any) -> None:
+        tw = self.t[tenant_id]
+        item = tw.sf[item_id]
+        old = item.record.get(fname)
+        if isinstance(old, str):
+            self._supersede({fname: old})
+        n = self.tick()
+        item.record = canonical(item.entity, {**item.record, fname: value})
+        item.version, item.modified = f"sm{n}", ts(n)
+        if isinstance(value, str):
+            self.values.setdefault(value, False)
+        self._sf_event(tw, item_id, item, "upsert", ours=False)
+
+    def sf_delete(self, tenant_id: str, item_id: str) -> None:
+        tw = self.t[tenant_id]
+        item = tw.sf.pop(item_id)
+        self._supersede(item.record)
+        self._sf_event(tw, item_id, item, "delete", ours=False)
+
+    def email_arrives(self, tenant_id: str, mailbox: str, imid: str, sender: str) -> str:
+        tw = self.t[tenant_id]
+        n = self.tick()
+        item_id = f"M{n}"
+        record = {
+            "subject": f"mail {imid}",
+            "from_address": sender,
+            "to_addresses": [mailbox],
+            "sent_at": ts(n),
+            "internet_message_id": imid,
+        }
+        item = ExItem("email", record, f"ck{n}", ts(n))
+        tw.emails.add((mailbox, imid))
+        self._ex_event(tw, mailbox, item_id, item, "upsert")
+        return item_id
+
+    # --- the writer -------------------------------------------------------------------
+    def write(self, tenant_id: str, cmd: Command) -> CommandResult:
+        tw = self.t[tenant_id]
+        tenant = tw.tenant
+        # Nothing crosses tenants: the command names this tenant, one of its users, and
+        # (for updates/deletes) an id that exists in no other tenant's world.
+        assert cmd.tenant_id == tenant_id
+        assert tenant.user_by_mailbox(cmd.user) is not None, cmd
+        if cmd.target_id is not None:
+            for other_id, other in self.t.items():
+                if other_id != tenant_id:
+                    assert cmd.target_id not in other.sf and all(
+                        cmd.target_id not in mb for mb in other.mailboxes.values()
+                    ), f"command for {tenant_id} names an id of {other_id}"
+
+        def result(
+            status: str,
+            target_id: str | None = None,
+            version: str | None = None,
+            record: dict[str, Any] | None = None,
+            modified: str | None = None,
+            error: str | None = None,
+        ) -> CommandResult:
+            return CommandResult(
+                command_id=cmd.command_id,
+                tenant_id=tenant_id,
+                user=cmd.user,
+                target=cmd.target,
+                entity=cmd.entity,
+                link_id=cmd.link_id,
+                status=status,  # type: ignore[arg-type]
+                target_id=target_id,
+                new_version=version,
+                record=dict(record) if record is not None else None,
+                modified_at=modified,
+                error=error,
+            )
+
+        if self.fail_next:
+            self.fail_next -= 1
+            return result("failed", error="simulated outage")
+        n = self.tick()
+        if cmd.target == "exchange":
+            mbox = tw.mailboxes[cmd.user]
+            if cmd.action == "create":
+                # Idempotent: a retry finds the item by our extended property.
+                found = next((i for i, it in mbox.items() if it.tag == cmd.link_id), None)
+                if found is not None:
+                    it = mbox[found]
+                    return result("applied", found, it.version, it.record, it.modified)
+                item_id = f"X{n}"
+                item = ExItem(
+                    cmd.entity,
+                    canonical(cmd.entity, cmd.fields),
+                    f"ck{n}",
+                    ts(n),
+                    tag=cmd.link_id,
+                    ical_uid=f"uid{n}" if cmd.entity == "event" else None,
+                )
+                mbox[item_id] = item
+                self._ex_event(tw, cmd.user, item_id, item, "upsert")
+                return result("applied", item_id, item.version, item.record, item.modified)
+            assert cmd.target_id is not None
+            ex = mbox.get(cmd.target_id)
+            if ex is None:
+                return result("gone", cmd.target_id)
+            if ex.version != cmd.expected_version:
+                return result("conflict", cmd.target_id, ex.version, ex.record, ex.modified)
+            if cmd.action == "delete":
+                del mbox[cmd.target_id]
+                self._ex_event(tw, cmd.user, cmd.target_id, ex, "delete")
+                return result("applied", cmd.target_id)
+            ex.record = canonical(ex.entity, {**ex.record, **cmd.fields})
+            ex.version, ex.modified = f"ck{n}", ts(n)
+            self._ex_event(tw, cmd.user, cmd.target_id, ex, "upsert")
+            return result("applied", cmd.target_id, ex.version, ex.record, ex.modified)
+
+        # salesforce
+        if cmd.action == "create":
+            store = tw.sf_email if cmd.entity == "email" else tw.sf
+            owner = cmd.context.get("owner_id")
+            assert owner in {u.salesforce_user_id for u in tenant.users}, cmd
+            # Idempotent: an upsert on the external id field holding the link id.
+            found = next((i for i, it in store.items() if it.ext_id == cmd.link_id), None)
+            if found is not None:
+                it = store[found]
+                return result("applied", found, it.version, it.record, it.modified)
+            item_id = f"S{n}"
+            sfi = SfItem(cmd.entity, canonical(cmd.entity, cmd.fields), owner, f"sm{n}", ts(n), ext_id=cmd.link_id)
+            store[item_id] = sfi
+            if cmd.entity != "email":
+                self._sf_event(tw, item_id, sfi, "upsert", ours=True)
+            return result("applied", item_id, sfi.version, sfi.record, sfi.modified)
+        assert cmd.target_id is not None
+        sfi2 = tw.sf.get(cmd.target_id)
+        if sfi2 is None:
+            return result("gone", cmd.target_id)
+        if sfi2.version != cmd.expected_version:
+            return result("conflict", cmd.target_id, sfi2.version, sfi2.record, sfi2.modified)
+        if cmd.action == "delete":
+            del tw.sf[cmd.target_id]
+            self._sf_event(tw, cmd.target_id, sfi2, "delete", ours=True)
+            return result("applied", cmd.target_id)
+        sfi2.record = canonical(sfi2.entity, {**sfi2.record, **cmd.fields})
+        sfi2.version, sfi2.modified = f"sm{n}", ts(n)
+        self._sf_event(tw, cmd.target_id, sfi2, "upsert", ours=True)
+        return result("applied", cmd.target_id, sfi2.version, sfi2.record, sfi2.modified)
+
+    # --- the reconciler loop ----------------------------------------------------------
+    def _apply(self, tw: TenantWorld, d: Decision) -> None:
+        for rec in d.changes:
+            assert rec.tenant_id == tw.tenant.tenant_id
+            tw.changelog[rec.key] = orjson.dumps(rec.to_dict())
+        for cmd in d.commands:
+            assert cmd.tenant_id == tw.tenant.tenant_id
+        tw.commands.extend(d.commands)
+        tw.audit.extend(d.audit)
+
+    def reconcile_one(self, tenant_id: str, item: ChangeEvent | CommandResult) -> Decision:
+        tw = self.t[tenant_id]
+        d = reconcile(tw.state(), tw.tenant, item, ts(self.tick()))
+        self._apply(tw, d)
+        return d
+
+    def step(self, tenant_id: str, queue: str, index: int = 0) -> bool:
+        """Process one message of a queue (index 0 = in order, other = overtaking)."""
+        tw = self.t[tenant_id]
+        q: list[Any] = {
+            "exchange": tw.ex_queue,
+            "salesforce": tw.sf_queue,
+            "results": tw.results,
+            "commands": tw.commands,
+        }[queue]
+        if not q:
+            return False
+        msg = q.pop(index % len(q))
+        if queue == "commands":
+            tw.processed_commands.append(msg)
+            tw.results.append(self.write(tenant_id, msg))
+        else:
+            (tw.processed_results if queue == "results" else tw.processed).append(msg)
+            self.reconcile_one(tenant_id, msg)
+        return True
+
+    def settle(self, max_steps: int = 5000) -> None:
+        self.fail_next = 0
+        for tw in self.t.values():
+            tw.ex_queue.extend(e for e in tw.dropped if e.source == "exchange")
+            tw.sf_queue.extend(e for e in tw.dropped if e.source == "salesforce")
+            tw.dropped.clear()
+        steps = 0
+        while True:
+            progressed = False
+            for tid in self.t:
+                for q in ("commands", "results", "exchange", "salesforce"):
+                    while self.step(tid, q):
+                        progressed = True
+                        steps += 1
+                        assert steps < max_steps, "no convergence: the queues never drain"
+            if progressed:
+                continue
+            swept = False
+            for tw in self.t.values():
+                d = sweep(tw.state(), tw.tenant, ts(self.tick()))
+                self._apply(tw, d)
+                swept = swept or bool(d.commands)
+            if not swept:
+                return
+
+    # --- checks -------------------------------------------------------------------------
+    def check(self) -> None:
+        for tid, tw in self.t.items():
+            self._check_tenant(tid, tw)
+        self._check_values()
+
+    def _check_tenant(self, tid: str, tw: TenantWorld) -> None:
+        state = tw.state()
+        ex_owner: dict[str, str] = {}
+        sf_linked: set[str] = set()
+        sf_known: set[str] = set()
+        for link in state.links.values():
+            assert link.tenant_id == tid
+            if link.entity == "email":
+                continue
+            if link.salesforce.id:
+                sf_known.add(link.salesforce.id)
+            if link.status != "linked":
+                assert link.status in ("unlinked", "deleted"), f"link left {link.status}: {link}"
+                continue
+            ex_id, sf_id = link.exchange.id, link.salesforce.id
+            assert ex_id and sf_id
+            ex = tw.mailboxes[link.user].get(ex_id)
+            sf = tw.sf.get(sf_id)
+            assert ex is not None, f"linked exchange item {ex_id} missing: {link}"
+            assert sf is not None, f"linked salesforce item {sf_id} missing: {link}"
+            assert canonical(link.entity, ex.record) == canonical(link.entity, sf.record), (link, ex, sf)
+            assert ex_id not in ex_owner, f"exchange item {ex_id} in two links"
+            ex_owner[ex_id] = link.link_id
+            sf_linked.add(sf_id)
+        for mailbox, items in tw.mailboxes.items():
+            for item_id, item in items.items():
+                if item.entity != "email":
+                    assert item_id in ex_owner, f"{mailbox} item {item_id} {item} is not linked"
+        for item_id, sfi in tw.sf.items():
+            assert item_id in sf_known, f"salesforce item {item_id} {sfi} unknown to the reconciler"
+        # Dedupe: one Salesforce record per logical item.
+        keys: dict[tuple[Any, ...], str] = {}
+        for item_id, sfi in tw.sf.items():
+            r = sfi.record
+            if sfi.entity == "contact":
+                key: tuple[Any, ...] = ("contact", normalise_email(r.get("email")))
+            elif sfi.entity == "task":
+                key = ("task", sfi.owner, r.get("subject"), r.get("due_date"))
+            else:
+                key = ("event", sfi.owner, r.get("subject"), r.get("start"))
+            assert key not in keys, f"duplicate in salesforce: {item_id} and {keys[key]} ({key})"
+            keys[key] = item_id
+        # Email: one task per message and mailbox, whatever happened to the message.
+        made: dict[tuple[str, str], int] = {}
+        for sfi in tw.sf_email.values():
+            k = (tw.mailbox_of(sfi.owner), sfi.record["internet_message_id"])
+            made[k] = made.get(k, 0) + 1
+        assert made == dict.fromkeys(tw.emails, 1), (made, tw.emails)
+
+    def _check_values(self) -> None:
+        present: set[str] = set()
+        audited: set[str] = set()
+        for tw in self.t.values():
+            for items in tw.mailboxes.values():
+                for it in items.values():
+                    present.update(v for v in it.record.values() if isinstance(v, str))
+            for it in tw.moved_out:
+                present.update(v for v in it.record.values() if isinstance(v, str))
+            for sfi in tw.sf.values():
+                present.update(v for v in sfi.record.values() if isinstance(v, str))
+            for a in tw.audit:
+                if a["kind"] == "conflict":
+                    audited.update(str(a[k]) for k in ("exchange_value", "salesforce_value", "losing_value"))
+        lost = [v for v, superseded in self.values.items() if not superseded and v not in present | audited]
+        assert not lost, f"edits lost without an audit record: {lost}"
+
+
+TRACKED: dict[str, tuple[str, ...]] = {
+    "contact": ("given_name", "job_title", "notes", "mobile_phone"),
+    "task": ("body",),
+    "event": ("body", "location"),
+    "email": (),
+}
+EDITABLE = TRACKED
+
+
+def side_items(world: World, tenant_id: str, side: Side) -> list[str]:
+    tw = world.t[tenant_id]
+    if side == "salesforce":
+        return sorted(tw.sf)
+    return sorted(i for items in tw.mailboxes.values() for i in items)
+
+
+__all__ = ["FIELDS", "TRACKED", "World", "make_tenant", "ts"]

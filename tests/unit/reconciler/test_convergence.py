@@ -1,0 +1,205 @@
+"""Random interleavings of people's edits, deliveries and writer outcomes converge with
+nothing lost, nothing duplicated and nothing crossing tenants (DESIGN §7).
+
+Two tenants (latest-wins and exchange-wins), two mailboxes each, one Salesforce org each.
+Hypothesis picks every step: people create/edit/delete/move items on both sides, the
+reconciler and the writer process messages in order or overtaking, events are dropped and
+redelivered later, old events and results are redelivered, writes fail. `settle` (also
+run at teardown) redelivers what was dropped, drains every queue, runs the sweep, and
+checks the invariants in sim.World.check.
+
+Longer runs: EXSF_CONVERGENCE=long pytest tests/unit/reconciler/test_convergence.py
+"""
+
+from __future__ import annotations
+
+import os
+
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, precondition, rule
+
+from tests.unit.reconciler.sim import EDITABLE, World, make_tenant
+
+TENANTS = [make_tenant("t1", "latest-wins"), make_tenant("t2", "exchange-wins")]
+TENANT_IDS = [t.tenant_id for t in TENANTS]
+EMAILS = ["ann@acme.test", "Ann@Acme.test", "bo@acme.test", "cy@zeta.test"]  # shared across tenants
+SUBJECTS = ["Call", "Review", "Lunch"]
+DATES = ["2026-03-01", "2026-03-02"]
+
+tenant_ids = st.sampled_from(TENANT_IDS)
+user_idx = st.integers(0, 1)
+pick = st.integers(0, 10_000)
+
+
+class Convergence(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.world = World(TENANTS)
+        self.n = 0
+
+    def value(self, tid: str) -> str:
+        # Every value a person types is unique, so the end check can find each one.
+        self.n += 1
+        return f"{tid}-v{self.n}"
+
+    def mailbox(self, tid: str, u: int) -> str:
+        return self.world.t[tid].tenant.users[u].mailbox
+
+    # --- people in mailboxes ------------------------------------------------------------
+    @rule(tid=tenant_ids, u=user_idx, email=st.sampled_from(EMAILS))
+    def ex_create_contact(self, tid: str, u: int, email: str) -> None:
+        self.world.ex_create(
+            tid, self.mailbox(tid, u), "contact", {"given_name": self.value(tid), "family_name": "Doe", "email": email}
+        )
+
+    @rule(tid=tenant_ids, u=user_idx, subject=st.sampled_from(SUBJECTS), due=st.sampled_from(DATES))
+    def ex_create_task(self, tid: str, u: int, subject: str, due: str) -> None:
+        self.world.ex_create(
+            tid, self.mailbox(tid, u), "task", {"subject": subject, "due_date": due, "body": self.value(tid)}
+        )
+
+    @rule(tid=tenant_ids, u=user_idx, subject=st.sampled_from(SUBJECTS), day=st.sampled_from(DATES))
+    def ex_create_event(self, tid: str, u: int, subject: str, day: str) -> None:
+        self.world.ex_create(
+            tid,
+            self.mailbox(tid, u),
+            "event",
+            {"subject": subject, "start": f"{day}T09:00:00Z", "end": f"{day}T10:00:00Z", "location": self.value(tid)},
+        )
+
+    def _ex_items(self, tid: str) -> list[tuple[str, str]]:
+        return sorted((mb, i) for mb, items in self.world.t[tid].mailboxes.items() for i in items)
+
+    @rule(tid=tenant_ids, k=pick, f=pick)
+    def ex_edit(self, tid: str, k: int, f: int) -> None:
+        items = self._ex_items(tid)
+        if items:
+            mb, i = items[k % len(items)]
+            fields = EDITABLE[self.world.t[tid].mailboxes[mb][i].entity]
+            self.world.ex_edit(tid, mb, i, fields[f % len(fields)], self.value(tid))
+
+    @rule(tid=tenant_ids, k=pick)
+    def ex_delete(self, tid: str, k: int) -> None:
+        items = self._ex_items(tid)
+        if items:
+            self.world.ex_delete(tid, *items[k % len(items)])
+
+    @rule(tid=tenant_ids, k=pick)
+    def ex_move_out(self, tid: str, k: int) -> None:
+        items = self._ex_items(tid)
+        if items:
+            self.world.ex_move_out(tid, *items[k % len(items)])
+
+    @rule(tid=tenant_ids, u=user_idx, k=pick)
+    def ex_move_back(self, tid: str, u: int, k: int) -> None:
+        out = self.world.t[tid].moved_out
+        if out:
+            self.world.ex_move_back(tid, self.mailbox(tid, u), k % len(out))
+
+    @rule(tid=tenant_ids, u=user_idx, k=pick, s=st.sampled_from(EMAILS))
+    def email_arrives(self, tid: str, u: int, k: int, s: str) -> None:
+        # Few message ids, so the same message is often seen again (moved out and back).
+        self.world.email_arrives(tid, self.mailbox(tid, u), f"<m{k % 3}@mail>", s)
+
+    # --- people in Salesforce -----------------------------------------------------------
+    @rule(tid=tenant_ids, u=user_idx, email=st.sampled_from(EMAILS))
+    def sf_create_contact(self, tid: str, u: int, email: str) -> None:
+        from services.core.records import normalise_email
+
+        taken = {normalise_email(s.record.get("email")) for s in self.world.t[tid].sf.values()}
+        if normalise_email(email) not in taken:  # people do not duplicate inside Salesforce
+            self.world.sf_create(
+                tid,
+                self.mailbox(tid, u),
+                "contact",
+                {"given_name": self.value(tid), "family_name": "Roe", "email": email},
+            )
+
+    @rule(tid=tenant_ids, u=user_idx, kind=st.sampled_from(["task", "event"]), day=st.sampled_from(DATES))
+    def sf_create_activity(self, tid: str, u: int, kind: str, day: str) -> None:
+        subject = f"SF {self.value(tid)}"
+        if kind == "task":
+            rec = {"subject": subject, "due_date": day, "body": self.value(tid)}
+        else:
+            rec = {"subject": subject, "start": f"{day}T11:00:00Z", "end": f"{day}T12:00:00Z", "body": self.value(tid)}
+        self.world.sf_create(tid, self.mailbox(tid, u), kind, rec)
+
+    @rule(tid=tenant_ids, k=pick, f=pick)
+    def sf_edit(self, tid: str, k: int, f: int) -> None:
+        ids = sorted(self.world.t[tid].sf)
+        if ids:
+            i = ids[k % len(ids)]
+            fields = EDITABLE[self.world.t[tid].sf[i].entity]
+            self.world.sf_edit(tid, i, fields[f % len(fields)], self.value(tid))
+
+    @rule(tid=tenant_ids, k=pick)
+    def sf_delete(self, tid: str, k: int) -> None:
+        ids = sorted(self.world.t[tid].sf)
+        if ids:
+            self.world.sf_delete(tid, ids[k % len(ids)])
+
+    # --- the pipeline ---------------------------------------------------------------------
+    @rule(
+        tid=tenant_ids,
+        q=st.sampled_from(["exchange", "salesforce", "results", "commands"]),
+        overtake=st.booleans(),
+        k=pick,
+        times=st.integers(1, 4),
+    )
+    def process(self, tid: str, q: str, overtake: bool, k: int, times: int) -> None:
+        for _ in range(times):
+            self.world.step(tid, q, k if overtake else 0)
+
+    @rule(tid=tenant_ids, side=st.sampled_from(["exchange", "salesforce"]), k=pick)
+    def drop_for_later(self, tid: str, side: str, k: int) -> None:
+        tw = self.world.t[tid]
+        q = tw.ex_queue if side == "exchange" else tw.sf_queue
+        if q:
+            tw.dropped.append(q.pop(k % len(q)))
+
+    @rule(tid=tenant_ids, k=pick)
+    def redeliver_old_event(self, tid: str, k: int) -> None:
+        tw = self.world.t[tid]
+        if tw.processed:
+            ev = tw.processed[k % len(tw.processed)]
+            (tw.ex_queue if ev.source == "exchange" else tw.sf_queue).append(ev)
+
+    @rule(tid=tenant_ids, k=pick)
+    def redeliver_old_result(self, tid: str, k: int) -> None:
+        tw = self.world.t[tid]
+        if tw.processed_results:
+            tw.results.append(tw.processed_results[k % len(tw.processed_results)])
+
+    @rule(tid=tenant_ids)
+    def writer_crash(self, tid: str) -> None:
+        # The writer wrote, then died before its transaction produced the result: the
+        # command is delivered again and re-executed (creates must be idempotent).
+        tw = self.world.t[tid]
+        if tw.commands:
+            cmd = tw.commands[0]
+            self.world.write(tid, cmd)
+
+    @precondition(lambda self: self.world.fail_next == 0)
+    @rule()
+    def writer_outage(self) -> None:
+        self.world.fail_next = 1
+
+    @rule()
+    def settle(self) -> None:
+        self.world.settle()
+        self.world.check()
+
+    def teardown(self) -> None:
+        self.settle()
+
+
+_LONG = os.environ.get("EXSF_CONVERGENCE", "") == "long"
+Convergence.TestCase.settings = settings(
+    max_examples=1500 if _LONG else 120,
+    stateful_step_count=80 if _LONG else 40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    report_multiple_bugs=False,
+)
+TestConvergence = Convergence.TestCase

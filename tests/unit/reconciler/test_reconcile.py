@@ -1,0 +1,506 @@
+"""One test per rule of DESIGN §4, each driving the pure reconcile core step by step.
+
+`World` (sim.py) holds the simulated mailboxes and org and the queues; `step` hands one
+message to the reconciler or the writer, so every test states the exact interleaving.
+"""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from services.core.envelopes import ChangeEvent, CommandResult
+from services.reconciler.core import LinkRecord, TenantState, reconcile, sweep
+from tests.unit.reconciler.sim import World, make_tenant, ts
+
+A, B = "alice@t1.example", "bob@t1.example"
+A_SF = "005t1A00000001"
+
+
+def world(policy: str = "latest-wins") -> World:
+    return World([make_tenant("t1", policy), make_tenant("t2")])
+
+
+def drain(w: World, queue: str, tid: str = "t1") -> None:
+    while w.step(tid, queue):
+        pass
+
+
+def links(w: World, tid: str = "t1") -> list[LinkRecord]:
+    return [r for r in w.t[tid].state().links.values() if r.status not in ("deleted",)]
+
+
+def only_link(w: World, entity: str = "contact") -> LinkRecord:
+    found = [r for r in links(w) if r.entity == entity]
+    assert len(found) == 1, found
+    return found[0]
+
+
+def audit(w: World, kind: str, tid: str = "t1") -> list[dict]:
+    return [a for a in w.t[tid].audit if a["kind"] == kind]
+
+
+def contact(name: str, email: str = "ann@acme.test", **more: str) -> dict:
+    return {"given_name": name, "family_name": "Doe", "email": email, **more}
+
+
+def linked_contact(w: World) -> tuple[str, str]:
+    x = w.ex_create("t1", A, "contact", contact("Ann"))
+    w.settle()
+    link = only_link(w)
+    assert link.exchange.id == x and link.status == "linked"
+    assert link.salesforce.id is not None
+    return x, link.salesforce.id
+
+
+# --- linking ---------------------------------------------------------------------------------
+
+
+def test_new_exchange_item_creates_once_in_salesforce_with_owner_and_full_record() -> None:
+    w = world()
+    w.ex_create("t1", A, "contact", contact("Ann", mobile_phone="+1 555"))
+    w.step("t1", "exchange")
+    [cmd] = w.t["t1"].commands
+    assert (cmd.target, cmd.action, cmd.entity, cmd.user) == ("salesforce", "create", "contact", A)
+    assert cmd.fields == contact("Ann", mobile_phone="+1 555")
+    assert cmd.context["owner_id"] == A_SF
+    link = only_link(w)
+    assert link.status == "pending" and link.salesforce.pending is not None
+    w.settle()
+    link = only_link(w)
+    assert link.status == "linked" and link.base == contact("Ann", mobile_phone="+1 555")
+    assert [s.owner for s in w.t["t1"].sf.values()] == [A_SF]
+    w.check()
+
+
+def test_edits_while_create_pending_update_the_link_and_follow_up_after_the_result() -> None:
+    w = world()
+    x = w.ex_create("t1", A, "contact", contact("Ann"))
+    w.step("t1", "exchange")
+    w.ex_edit("t1", A, x, "job_title", "CTO")
+    w.step("t1", "exchange")
+    assert len(w.t["t1"].commands) == 1  # no second create
+    assert only_link(w).desired["job_title"] == "CTO"
+    w.step("t1", "commands")
+    w.step("t1", "results")
+    [follow_up] = w.t["t1"].commands
+    assert (follow_up.action, follow_up.fields) == ("update", {"job_title": "CTO"})
+    w.settle()
+    assert len(w.t["t1"].sf) == 1
+    w.check()
+
+
+def test_salesforce_item_of_a_user_not_enrolled_is_dropped_with_audit() -> None:
+    w = world()
+    tw = w.t["t1"]
+    ev = ChangeEvent(
+        "t1", "stranger@t1.example", "salesforce", "contact", "S99", "upsert", "1", ts(1), record=contact("Zed")
+    )
+    d = reconcile(tw.state(), tw.tenant, ev, ts(2))
+    assert d.changes == () and d.commands == []
+    assert [a["reason"] for a in d.audit] == ["user not enrolled"]
+
+
+def test_input_of_another_tenant_changes_nothing() -> None:
+    w = world()
+    tw = w.t["t1"]
+    ev = ChangeEvent("t2", "alice@t2.example", "exchange", "contact", "X1", "upsert", "1", ts(1), record=contact("Ann"))
+    d = reconcile(tw.state(), tw.tenant, ev, ts(2))
+    assert d.changes == () and d.commands == [] and d.audit[0]["reason"] == "tenant mismatch"
+
+
+# --- echoes, order, duplicates ------------------------------------------------------------------
+
+
+def test_our_own_write_coming_back_is_a_no_op() -> None:
+    w = world()
+    _, s = linked_contact(w)
+    w.sf_edit("t1", s, "job_title", "CTO")
+    w.step("t1", "salesforce")
+    w.step("t1", "commands")  # writes Exchange, whose echo is now queued
+    w.step("t1", "results")
+    d = w.reconcile_one("t1", w.t["t1"].ex_queue.pop(0))
+    assert d.commands == [] and d.audit == []
+
+
+def test_content_equal_to_base_is_a_no_op_whatever_its_origin() -> None:
+    w = world()
+    x, _ = linked_contact(w)
+    tw = w.t["t1"]
+    item = tw.mailboxes[A][x]
+    ev = ChangeEvent(
+        "t1",
+        A,
+        "exchange",
+        "contact",
+        x,
+        "upsert",
+        "other-version",
+        ts(10_000),
+        modified_at=ts(10_000),
+        record=dict(item.record),
+    )
+    d = w.reconcile_one("t1", ev)
+    assert d.commands == []
+
+
+def test_an_echo_can_carry_a_concurrent_edit_and_it_is_merged() -> None:
+    w = world()
+    x, s = linked_contact(w)
+    w.sf_edit("t1", s, "job_title", "CTO")
+    w.step("t1", "salesforce")
+    w.step("t1", "commands")  # our write lands in Exchange...
+    w.ex_edit("t1", A, x, "notes", "met at fair")  # ...and the person edits right after
+    w.t["t1"].ex_queue.pop(0)  # Graph delta coalesces: only the latest state is reported
+    w.settle()
+    assert w.t["t1"].sf[s].record["notes"] == "met at fair"
+    w.check()
+
+
+def test_older_and_duplicate_events_change_nothing() -> None:
+    w = world()
+    x, s = linked_contact(w)
+    w.ex_edit("t1", A, x, "job_title", "CTO")
+    first = w.t["t1"].ex_queue[0]
+    w.ex_edit("t1", A, x, "job_title", "CEO")
+    w.t["t1"].ex_queue.reverse()  # newer overtakes older
+    w.step("t1", "exchange")
+    assert w.reconcile_one("t1", first).changes == ()  # older: dropped
+    w.settle()
+    d = w.reconcile_one("t1", first)  # redelivered later
+    assert d.changes == () and d.commands == []
+    assert w.t["t1"].sf[s].record["job_title"] == "CEO"
+    w.check()
+
+
+def test_a_delete_overtaking_its_own_create_leaves_a_tombstone() -> None:
+    w = world()
+    x = w.ex_create("t1", A, "contact", contact("Ann"))
+    w.ex_delete("t1", A, x)
+    w.t["t1"].ex_queue.reverse()
+    w.settle()
+    assert w.t["t1"].sf == {} and w.t["t1"].processed_commands == []
+    w.check()
+
+
+def test_result_for_a_superseded_command_changes_nothing() -> None:
+    w = world()
+    linked_contact(w)
+    old = w.t["t1"].processed_results[-1]
+    d = w.reconcile_one("t1", old)
+    assert d.changes == () and d.commands == []
+
+
+def test_replay_on_the_same_state_gives_identical_commands() -> None:
+    w = world()
+    w.ex_create("t1", A, "contact", contact("Ann"))
+    tw = w.t["t1"]
+    ev = tw.ex_queue[0]
+    d1 = reconcile(tw.state(), tw.tenant, ev, ts(5))
+    d2 = reconcile(tw.state(), tw.tenant, ev, ts(5))
+    assert d1 == d2 and d1.commands[0].command_id == d2.commands[0].command_id
+
+
+# --- three-way merge and conflicts ----------------------------------------------------------------
+
+
+def test_fields_changed_on_one_side_each_merge_into_both() -> None:
+    w = world()
+    x, s = linked_contact(w)
+    w.ex_edit("t1", A, x, "job_title", "CTO")
+    w.sf_edit("t1", s, "notes", "likes tea")
+    w.step("t1", "exchange")
+    w.step("t1", "salesforce")
+    cmds = {c.target: c for c in w.t["t1"].commands}
+    assert cmds["salesforce"].fields == {"job_title": "CTO"}
+    assert cmds["exchange"].fields == {"notes": "likes tea"}
+    assert cmds["exchange"].expected_version == w.t["t1"].mailboxes[A][x].version
+    w.settle()
+    assert w.t["t1"].mailboxes[A][x].record == w.t["t1"].sf[s].record
+    assert audit(w, "conflict") == []
+    w.check()
+
+
+@pytest.mark.parametrize(
+    ("policy", "winner"),
+    [("latest-wins", "salesforce"), ("salesforce-wins", "salesforce"), ("exchange-wins", "exchange")],
+)
+def test_a_field_changed_on_both_sides_is_resolved_by_policy_and_audited(policy: str, winner: str) -> None:
+    w = world(policy)
+    x, s = linked_contact(w)
+    w.ex_edit("t1", A, x, "job_title", "CTO")
+    w.sf_edit("t1", s, "job_title", "CFO")  # later, so latest-wins picks Salesforce
+    w.settle()
+    expected = "CFO" if winner == "salesforce" else "CTO"
+    assert w.t["t1"].mailboxes[A][x].record["job_title"] == expected
+    assert w.t["t1"].sf[s].record["job_title"] == expected
+    [c] = audit(w, "conflict")
+    assert (c["exchange_value"], c["salesforce_value"], c["winner"], c["policy"]) == ("CTO", "CFO", winner, policy)
+    w.check()
+
+
+def test_latest_wins_follows_modified_at_not_arrival_order() -> None:
+    w = world()
+    x, s = linked_contact(w)
+    w.sf_edit("t1", s, "job_title", "CFO")
+    w.ex_edit("t1", A, x, "job_title", "CTO")  # later edit, but its event is handled first
+    w.step("t1", "exchange")
+    w.settle()
+    assert w.t["t1"].sf[s].record["job_title"] == "CTO"
+    w.check()
+
+
+def test_conflict_result_re_merges_against_the_fresh_record() -> None:
+    w = world()
+    x, s = linked_contact(w)
+    w.ex_edit("t1", A, x, "job_title", "CTO")
+    w.step("t1", "exchange")
+    w.sf_edit("t1", s, "notes", "fresh")  # the target changes before our write lands
+    w.step("t1", "commands")
+    result = w.t["t1"].results[0]
+    assert result.status == "conflict"
+    d = w.reconcile_one("t1", w.t["t1"].results.pop(0))
+    retry = next(c for c in d.commands if c.target == "salesforce")
+    assert retry.expected_version == w.t["t1"].sf[s].version and retry.fields == {"job_title": "CTO"}
+    w.settle()
+    assert w.t["t1"].sf[s].record["notes"] == "fresh" and w.t["t1"].mailboxes[A][x].record["notes"] == "fresh"
+    w.check()
+
+
+# --- deletes and unlinking -----------------------------------------------------------------------
+
+
+def test_delete_propagates_with_the_expected_version() -> None:
+    w = world()
+    x, s = linked_contact(w)
+    w.ex_delete("t1", A, x)
+    w.step("t1", "exchange")
+    [cmd] = w.t["t1"].commands
+    assert (cmd.target, cmd.action, cmd.target_id, cmd.expected_version) == (
+        "salesforce",
+        "delete",
+        s,
+        w.t["t1"].sf[s].version,
+    )
+    w.settle()
+    assert w.t["t1"].sf == {} and links(w) == []
+    w.check()
+
+
+def test_edit_beats_delete_the_item_is_restored_and_the_link_re_pointed() -> None:
+    w = world()
+    x, s = linked_contact(w)
+    w.sf_edit("t1", s, "job_title", "CFO")
+    w.ex_delete("t1", A, x)
+    w.step("t1", "salesforce")  # the update to Exchange is now in flight...
+    w.step("t1", "exchange")  # ...and the delete arrives
+    w.settle()
+    [restored] = w.t["t1"].mailboxes[A].values()
+    assert restored.record["job_title"] == "CFO"
+    link = only_link(w)
+    assert link.exchange.id != x and x in link.exchange.retired and link.status == "linked"
+    assert audit(w, "restore")
+    w.check()
+
+
+def test_gone_result_for_an_update_carrying_an_edit_recreates() -> None:
+    w = world()
+    x, s = linked_contact(w)
+    w.ex_edit("t1", A, x, "job_title", "CTO")
+    w.step("t1", "exchange")
+    w.sf_delete("t1", s)
+    w.step("t1", "commands")
+    assert w.t["t1"].results[0].status == "gone"
+    w.settle()
+    [again] = w.t["t1"].sf.values()
+    assert again.record["job_title"] == "CTO"
+    w.check()
+
+
+def test_moving_out_of_the_folder_unlinks_without_deleting_salesforce() -> None:
+    w = world()
+    x, s = linked_contact(w)
+    w.ex_move_out("t1", A, x)
+    w.settle()
+    assert s in w.t["t1"].sf and w.t["t1"].processed_commands[-1].action == "create"
+    assert only_link(w).status == "unlinked"
+    assert audit(w, "unlink")
+    w.sf_edit("t1", s, "job_title", "CFO")
+    w.settle()
+    assert w.t["t1"].moved_out[0].record.get("job_title") is None  # no longer synced
+    w.check()
+
+
+# --- duplicates ---------------------------------------------------------------------------------
+
+
+def test_same_contact_in_two_mailboxes_gives_one_salesforce_contact_and_edits_fan_out() -> None:
+    w = world()
+    xa = w.ex_create("t1", A, "contact", contact("Ann"))
+    xb = w.ex_create("t1", B, "contact", contact("Ann", email="ANN@acme.test ", job_title="CTO"))
+    w.settle()
+    [s] = w.t["t1"].sf
+    assert w.t["t1"].sf[s].record["job_title"] == "CTO"
+    assert audit(w, "dedupe")
+    w.sf_edit("t1", s, "notes", "shared")
+    w.settle()
+    assert w.t["t1"].mailboxes[A][xa].record["notes"] == "shared"
+    assert w.t["t1"].mailboxes[B][xb].record["notes"] == "shared"
+    w.check()
+
+
+def test_existing_salesforce_contact_is_linked_not_copied() -> None:
+    w = world()
+    s = w.sf_create("t1", A, "contact", contact("Ann", job_title="CTO"))
+    w.settle()
+    xb = w.ex_create("t1", B, "contact", contact("Ann", notes="from bob"))
+    w.settle()
+    assert list(w.t["t1"].sf) == [s]
+    assert w.t["t1"].sf[s].record["notes"] == "from bob"
+    assert w.t["t1"].mailboxes[B][xb].record["job_title"] == "CTO"
+    w.check()
+
+
+def test_salesforce_original_found_after_we_created_a_copy_wins_and_the_copy_goes() -> None:
+    w = world()
+    s = w.sf_create("t1", A, "contact", contact("Ann", job_title="CTO"))
+    w.ex_create("t1", A, "contact", contact("Ann", notes="n"))
+    w.step("t1", "exchange")  # the Salesforce event is late: we create a copy
+    w.settle()
+    assert list(w.t["t1"].sf) == [s]
+    assert w.t["t1"].sf[s].record["notes"] == "n"
+    w.check()
+
+
+def test_tasks_match_by_subject_due_date_and_owner() -> None:
+    w = world()
+    task = {"subject": "Call back", "due_date": "2026-03-01", "body": "x"}
+    w.ex_create("t1", A, "task", task)
+    w.settle()
+    w.ex_create("t1", A, "task", {**task, "subject": "call  BACK"})
+    w.ex_create("t1", B, "task", task)  # another owner: its own task
+    w.settle()
+    assert sorted(s.owner for s in w.t["t1"].sf.values()) == sorted([A_SF, "005t1B00000002"])
+    w.check()
+
+
+def test_events_match_by_ical_uid_across_mailboxes() -> None:
+    w = world()
+    tw = w.t["t1"]
+    ev = {"subject": "Board", "start": "2026-03-01T09:00:00Z", "end": "2026-03-01T10:00:00Z"}
+    for mailbox, item_id in ((A, "XA"), (B, "XB")):  # one meeting, in two attendees' calendars
+        w.reconcile_one(
+            "t1",
+            ChangeEvent(
+                "t1",
+                mailbox,
+                "exchange",
+                "event",
+                item_id,
+                "upsert",
+                "1",
+                ts(1),
+                record=dict(ev),
+                origin={"ical_uid": "meeting-1"},
+            ),
+        )
+    assert [c.action for c in tw.commands] == ["create"]
+    assert [a["reason"] for a in audit(w, "dedupe")] == ["waiting for a pending create of the same item"]
+    w.settle()  # (the events were injected by hand, so the world check does not apply)
+    assert len(tw.sf) == 1
+    assert {r.salesforce.id for r in links(w)} == set(tw.sf)
+
+
+# --- email ----------------------------------------------------------------------------------------
+
+
+def test_email_is_created_once_with_who_id_and_never_deleted() -> None:
+    w = world()
+    _, s = linked_contact(w)
+    m1 = w.email_arrives("t1", A, "<m1@mail>", "Ann@Acme.test")
+    w.step("t1", "exchange")
+    [cmd] = w.t["t1"].commands
+    assert (cmd.target, cmd.entity, cmd.action) == ("salesforce", "email", "create")
+    assert cmd.context["who_id"] == s and cmd.context["message_id"] == m1
+    assert cmd.context["who_email"] == ["ann@acme.test"] and cmd.context["owner_id"] == A_SF
+    w.settle()
+    w.email_arrives("t1", A, "<m1@mail>", "Ann@Acme.test")  # moved out and back: a new Graph id
+    tw = w.t["t1"]
+    tw.ex_queue.append(tw.processed[-1])  # and a plain redelivery
+    tw.ex_queue.append(ChangeEvent("t1", A, "exchange", "email", m1, "delete", "d", ts(9_999)))
+    w.settle()
+    assert len(tw.sf_email) == 1
+    w.check()
+
+
+# --- writer outcomes -------------------------------------------------------------------------------
+
+
+def test_failed_write_is_audited_and_retried_by_the_sweep_only() -> None:
+    w = world()
+    x, s = linked_contact(w)
+    w.ex_edit("t1", A, x, "job_title", "CTO")
+    w.step("t1", "exchange")
+    w.fail_next = 1
+    w.step("t1", "commands")
+    d = w.reconcile_one("t1", w.t["t1"].results.pop(0))
+    assert d.commands == [] and [a["kind"] for a in d.audit] == ["failed"]
+    tw = w.t["t1"]
+    d = sweep(tw.state(), tw.tenant, ts(10_000))
+    w._apply(tw, d)
+    assert [(c.action, c.fields) for c in d.commands] == [("update", {"job_title": "CTO"})]
+    w.settle()
+    assert tw.sf[s].record["job_title"] == "CTO"
+    w.check()
+
+
+def test_create_reported_failed_but_applied_by_a_redelivery_is_adopted() -> None:
+    w = world()
+    w.ex_create("t1", A, "contact", contact("Ann"))
+    w.step("t1", "exchange")
+    tw = w.t["t1"]
+    cmd = tw.commands[0]
+    w.fail_next = 1
+    w.step("t1", "commands")
+    tw.commands.append(cmd)  # the command is delivered again and this time it lands
+    w.settle()
+    assert len(tw.sf) == 1 and only_link(w).status == "linked"
+    w.check()
+
+
+# --- state -------------------------------------------------------------------------------------------
+
+
+def test_state_rebuilds_from_link_records_alone() -> None:
+    w = world()
+    linked_contact(w)
+    w.ex_create("t1", B, "contact", contact("Ann"))
+    w.settle()
+    tw = w.t["t1"]
+    state = tw.state()
+    raw = [orjson.dumps(r.to_dict()) for r in state.links.values()]
+    rebuilt = TenantState.from_records("t1", (orjson.loads(b) for b in raw))
+    assert rebuilt.links == state.links and rebuilt.index == state.index
+    for rec in state.links.values():
+        assert rec.key == f"t1/{rec.entity}/{rec.link_id}"
+        assert LinkRecord.from_dict(orjson.loads(orjson.dumps(rec.to_dict()))) == rec
+    with pytest.raises(ValueError):
+        TenantState("t2", state.links.values())
+
+
+def test_decision_changelog_is_keyed_by_tenant_entity_link() -> None:
+    w = world()
+    w.ex_create("t1", A, "contact", contact("Ann"))
+    tw = w.t["t1"]
+    d = reconcile(tw.state(), tw.tenant, tw.ex_queue[0], ts(3))
+    [(key, value)] = d.changelog()
+    assert key == f"t1/contact/{value['link_id']}"
+    assert LinkRecord.from_dict(orjson.loads(orjson.dumps(value))) == d.changes[0]
+
+
+def test_result_for_an_unknown_link_is_dropped() -> None:
+    w = world()
+    tw = w.t["t1"]
+    r = CommandResult("c", "t1", A, "salesforce", "contact", "nope", "applied", "S1")
+    d = reconcile(tw.state(), tw.tenant, r, ts(1))
+    assert d.changes == () and d.audit[0]["reason"] == "result for unknown link"
