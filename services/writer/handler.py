@@ -20,6 +20,9 @@ this, Salesforce upserts are idempotent):
   without any API call (redelivery after a rollback, duplicates in one batch, commands
   behind a throttled one that were applied before the batch stopped).
 - within the appliers, any attempt after a transient failure (its answer may have been lost).
+A lookup can only miss a create the previous owner still has in flight at Graph; the new
+owner gets the partition after the old one's session timed out (seconds), by which time
+such a request has long finished. Events are guarded by transactionId as well.
 """
 
 from __future__ import annotations
@@ -113,7 +116,13 @@ class WriterHandler:
         return self._horizon.get(partition, {})
 
     async def committed(self, partition: int) -> None:
-        self._inflight.pop(partition, None)
+        done = self._inflight.pop(partition, None) or {}
+        horizon = self._horizon.get(partition, {})
+        for tp, end in done.items():
+            if horizon.get(tp) == UNKNOWN_END:
+                # The log end was unknown at assignment: a previous owner's unfinished batch
+                # (at most max_batch commands) is all that can lie beyond our first commit.
+                horizon[tp] = end + self.settings.max_batch
 
     async def aborted(self, partition: int) -> None:
         horizon = self._horizon.setdefault(partition, {})
