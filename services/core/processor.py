@@ -138,8 +138,11 @@ class PartitionedProcessor:
             if part is None:
                 producer = self.bus.producer(transactional_id=f"{self.txn_prefix}-{n}")
                 await producer.start()  # fences any zombie holding this partition
-                part = self._parts[n] = _Partition(n, producer)
+                # aiokafka runs this callback in its own task while the main loop polls: the
+                # partition becomes visible to the loop only once the handler is ready (until
+                # then its records are rewound and read again).
                 await self.handler.assigned(n)
+                part = self._parts[n] = _Partition(n, producer)
             part.input_tps |= {tp for tp in tps if tp.partition == n}
         ASSIGNED_PARTITIONS.labels(self.service).set(len(self._parts))
         log.info("partitions.assigned", service=self.service, partitions=sorted(self._parts))
