@@ -18,10 +18,12 @@ ENTITY_OF_SOBJECT: dict[str, Entity] = {"Contact": "contact", "Event": "event", 
 UNKNOWN_USER = "*"  # a delete whose owner is not known here; the reconciler finds the link by id
 
 
-def sobject_fields(entity: str) -> list[str]:
+def sobject_fields(entity: str, external_id_field: str | None = None) -> list[str]:
     """Every field the mapping reads, plus what the stream needs to decide."""
     names = {f for g in mapping.TABLES[entity] for f in g.fields}
     names |= {"Id", "OwnerId", "SystemModstamp", "LastModifiedDate", "IsDeleted"}
+    if external_id_field:
+        names.add(external_id_field)
     if entity == "task":
         names.add("TaskSubtype")
     return sorted(names)
@@ -56,8 +58,15 @@ def from_record(
         observed_at=observed_at,
         modified_at=mapping.modified_at_of(record),
         record=mapping.sf_to_canonical(entity, record),
-        origin={"owner_id": owner, **(origin or {})},
+        origin={"owner_id": owner, **_link(tenant, record), **(origin or {})},
     )
+
+
+def _link(tenant: Tenant, record: dict[str, Any]) -> dict[str, Any]:
+    """Records exsf created carry their link id in the external id field (the upsert key):
+    it lets the reconciler recognise its own create even before the writer's result."""
+    value = record.get(tenant.salesforce.external_id_field)
+    return {"exsf_link_id": str(value)} if value else {}
 
 
 def from_create(
@@ -80,7 +89,7 @@ def from_create(
         observed_at=observed_at,
         modified_at=mapping.modified_at_of(header),
         record=record,
-        origin={"owner_id": owner, "change_origin": str(header.get("changeOrigin") or "")},
+        origin={"owner_id": owner, "change_origin": str(header.get("changeOrigin") or ""), **_link(tenant, payload)},
     )
 
 

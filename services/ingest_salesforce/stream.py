@@ -171,7 +171,9 @@ class SalesforceTenant(TenantRunner):
         sobject = SOBJECT_OF[entity]
         observed = now_iso()
         chunk: list[ChangeEvent] = []
-        async for rec in catch_up(self.rest, sobject, since, owners, ev.sobject_fields(entity)):
+        async for rec in catch_up(
+            self.rest, sobject, since, owners, ev.sobject_fields(entity, self.tenant.salesforce.external_id_field)
+        ):
             if entity == "task" and ev.is_email_task(rec):
                 continue
             e = ev.from_record(self.tenant, entity, rec, observed, {"catch_up": True})
@@ -231,7 +233,12 @@ class SalesforceTenant(TenantRunner):
         for entity, ids in to_reread.items():
             unique = list(dict.fromkeys(ids))
             for i in range(0, len(unique), 200):
-                current = await reread(self.rest, SOBJECT_OF[entity], unique[i : i + 200], ev.sobject_fields(entity))
+                current = await reread(
+                    self.rest,
+                    SOBJECT_OF[entity],
+                    unique[i : i + 200],
+                    ev.sobject_fields(entity, self.tenant.salesforce.external_id_field),
+                )
                 for rid, rec in current.items():
                     out.extend(self._from_reread(entity, rid, rec, rid in owner_changed, observed))
         for entity in overflow:

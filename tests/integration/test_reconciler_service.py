@@ -238,6 +238,12 @@ async def test_salesforce_event_without_time_zone_does_not_clear_it(world: World
             )
         ),
     )
+    async def linked() -> bool:
+        assert w.service is not None
+        states = [s for per in w.service.handler.states.values() for s in per.values()]
+        return any(link.salesforce.id == "00U000000000001AAA" for s in states for link in s.links.values())
+
+    await eventually(linked, "the result completes the link")
     # Salesforce has no time-zone field: its record of the event lacks it, with a new subject.
     sf_rec = {k: v for k, v in rec.items() if k != "time_zone"} | {"subject": "Review (moved room)"}
     await w.send(
