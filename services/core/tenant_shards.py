@@ -18,6 +18,7 @@ import contextlib
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar, cast
 
 import structlog
 
@@ -25,7 +26,7 @@ from services.core.bus.base import Bus, Producer, TopicPartition
 from services.core.metrics import ASSIGNED_PARTITIONS, STREAMS_ACTIVE, TRANSACTION_SECONDS
 from services.core.processor import Output
 from services.core.tenants import Tenant, TenantConfigError
-from services.core.topics import CURSORS, TENANTS
+from services.core.topics import CURSORS, TENANTS, Topics
 
 log = structlog.get_logger(__name__)
 
@@ -91,7 +92,10 @@ class ShardPublisher:
 
 
 class TenantRunner:
-    """What a service runs per tenant; `stop` must end every task it started."""
+    """What a service runs per tenant; `stop` must end every task `start` started."""
+
+    async def start(self) -> None:
+        return None
 
     async def stop(self) -> None:  # pragma: no cover - interface
         raise NotImplementedError
@@ -211,3 +215,44 @@ class TenantShards:
 
     def stop(self) -> None:
         self._stopping.set()
+
+
+R = TypeVar("R", bound=TenantRunner)
+
+
+class ShardedIngestor(Generic[R]):
+    """An ingest service: one runner per tenant of the shards this instance owns."""
+
+    service = "ingest"
+
+    def __init__(self, bus: Bus, topics: Topics) -> None:
+        self.bus = bus
+        self.topics = topics
+        self.shards = TenantShards(
+            bus,
+            service=self.service,
+            start_tenant=self._start_tenant,
+            tenants_topic=topics.tenants,
+            cursors_topic=topics.cursors,
+        )
+
+    def make_runner(self, tenant: Tenant, publisher: ShardPublisher) -> R:
+        raise NotImplementedError
+
+    @property
+    def tenants(self) -> dict[str, R]:
+        """The runners of the tenants running here now (derived from the owned shards)."""
+        return {
+            tid: cast(R, runner) for shard in self.shards.shards.values() for tid, (_, runner) in shard.tenants.items()
+        }
+
+    async def _start_tenant(self, tenant: Tenant, publisher: ShardPublisher) -> TenantRunner:
+        runner = self.make_runner(tenant, publisher)
+        await runner.start()
+        return runner
+
+    async def run(self) -> None:
+        await self.shards.run()
+
+    def stop(self) -> None:
+        self.shards.stop()

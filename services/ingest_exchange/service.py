@@ -25,7 +25,7 @@ from services.connectors.exchange.models import DeltaStream
 from services.core.bus.base import Bus
 from services.core.secrets import resolve_secret
 from services.core.sideserver import Health
-from services.core.tenant_shards import ShardPublisher, TenantRunner, TenantShards
+from services.core.tenant_shards import ShardedIngestor, ShardPublisher, TenantRunner
 from services.core.tenants import Tenant
 from services.core.topics import Topics, cursor_key
 from services.ingest_exchange.stream import Cursor, StreamWorker
@@ -142,7 +142,9 @@ class ExchangeTenant(TenantRunner):
         await self.client.close()
 
 
-class ExchangeIngestService:
+class ExchangeIngestService(ShardedIngestor[ExchangeTenant]):
+    service = SERVICE
+
     def __init__(
         self,
         bus: Bus,
@@ -153,27 +155,15 @@ class ExchangeIngestService:
         webhook_port: int = 8080,
         public_url: str | None = None,
     ) -> None:
-        self.bus = bus
-        self.topics = topics
+        super().__init__(bus, topics)
         self.health = health
         self.receiver = WebhookReceiver()
         self.webhook_host = webhook_host
         self.webhook_port = webhook_port
         self.public_url = public_url
-        self.tenants: dict[str, ExchangeTenant] = {}
-        self.shards = TenantShards(
-            bus,
-            service=SERVICE,
-            start_tenant=self._start_tenant,
-            tenants_topic=topics.tenants,
-            cursors_topic=topics.cursors,
-        )
 
-    async def _start_tenant(self, tenant: Tenant, publisher: ShardPublisher) -> TenantRunner:
-        runner = ExchangeTenant(tenant, publisher, self.topics, self.receiver, self.public_url)
-        await runner.start()
-        self.tenants[tenant.tenant_id] = runner
-        return runner
+    def make_runner(self, tenant: Tenant, publisher: ShardPublisher) -> ExchangeTenant:
+        return ExchangeTenant(tenant, publisher, self.topics, self.receiver, self.public_url)
 
     async def run(self) -> None:
         runner = web.AppRunner(self.receiver.app(), access_log=None)
@@ -182,12 +172,9 @@ class ExchangeIngestService:
         await site.start()
         log.info("webhook.listening", port=self.webhook_port, public_url=self.public_url or "(polling only)")
         try:
-            await self.shards.run()
+            await super().run()
         finally:
             await runner.cleanup()
-
-    def stop(self) -> None:
-        self.shards.stop()
 
 
 async def create(bus: Bus, topics: Topics, health: Health) -> ExchangeIngestService:
