@@ -47,6 +47,12 @@ class World:
         self.service.stop()
         await self.task
 
+    async def linked_to(self, salesforce_id: str) -> bool:
+        """Whether the running reconciler holds a link to this Salesforce record."""
+        assert self.service is not None
+        states = [s for per in self.service.handler.states.values() for s in per.values()]
+        return any(link.salesforce.id == salesforce_id for s in states for link in s.links.values())
+
     async def send(self, topic: str, value: bytes) -> None:
         await self.producer.send_and_wait(topic, value, key=tenant_key("contoso"))
 
@@ -149,12 +155,7 @@ async def test_commands_results_restart_and_poison(world: World) -> None:
     rec = orjson.loads(w.got[t.deadletter][0])
     assert rec["service"] == "reconciler" and "'op'" in rec["error"]
 
-    async def linked() -> bool:
-        assert w.service is not None
-        states = [s for per in w.service.handler.states.values() for s in per.values()]
-        return any(link.salesforce.id == "003000000000001AAA" for s in states for link in s.links.values())
-
-    await eventually(linked, "the result completes the link")
+    await eventually(lambda: w.linked_to("003000000000001AAA"), "the result completes the link")
 
     # Restart with an empty local store: state comes back from exsf.state.
     await w.stop()
@@ -238,12 +239,7 @@ async def test_salesforce_event_without_time_zone_does_not_clear_it(world: World
             )
         ),
     )
-    async def linked() -> bool:
-        assert w.service is not None
-        states = [s for per in w.service.handler.states.values() for s in per.values()]
-        return any(link.salesforce.id == "00U000000000001AAA" for s in states for link in s.links.values())
-
-    await eventually(linked, "the result completes the link")
+    await eventually(lambda: w.linked_to("00U000000000001AAA"), "the result completes the link")
     # Salesforce has no time-zone field: its record of the event lacks it, with a new subject.
     sf_rec = {k: v for k, v in rec.items() if k != "time_zone"} | {"subject": "Review (moved room)"}
     await w.send(
