@@ -236,7 +236,11 @@ def _on_known(w: _Work, link: LinkRecord, ev: ChangeEvent, record: dict[str, Any
     s = ev.source
     side = link.side(s)
     t = _ts(ev)
-    if ev.event_id in link.seen or ev.source_id in side.retired or link.status == "deleted":
+    if ev.event_id in link.seen or link.status == "deleted":
+        return
+    if ev.source_id in side.retired:
+        if s == "exchange" and ev.origin.get("reason") == "unlinked" and link.status in ("pending", "linked"):
+            _unlinked_after_restore(w, link, ev)
         return
     if link.status == "discard":
         if not _older(t, side.modified_at) and side.version != ev.version:
@@ -287,6 +291,28 @@ def _on_known(w: _Work, link: LinkRecord, ev: ChangeEvent, record: dict[str, Any
     _plan(w, w.save(link))
 
 
+def _unlinked_after_restore(w: _Work, link: LinkRecord, ev: ChangeEvent) -> None:
+    """A write found the item gone and we restored it, but the item had only left the
+    folder: the person wanted it unsynced. Unlink (by the original id, so putting it back
+    re-links it) and remove our restored copy; its content lives on in Salesforce."""
+    ex = link.exchange
+    w.record(
+        "unlink",
+        link,
+        exchange_id=ev.source_id,
+        salesforce_id=link.salesforce.id,
+        record=link.desired,
+        reason="moved out of the folder; our restored copy is removed",
+    )
+    if ex.alive and ex.id:
+        _discard(w, link, "exchange", ex.id, ex.version, ex.shadow)
+    retired = tuple(i for i in _retired(ex.retired, ex.id) if i != ev.source_id)
+    unlinked = SideState(id=ev.source_id, modified_at=_ts(ev), retired=retired)
+    w.save(
+        replace(link.with_side("exchange", unlinked), status="unlinked", seen=(*link.seen, ev.event_id)[-SEEN_LIMIT:])
+    )
+
+
 def _observe(
     w: _Work,
     link: LinkRecord,
@@ -333,7 +359,7 @@ def _relink(w: _Work, link: LinkRecord, ev: ChangeEvent, record: dict[str, Any])
         )
         w.conflicts(link, conflicts)
         link = replace(link, desired=desired)
-    else:
+    elif sf.pending is None:
         retired = _retired(sf.retired, sf.id)
         link = replace(link, salesforce=SideState(retired=retired))
     w.record("relink", link, exchange_id=ev.source_id, salesforce_id=link.salesforce.id)
@@ -356,12 +382,14 @@ def _on_new_item(w: _Work, ev: ChangeEvent, mailbox: str, record: dict[str, Any]
         seen=(ev.event_id,),
     )
     if record is None:
-        # A delete for an item we never saw (it may overtake its own upsert): a tombstone,
-        # so the late upsert is recognised as stale instead of creating a copy.
-        w.save(replace(base_link.with_side(s, st), status="deleted"))
+        # A delete (or a move out of scope) for an item we never saw; it may have overtaken
+        # its own upsert. A tombstone makes that late upsert stale instead of a new copy;
+        # an unlinked one still lets the item come back in scope later.
+        if s == "exchange" and ev.origin.get("reason") == "unlinked":
+            w.save(replace(base_link.with_side(s, replace(st, gone=False)), status="unlinked"))
+        else:
+            w.save(replace(base_link.with_side(s, st), status="deleted"))
         return
-    if s == "exchange" and ev.origin.get("reason") == "unlinked":
-        return  # an item leaving the folder that we never linked: nothing to do
     keys = match_keys(ev.entity, mailbox, record, ical)
     if s == "exchange":
         # Our own create into this mailbox seen before its result.
@@ -639,19 +667,11 @@ def _late_create(w: _Work, link: LinkRecord, r: CommandResult) -> None:
     record = merge.norm(link.entity, r.record) if r.record is not None else dict(link.desired)
     assert r.target_id is not None
     if side.id is None and link.status != "unlinked":
-        adopted = replace(
-            side,
-            created=True,
-            id=r.target_id,
-            shadow=record,
-            version=r.new_version,
-            gone=False,
-            modified_at=r.modified_at or side.modified_at,
-        )
-        status = "pending" if link.status == "deleted" else link.status
         w.record("adopt", link, side=s, target_id=r.target_id, reason="create applied after it was reported failed")
-        link = replace(link.with_side(s, adopted), status=status)
-        if link.entity != "email":
+        if link.status == "deleted":
+            link = replace(link, status="pending")
+        link = _take_created(w, link, s, r, record)
+        if link.entity != "email" and link.status not in ("unlinked", "deleted"):
             link = _plan(w, w.save(link))
         w.save(link)
         return
@@ -659,6 +679,35 @@ def _late_create(w: _Work, link: LinkRecord, r: CommandResult) -> None:
         return  # an email task is never deleted by us
     _discard(w, link, s, r.target_id, r.new_version, record)
     w.save(link.with_side(s, replace(side, retired=_retired(side.retired, r.target_id))))
+
+
+def _take_created(w: _Work, link: LinkRecord, s: Side, r: CommandResult, sent: dict[str, Any]) -> LinkRecord:
+    """Our create made item r.target_id on side s (the side had none)."""
+    assert r.target_id is not None
+    side = link.side(s)
+    record = merge.norm(link.entity, r.record) if r.record is not None else sent
+    if s == "salesforce" and link.entity != "email":
+        existing = _other_record(w, link, r.target_id)
+        if existing is not None:
+            # Another link got the original meanwhile (its event overtook our create):
+            # ours is the copy. Follow the original, discard ours.
+            _discard(w, link, s, r.target_id, r.new_version, record)
+            side = replace(side, retired=_retired(side.retired, r.target_id))
+            link = link.with_side(s, side)
+            if link.status == "unlinked":
+                sf = existing.salesforce
+                st = replace(side, id=sf.id, version=sf.version, modified_at=sf.modified_at, shadow=sf.shadow)
+                return replace(link.with_side(s, st), desired=dict(sf.shadow or {}))
+            return _join(w, link, existing, "")
+    # What we sent is the shadow; anything else in the returned record is someone's edit
+    # of the new item (a retried create returns the item as it is now).
+    link = link.with_side(s, replace(side, created=True, id=r.target_id, shadow=sent, gone=False))
+    if link.status == "unlinked":
+        st = replace(link.side(s), shadow=record, version=r.new_version)
+        return replace(link.with_side(s, st), desired=record)
+    link = _observe(w, link, s, r.target_id, record, r.new_version, r.modified_at)
+    _refresh_waiters(w, link)
+    return link
 
 
 def _applied(w: _Work, link: LinkRecord, s: Side, p: Pending, r: CommandResult) -> LinkRecord:
@@ -682,29 +731,9 @@ def _applied(w: _Work, link: LinkRecord, s: Side, p: Pending, r: CommandResult) 
             )
             _discard(w, link, s, r.target_id, r.new_version, record or merge.norm(link.entity, p.fields))
             return link.with_side(s, replace(side, retired=_retired(side.retired, r.target_id)))
-        if side.id is None and r.target_id and s == "salesforce":
-            existing = _other_record(w, link, r.target_id)
-            if existing is not None:
-                # Another link got the original meanwhile (its event overtook our
-                # create): ours is the copy. Follow the original, discard ours.
-                _discard(w, link, s, r.target_id, r.new_version, record or merge.norm(link.entity, p.fields))
-                side = replace(side, retired=_retired(side.retired, r.target_id))
-                link = link.with_side(s, side)
-                if link.status == "unlinked":
-                    sf = existing.salesforce
-                    st = replace(side, id=sf.id, version=sf.version, modified_at=sf.modified_at, shadow=sf.shadow)
-                    return replace(link.with_side(s, st), desired=dict(sf.shadow or {}))
-                return _join(w, link, existing, "")
         if side.id is None and r.target_id:
-            # What we sent is the shadow; anything else in the returned record is someone's
-            # edit of the new item (a retried create returns it as it is now).
-            sent = merge.norm(link.entity, p.fields)
-            link = link.with_side(s, replace(side, created=True, id=r.target_id, shadow=sent))
-            link = _observe(
-                w, link, s, r.target_id, record if record is not None else sent, r.new_version, r.modified_at
-            )
-        else:
-            link = link.with_side(s, side)
+            return _take_created(w, link, s, r, merge.norm(link.entity, p.fields))
+        link = link.with_side(s, side)
         _refresh_waiters(w, link)
         return link
     # update

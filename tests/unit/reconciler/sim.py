@@ -63,7 +63,7 @@ class SfItem:
 class TenantWorld:
     tenant: Tenant
     mailboxes: dict[str, dict[str, ExItem]] = field(default_factory=dict)
-    moved_out: list[ExItem] = field(default_factory=list)
+    moved_out: list[tuple[str, str, ExItem]] = field(default_factory=list)  # (mailbox, old id, item)
     sf: dict[str, SfItem] = field(default_factory=dict)
     sf_email: dict[str, SfItem] = field(default_factory=dict)
     ex_queue: list[ChangeEvent] = field(default_factory=list)
@@ -98,6 +98,7 @@ class World:
             self.t[tenant.tenant_id] = tw
         self._clock = itertools.count(1)
         self.fail_next = 0
+        self.blind_conflicts = False  # the writer cannot read the fresh record on a 412
         # Values typed by simulated people: value -> superseded (the person saw it replaced
         # or deleted it). Unsuperseded values must survive, or sit in a conflict record.
         self.values: dict[str, bool] = {}
@@ -198,15 +199,25 @@ class World:
     def ex_move_out(self, tenant_id: str, mailbox: str, item_id: str) -> None:
         tw = self.t[tenant_id]
         item = tw.mailboxes[mailbox].pop(item_id)
-        tw.moved_out.append(item)
+        tw.moved_out.append((mailbox, item_id, item))
         self._ex_event(tw, mailbox, item_id, item, "delete", reason="unlinked")
 
     def ex_move_back(self, tenant_id: str, mailbox: str, index: int) -> str:
         """Move a moved-out item back in: Graph gives it a new id in the folder."""
         tw = self.t[tenant_id]
-        item = tw.moved_out.pop(index)
+        _, _, item = tw.moved_out.pop(index)
         n = self.tick()
         item_id = f"X{n}"
+        item.version, item.modified = f"ck{n}", ts(n)
+        tw.mailboxes[mailbox][item_id] = item
+        self._ex_event(tw, mailbox, item_id, item, "upsert")
+        return item_id
+
+    def ex_recategorise(self, tenant_id: str, index: int) -> str:
+        """The "Salesforce" category is put back on an item: same mailbox, same id."""
+        tw = self.t[tenant_id]
+        mailbox, item_id, item = tw.moved_out.pop(index)
+        n = self.tick()
         item.version, item.modified = f"ck{n}", ts(n)
         tw.mailboxes[mailbox][item_id] = item
         self._ex_event(tw, mailbox, item_id, item, "upsert")
@@ -326,6 +337,8 @@ class World:
             if ex is None:
                 return result("gone", cmd.target_id)
             if ex.version != cmd.expected_version:
+                if self.blind_conflicts:
+                    return result("conflict", cmd.target_id)
                 return result("conflict", cmd.target_id, ex.version, ex.record, ex.modified)
             if cmd.action == "delete":
                 del mbox[cmd.target_id]
@@ -357,6 +370,8 @@ class World:
         if sfi2 is None:
             return result("gone", cmd.target_id)
         if sfi2.version != cmd.expected_version:
+            if self.blind_conflicts:
+                return result("conflict", cmd.target_id)
             return result("conflict", cmd.target_id, sfi2.version, sfi2.record, sfi2.modified)
         if cmd.action == "delete":
             del tw.sf[cmd.target_id]
@@ -490,7 +505,7 @@ class World:
             for items in tw.mailboxes.values():
                 for it in items.values():
                     present.update(v for v in it.record.values() if isinstance(v, str))
-            for it in tw.moved_out:
+            for _, _, it in tw.moved_out:
                 present.update(v for v in it.record.values() if isinstance(v, str))
             for sfi in tw.sf.values():
                 present.update(v for v in sfi.record.values() if isinstance(v, str))

@@ -97,6 +97,12 @@ class Convergence(RuleBasedStateMachine):
         if out:
             self.world.ex_move_back(tid, self.mailbox(tid, u), k % len(out))
 
+    @rule(tid=tenant_ids, k=pick)
+    def ex_recategorise(self, tid: str, k: int) -> None:
+        out = self.world.t[tid].moved_out
+        if out:
+            self.world.ex_recategorise(tid, k % len(out))
+
     @rule(tid=tenant_ids, u=user_idx, k=pick, s=st.sampled_from(EMAILS))
     def email_arrives(self, tid: str, u: int, k: int, s: str) -> None:
         # Few message ids, so the same message is often seen again (moved out and back).
@@ -171,6 +177,19 @@ class Convergence(RuleBasedStateMachine):
         if tw.processed_results:
             tw.results.append(tw.processed_results[k % len(tw.processed_results)])
 
+    @rule(tid=tenant_ids, k=pick)
+    def delta_coalesces(self, tid: str, k: int) -> None:
+        # Graph delta reports only an item's latest state: an older event may never come.
+        q = self.world.t[tid].ex_queue
+        if q:
+            ev = q[k % len(q)]
+            if any(e.source_id == ev.source_id and e.observed_at > ev.observed_at for e in q):
+                q.remove(ev)
+
+    @rule(blind=st.booleans())
+    def writer_reads_on_conflict(self, blind: bool) -> None:
+        self.world.blind_conflicts = blind
+
     @rule(tid=tenant_ids)
     def writer_crash(self, tid: str) -> None:
         # The writer wrote, then died before its transaction produced the result: the
@@ -196,8 +215,8 @@ class Convergence(RuleBasedStateMachine):
 
 _LONG = os.environ.get("EXSF_CONVERGENCE", "") == "long"
 Convergence.TestCase.settings = settings(
-    max_examples=1500 if _LONG else 120,
-    stateful_step_count=80 if _LONG else 40,
+    max_examples=1500 if _LONG else 300,
+    stateful_step_count=80 if _LONG else 50,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
     report_multiple_bugs=False,

@@ -327,7 +327,7 @@ def test_moving_out_of_the_folder_unlinks_without_deleting_salesforce() -> None:
     assert audit(w, "unlink")
     w.sf_edit("t1", s, "job_title", "CFO")
     w.settle()
-    assert w.t["t1"].moved_out[0].record.get("job_title") is None  # no longer synced
+    assert w.t["t1"].moved_out[0][2].record.get("job_title") is None  # no longer synced
     w.check()
 
 
