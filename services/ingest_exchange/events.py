@@ -25,10 +25,22 @@ def entity_of(stream: DeltaStream) -> Entity:
 
 
 def in_scope(stream: DeltaStream, item: dict[str, Any]) -> bool:
-    if stream.kind != "events":
+    """Calendar events and contacts of the default Contacts folder sync only with the
+    "Salesforce" category (or our link id); items of the Salesforce folders always do."""
+    if stream.kind != "events" and not (stream.kind == "contacts" and stream.container_id is None):
         return True
     cats = {str(c).lower() for c in item.get("categories") or []}
     return CATEGORY_NAME.lower() in cats or link_id_of(item) is not None
+
+
+def synced_by(stream: DeltaStream, item: dict[str, Any]) -> bool:
+    """Whether `stream` tracks `item` where it is now (used when another stream of the same
+    mailbox reports it removed: a move between two synced places is not an unlink)."""
+    if stream.kind == "contacts" and stream.container_id is not None:
+        return item.get("parentFolderId") == stream.container_id
+    if stream.kind == "contacts":
+        return in_scope(stream, item) and bool(item.get("parentFolderId"))
+    return stream.kind == "events" and in_scope(stream, item)
 
 
 def upsert_event(tenant_id: str, user: str, stream: DeltaStream, item: dict[str, Any], observed_at: str) -> ChangeEvent:

@@ -79,6 +79,7 @@ class ExchangeTenant(TenantRunner):
         out: list[DeltaStream] = []
         if "contact" in ents:
             out.append(DeltaStream.contacts(contact_folder))
+            out.append(DeltaStream.contacts(None))  # the default folder: contacts tagged "Salesforce"
         if "event" in ents:
             start, end = calendar_window(
                 datetime.now(UTC),
@@ -129,6 +130,9 @@ class ExchangeTenant(TenantRunner):
                 self.subscriptions.append(sub)
                 await sub.start()
             runs.append(w.run())
+        mine = [w for w in self.workers if w.mailbox == mailbox]
+        for w in mine:
+            w.siblings = [x.stream for x in mine if x is not w]
         await asyncio.gather(*runs)
 
     async def stop(self) -> None:

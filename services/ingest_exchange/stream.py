@@ -79,6 +79,9 @@ class StreamWorker:
         self.poll_seconds = poll_seconds
         self.max_backoff_s = max_backoff_s
         self.poke = asyncio.Event()
+        # The other streams of the same mailbox, to tell a move between synced places
+        # from a move out of the sync.
+        self.siblings: list[DeltaStream] = []
         self.rounds = 0
         self._failures = 0
 
@@ -190,4 +193,6 @@ class StreamWorker:
             return ev.delete_event(self.tenant_id, self.mailbox, self.stream, item_id, observed)
         if self.stream.kind == "events" and ev.in_scope(self.stream, item):
             return None  # left the calendarView window, still a synced event: nothing to do
+        if any(ev.synced_by(s, item) for s in self.siblings):
+            return None  # moved to another synced place (e.g. a tagged contact into the folder)
         return ev.unlink_event(self.tenant_id, self.mailbox, self.stream, item_id, ev.version_of_item(item), observed)

@@ -32,6 +32,8 @@ RENEW_AFTER = timedelta(days=1)
 
 def resource_for(mailbox: str, stream: DeltaStream) -> str:
     if stream.kind == "contacts":
+        if stream.container_id is None:
+            return f"/users/{mailbox}/contacts"
         return f"/users/{mailbox}/contactFolders/{stream.container_id}/contacts"
     if stream.kind == "tasks":
         return f"/users/{mailbox}/todo/lists/{stream.container_id}/tasks"

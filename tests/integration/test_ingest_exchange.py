@@ -103,7 +103,7 @@ async def world(bus: Bus, topic_prefix: str) -> AsyncIterator[World]:
 
 async def _enrolled(w: World) -> bool:
     t = w.service.tenants.get("contoso")
-    return t is not None and len(t.prepared) == 2 and all(x.rounds >= 1 for x in t.workers) and len(t.workers) == 6
+    return t is not None and len(t.prepared) == 2 and all(x.rounds >= 1 for x in t.workers) and len(t.workers) == 8
 
 
 async def test_enrolment_webhook_delete_and_move(world: World) -> None:
@@ -152,12 +152,55 @@ async def test_invalid_delta_token_resyncs_without_duplicates(world: World) -> N
     await w.wait_for(lambda e: e.source_id == b["id"], "b seen")
     await w.admin.evict_delta_tokens()
     await w.admin.delete_item(ALICE, a["id"])  # happens while our token is invalid
-    worker = next(x for x in w.service.tenants["contoso"].workers if x.stream.kind == "contacts" and x.mailbox == ALICE)
+    worker = next(
+        x
+        for x in w.service.tenants["contoso"].workers
+        if x.stream.kind == "contacts" and x.stream.container_id is not None and x.mailbox == ALICE
+    )
     worker.poke.set()
-    marker = await w.wait_for(lambda e: e.source_id.startswith("resync:") and e.user == ALICE, "resync marker")
+    marker = await w.wait_for(
+        lambda e: e.source_id == f"resync:{worker.stream.key}", "resync marker of the Salesforce Contacts stream"
+    )
     assert b["id"] in marker.origin["seen_ids"] and a["id"] not in marker.origin["seen_ids"]
     # b was re-published by the full round, unchanged: same version, so the same event id,
     # which is what lets the reconciler drop it as a duplicate.
     b_events = [e for e in await w.pull() if e.source_id == b["id"] and e.op == "upsert"]
     assert len(b_events) >= 2
     assert len({e.event_id for e in b_events}) == 1
+
+
+async def test_default_folder_contacts_sync_by_category(world: World) -> None:
+    w = world
+    await eventually(lambda: _enrolled(w), "streaming")
+    tagged = await w.admin.create_item(
+        ALICE, "contact", {"givenName": "Tag", "surname": "Ged", "categories": ["Salesforce"]}, container="contacts"
+    )
+    plain = await w.admin.create_item(
+        ALICE, "contact", {"givenName": "Plain", "surname": "Private"}, container="contacts"
+    )
+    up = await w.wait_for(lambda e: e.source_id == tagged["id"] and e.op == "upsert", "tagged contact synced")
+    assert up.record is not None and up.record["given_name"] == "Tag"
+    priv = await w.wait_for(lambda e: e.source_id == plain["id"], "untagged contact reported")
+    assert priv.op == "delete" and priv.origin["reason"] == "unlinked" and priv.record is None
+
+    # Moving the tagged contact into "Salesforce Contacts" is a move between synced places.
+    await w.admin.move_item(ALICE, tagged["id"], "Salesforce Contacts", keep_id=True)
+    await w.wait_for(
+        lambda e: (
+            e.source_id == tagged["id"]
+            and e.origin.get("stream", "").startswith("contacts:")
+            and not e.origin["stream"].endswith(":default")
+        ),
+        "seen in the Salesforce folder",
+    )
+    # Removing the category from a default-folder contact stops syncing it (unlink, not delete).
+    second = await w.admin.create_item(
+        ALICE, "contact", {"givenName": "Sec", "surname": "Ond", "categories": ["Salesforce"]}, container="contacts"
+    )
+    await w.wait_for(lambda e: e.source_id == second["id"] and e.op == "upsert", "second synced")
+    await w.admin.update_item(ALICE, second["id"], {"categories": []})
+    gone = await w.wait_for(lambda e: e.source_id == second["id"] and e.op == "delete", "category removed")
+    assert gone.origin["reason"] == "unlinked"
+    await asyncio.sleep(1.0)
+    moved_unlinks = [e for e in await w.pull() if e.source_id == tagged["id"] and e.op == "delete"]
+    assert moved_unlinks == [], "a move into the synced folder must not unlink"

@@ -263,7 +263,8 @@ class ExchangeClient:
     def _delta_builder(self, mailbox: str, stream: DeltaStream) -> tuple[Any, Any]:
         user = self._user(mailbox)
         if stream.kind == "contacts":
-            b = user.contact_folders.by_contact_folder_id(_need(stream.container_id)).contacts.delta
+            b = (user.contact_folders.by_contact_folder_id(stream.container_id).contacts.delta
+                 if stream.container_id else user.contacts.delta)
             return b, _qp(b, expand=[LINK_EXPAND])
         if stream.kind == "tasks":
             b = user.todo.lists.by_todo_task_list_id(_need(stream.container_id)).tasks.delta

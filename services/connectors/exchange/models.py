@@ -44,7 +44,8 @@ class DeltaStream:
     window_end: datetime | None = None
 
     @classmethod
-    def contacts(cls, folder_id: str) -> DeltaStream:
+    def contacts(cls, folder_id: str | None) -> DeltaStream:
+        """A contact folder, or with None the mailbox's default Contacts folder."""
         return cls("contacts", folder_id)
 
     @classmethod
@@ -64,7 +65,7 @@ class DeltaStream:
         """A stable name for cursor storage, e.g. "contacts:<folder id>"."""
         if self.kind == "events":
             return f"events:{_iso(self.window_start)}/{_iso(self.window_end)}"
-        return f"{self.kind}:{self.container_id}"
+        return f"{self.kind}:{self.container_id or 'default'}"
 
 
 def _iso(dt: datetime | None) -> str:
@@ -117,6 +118,7 @@ def link_id_of(item: dict[str, Any]) -> str | None:
             return str(res["externalId"])
     return None
 
+
 def with_link_id(kind: str, body: Mapping[str, Any], link_id: str) -> dict[str, Any]:
     """A copy of `body` carrying the exsf link id the way Graph allows for that kind."""
     out = copy.deepcopy(dict(body))
@@ -125,8 +127,11 @@ def with_link_id(kind: str, body: Mapping[str, Any], link_id: str) -> dict[str, 
         resources.append({"applicationName": LINKED_RESOURCE_APP, "externalId": link_id, "displayName": "Salesforce"})
         out["linkedResources"] = resources
     else:
-        props = [p for p in out.get("singleValueExtendedProperties") or []
-                 if str(p.get("id", "")).lower() != LINK_PROPERTY_ID.lower()]
+        props = [
+            p
+            for p in out.get("singleValueExtendedProperties") or []
+            if str(p.get("id", "")).lower() != LINK_PROPERTY_ID.lower()
+        ]
         props.append({"id": LINK_PROPERTY_ID, "value": link_id})
         out["singleValueExtendedProperties"] = props
     return out
