@@ -12,6 +12,20 @@ How one link moves (see state.py for the words):
 - then the link is *planned*: every side whose shadow differs from `desired` gets an update
   (or a create when it has no item yet), one command in flight per side; deletes are
   decided only when nothing is in flight, so a delete never races our own write.
+
+Decisions worth knowing (the convergence test in tests/unit/reconciler shows why):
+- echoes are recognised by content (equal to the shadow/desired record), never by origin
+  alone; origin tags (`exsf_link_id`) are used only to find the link of an item whose id
+  we do not know yet (our create seen before its result);
+- a Salesforce record may be linked to several mailbox items (one link per pair); a write
+  to it is shown to the sibling links at once (fan-out). Deleting one mailbox's copy only
+  unlinks that copy while other mailboxes still sync the record;
+- dedupe waits: a new item whose key matches a create still in flight waits for it and
+  then joins it. An original whose event arrives after we created a copy wins: links move
+  to it and our copy is deleted through a `discard` record (edits made to the copy move
+  over first);
+- a `failed` write is not retried by itself (no hot loop): the next change of the link or
+  `sweep` retries it.
 """
 
 from __future__ import annotations
@@ -226,6 +240,10 @@ def _on_event(w: _Work, ev: ChangeEvent) -> None:
             if ev.source == "salesforce" or cand.user.lower() == user.mailbox.lower():
                 links = [cand]
     if not links:
+        if ev.source == "salesforce" and "client=exsf" in str(ev.origin.get("change_origin") or ""):
+            # Written by us, yet no link knows the id: our create, its result still on the
+            # way (the result links it). Copying it into a mailbox would duplicate it.
+            return
         _on_new_item(w, ev, user.mailbox, record)
         return
     for link in links:

@@ -99,6 +99,7 @@ class World:
         self._clock = itertools.count(1)
         self.fail_next = 0
         self.blind_conflicts = False  # the writer cannot read the fresh record on a 412
+        self.sf_tags = True  # the Salesforce ingestor reports the external id (link id)
         # Values typed by simulated people: value -> superseded (the person saw it replaced
         # or deleted it). Unsuperseded values must survive, or sit in a conflict record.
         self.values: dict[str, bool] = {}
@@ -134,7 +135,7 @@ class World:
         origin: dict[str, Any] = {}
         if ours:
             origin["change_origin"] = "com/salesforce/api/rest/60.0;client=exsf"
-        if item.ext_id:
+        if item.ext_id and self.sf_tags:
             origin["exsf_link_id"] = item.ext_id
         n = self.tick()
         tw.sf_queue.append(
