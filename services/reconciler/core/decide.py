@@ -254,7 +254,14 @@ def _on_known(w: _Work, link: LinkRecord, ev: ChangeEvent, record: dict[str, Any
     s = ev.source
     side = link.side(s)
     t = _ts(ev)
-    if ev.event_id in link.seen or link.status == "deleted":
+    if ev.event_id in link.seen:
+        return
+    if link.status == "deleted":
+        if ev.op == "upsert" and side.id is None and ev.source_id not in side.retired:
+            # Found by its tag: a create of ours landed after all (reported failed, then
+            # applied by a redelivery) for a pair that is gone. Nothing must keep it.
+            _discard(w, link, s, ev.source_id, ev.version, record)
+            w.save(link.with_side(s, replace(side, retired=_retired(side.retired, ev.source_id))))
         return
     if ev.source_id in side.retired:
         if s == "exchange" and ev.origin.get("reason") == "unlinked" and link.status in ("pending", "linked"):
