@@ -257,6 +257,12 @@ def _on_known(w: _Work, link: LinkRecord, ev: ChangeEvent, record: dict[str, Any
     if ev.event_id in link.seen:
         return
     if link.status == "deleted":
+        if s == "exchange" and ev.origin.get("reason") == "unlinked" and side.id == ev.source_id:
+            # Our delete found it gone because it had left the folder: it still exists,
+            # unsynced, and may be put back in scope (then it syncs as a new pair).
+            ex = replace(side, gone=False, pending=None, modified_at=t)
+            w.save(replace(link.with_side(s, ex), status="unlinked", seen=(*link.seen, ev.event_id)[-SEEN_LIMIT:]))
+            return
         if ev.op == "upsert" and side.id is None and ev.source_id not in side.retired:
             # Found by its tag: a create of ours landed after all (reported failed, then
             # applied by a redelivery) for a pair that is gone. Nothing must keep it.
