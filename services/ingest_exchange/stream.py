@@ -18,9 +18,11 @@ import structlog
 
 from services.connectors.exchange.client import ExchangeClient
 from services.connectors.exchange.models import DeltaPage, DeltaStream, ItemKind
+from services.connectors.mapping_errors import MappingError
+from services.core.deadletter import deadletter_record
 from services.core.envelopes import ChangeEvent, encode
 from services.core.errors import AuthError, CursorExpired, NotFoundError, TransientError
-from services.core.metrics import API_CALLS, ERRORS, EVENTS_PUBLISHED, THROTTLED
+from services.core.metrics import API_CALLS, DEADLETTERS, ERRORS, EVENTS_PUBLISHED, THROTTLED
 from services.core.processor import Output
 from services.core.tenant_shards import ShardPublisher
 from services.core.topics import Topics, cursor_key, tenant_key
@@ -149,8 +151,14 @@ class StreamWorker:
     async def _publish(self, page: DeltaPage) -> None:
         observed = now_iso()
         out: list[ChangeEvent] = []
+        dead: list[Output] = []
         for item in page.items:
-            out.append(ev.upsert_event(self.tenant_id, self.mailbox, self.stream, item, observed))
+            try:
+                out.append(ev.upsert_event(self.tenant_id, self.mailbox, self.stream, item, observed))
+            except (MappingError, KeyError, ValueError) as exc:
+                # One unmappable item must not stall the stream: it is kept as a dead letter
+                # (in the same transaction as the page) and the round goes on.
+                dead.append(self._dead_letter(item, exc))
         for item_id in page.removed:
             e = await self._classify_removed(item_id, observed)
             if e is not None:
@@ -167,7 +175,7 @@ class StreamWorker:
                 )
             )
             nxt = Cursor(page.delta_link)
-        records = [Output(self.topics.changes_exchange, encode(e), tenant_key(self.tenant_id)) for e in out]
+        records = [Output(self.topics.changes_exchange, encode(e), tenant_key(self.tenant_id)) for e in out] + dead
         await self.publisher.publish(records, (self.cursor_key, nxt.encode()))
         self.cursor = nxt
         if out:
@@ -180,6 +188,21 @@ class StreamWorker:
                 events=len(out),
                 final=page.delta_link is not None,
             )
+
+    def _dead_letter(self, item: dict[str, object], exc: Exception) -> Output:
+        DEADLETTERS.labels("ingest-exchange", "unmappable").inc()
+        log.error(
+            "delta.item_deadlettered",
+            tenant_id=self.tenant_id,
+            user=self.mailbox,
+            stream=self.stream.key,
+            item_id=str(item.get("id")),
+            error=f"{type(exc).__name__}: {exc}",
+        )
+        rec = deadletter_record(
+            "ingest-exchange", exc, payload={"stream": self.stream.key, "item": item}, tenant_id=self.tenant_id
+        )
+        return Output(self.topics.deadletter, rec, tenant_key(self.tenant_id))
 
     async def _classify_removed(self, item_id: str, observed: str) -> ChangeEvent | None:
         """Delta says @removed both for deletes and for moves out of the folder; only a

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -22,13 +23,15 @@ from typing import Any
 import orjson
 import structlog
 
+from services.connectors.mapping_errors import MappingError
 from services.connectors.salesforce.auth import SalesforceAuth
 from services.connectors.salesforce.catchup import catch_up, reread
 from services.connectors.salesforce.rest import SalesforceRest
 from services.connectors.salesforce.streaming import CdcMessage, CdcStream, entity_channel
+from services.core.deadletter import deadletter_record
 from services.core.envelopes import ChangeEvent, Entity, encode
 from services.core.errors import CursorExpired
-from services.core.metrics import DROPPED, ERRORS, EVENTS_PUBLISHED
+from services.core.metrics import DEADLETTERS, DROPPED, ERRORS, EVENTS_PUBLISHED
 from services.core.processor import Output
 from services.core.tenant_shards import ShardPublisher, TenantRunner
 from services.core.tenants import Tenant
@@ -100,6 +103,8 @@ class SalesforceTenant(TenantRunner):
         self.sessions = 0
         self._task: asyncio.Task[None] | None = None
         self._stream: CdcStream | None = None
+        self._dead: list[Output] = []
+        self._dead_ids: set[str] = set()
 
     @property
     def cursor_key(self) -> bytes:
@@ -176,7 +181,9 @@ class SalesforceTenant(TenantRunner):
         ):
             if entity == "task" and ev.is_email_task(rec):
                 continue
-            e = ev.from_record(self.tenant, entity, rec, observed, {"catch_up": True})
+            e = self._convert(
+                str(rec.get("Id")), rec, ev.from_record, self.tenant, entity, rec, observed, {"catch_up": True}
+            )
             if e is not None:
                 chunk.append(e)
             if len(chunk) >= 500:
@@ -206,11 +213,13 @@ class SalesforceTenant(TenantRunner):
                 for rid in msg.record_ids:
                     if entity == "task" and ev.is_email_task(msg.payload):
                         continue
-                    e = ev.from_create(self.tenant, entity, rid, msg.payload, msg.header, observed)
-                    if e is None:
-                        DROPPED.labels(SERVICE, "owner_not_enrolled").inc()
-                    else:
+                    e = self._convert(
+                        rid, msg.payload, ev.from_create, self.tenant, entity, rid, msg.payload, msg.header, observed
+                    )
+                    if e is not None:
                         out.append(e)
+                    elif rid not in self._dead_ids:
+                        DROPPED.labels(SERVICE, "owner_not_enrolled").inc()
             elif ct in ("DELETE", "GAP_DELETE"):
                 for rid in msg.record_ids:
                     out.append(
@@ -253,18 +262,49 @@ class SalesforceTenant(TenantRunner):
             return [ev.delete(self.tenant, entity, rid, ev.UNKNOWN_USER, f"deleted@{observed}", observed)]
         if entity == "task" and ev.is_email_task(rec):
             return []
-        e = ev.from_record(self.tenant, entity, rec, observed)
+        e = self._convert(rid, rec, ev.from_record, self.tenant, entity, rec, observed)
         if e is not None:
             return [e]
+        if rid in self._dead_ids:
+            return []
         if owner_changed:
             return [ev.unlink(self.tenant, entity, rec, observed)]
         DROPPED.labels(SERVICE, "owner_not_enrolled").inc()
         return []
 
+    def _convert(
+        self, record_id: str, raw: dict[str, Any], make: Callable[..., ChangeEvent | None], *args: Any
+    ) -> ChangeEvent | None:
+        """One unmappable record must not stall the stream: it becomes a dead letter."""
+        try:
+            return make(*args)
+        except (MappingError, KeyError, ValueError) as exc:
+            rid = record_id
+            self._dead_ids.add(rid)
+            DEADLETTERS.labels(SERVICE, "unmappable").inc()
+            log.error(
+                "cdc.record_deadlettered",
+                tenant_id=self.tenant.tenant_id,
+                record_id=rid,
+                error=f"{type(exc).__name__}: {exc}",
+            )
+            self._dead.append(
+                Output(
+                    self.topics.deadletter,
+                    deadletter_record(SERVICE, exc, payload={"record": raw}, tenant_id=self.tenant.tenant_id),
+                    tenant_key(self.tenant.tenant_id),
+                )
+            )
+            return None
+
     async def _publish(self, events: list[ChangeEvent], cursor: SfCursor | None) -> None:
-        if not events and cursor is None:
+        if not events and cursor is None and not self._dead:
             return
         records = [Output(self.topics.changes_salesforce, encode(e), tenant_key(self.tenant.tenant_id)) for e in events]
+        # Dead letters of unmappable records ride in the same transaction as the batch.
+        records += self._dead
+        self._dead = []
+        self._dead_ids.clear()
         await self.publisher.publish(records, (self.cursor_key, cursor.encode()) if cursor else None)
         self.published += len(events)
         for e in events:

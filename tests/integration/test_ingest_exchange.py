@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import pytest
 
 from services.core.bus.base import Bus, TopicPartition
@@ -204,3 +205,30 @@ async def test_default_folder_contacts_sync_by_category(world: World) -> None:
     await asyncio.sleep(1.0)
     moved_unlinks = [e for e in await w.pull() if e.source_id == tagged["id"] and e.op == "delete"]
     assert moved_unlinks == [], "a move into the synced folder must not unlink"
+
+
+async def test_unmappable_item_is_dead_lettered_and_the_stream_goes_on(world: World) -> None:
+    w = world
+    await eventually(lambda: _enrolled(w), "streaming")
+    bad = await w.admin.create_item(BOB, "task", {"title": "Broken", "dueDateTime": {"dateTime": "garbage",
+                                                                                     "timeZone": "UTC"}},
+                                    container="Salesforce Tasks")
+    good = await w.admin.create_item(BOB, "task", {"title": "Fine"}, container="Salesforce Tasks")
+    await w.wait_for(lambda e: e.source_id == good["id"], "the next item still flows")
+    assert not any(e.source_id == bad["id"] for e in await w.pull())
+    dl = w.bus.consumer([w.topics.deadletter], group_id=None,
+                        assign=[TopicPartition(w.topics.deadletter, p) for p in range(2)])
+    await dl.start()
+    for p in range(2):
+        dl.seek(TopicPartition(w.topics.deadletter, p), 0)
+    recs: list[dict[str, Any]] = []
+
+    async def dead() -> bool:
+        for msgs in (await dl.getmany(timeout_ms=200)).values():
+            recs.extend(orjson.loads(m.value or b"{}") for m in msgs)
+        return bool(recs)
+
+    await eventually(dead, "dead letter written")
+    await dl.stop()
+    assert recs[0]["service"] == "ingest-exchange" and "not a date-time" in recs[0]["error"]
+    assert recs[0]["payload"]["item"]["id"] == bad["id"]

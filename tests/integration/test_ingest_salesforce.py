@@ -174,3 +174,41 @@ async def test_overflow_and_expired_replay_catch_up(world: World) -> None:
 
 async def _more(runner: Any, n: int) -> bool:
     return runner.catch_ups > n
+
+
+async def test_unmappable_cdc_record_is_dead_lettered_with_the_batch(world: World) -> None:
+    from services.connectors.salesforce.streaming import CdcMessage
+    from services.core.tenant_shards import ShardPublisher
+    from services.ingest_salesforce.stream import SalesforceTenant
+
+    w = world
+    pub = ShardPublisher(w.bus, "ingest-salesforce-test", 0, w.topics.cursors)
+    await pub.start()
+    runner = SalesforceTenant(w.tenant, pub, w.topics)
+    header = {"entityName": "Event", "changeType": "CREATE", "recordIds": ["00U000000000001AAA"],
+              "commitTimestamp": 1764410000000, "commitNumber": 1, "changeOrigin": ""}
+    bad = CdcMessage("/data/EventChangeEvent", 7, header, {"Subject": "x", "OwnerId": w.ids[ALICE],
+                                                             "StartDateTime": "garbage", "EndDateTime": "garbage"})
+    good_header = dict(header, entityName="Contact", recordIds=["003000000000009AAA"], commitNumber=2)
+    good = CdcMessage("/data/ContactChangeEvent", 8, good_header, {"LastName": "Fine", "OwnerId": w.ids[ALICE]})
+    await runner._handle([bad, good])
+    await pub.stop()
+    await runner.rest.close()
+    await runner.auth.close()
+    events = await w.wait_for(lambda e: e.source_id == "003000000000009AAA", "the good record is published")
+    assert events and not any(e.source_id == "00U000000000001AAA" for e in await w.pull())
+    latest = await w.bus.read_latest(w.topics.cursors, [0])
+    assert any(b"/data/ContactChangeEvent" in (m.value or b"") for m in latest.values()), "cursor moved on"
+    dl = w.bus.consumer([w.topics.deadletter], group_id=None, assign=[TopicPartition(w.topics.deadletter, 0)])
+    await dl.start()
+    dl.seek(TopicPartition(w.topics.deadletter, 0), 0)
+    recs: list[Any] = []
+
+    async def dead() -> bool:
+        for msgs in (await dl.getmany(timeout_ms=200)).values():
+            recs.extend(msgs)
+        return bool(recs)
+
+    await eventually(dead, "dead letter")
+    await dl.stop()
+    assert b"not a date-time" in (recs[0].value or b"")
