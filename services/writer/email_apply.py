@@ -130,8 +130,7 @@ class EmailApplier:
             if cmd.context.get("who_id"):
                 who[i] = str(cmd.context["who_id"])
                 continue
-            # "who_emails" per the Command contract; "who_email" is accepted as well.
-            given = cmd.context.get("who_emails") or cmd.context.get("who_email") or []
+            given = cmd.context.get("who_emails") or []
             if isinstance(given, str):
                 given = [given]
             emails = [e for e in (normalise_email(str(x)) for x in given) if e]

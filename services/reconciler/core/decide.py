@@ -948,7 +948,7 @@ def _email_create(w: _Work, link: LinkRecord) -> LinkRecord:
         "message_id": link.exchange.id,
         "attachments": record.get("attachments") or [],
         "owner_id": user.salesforce_user_id if user else None,
-        "who_email": candidates,
+        "who_emails": candidates,
         "who_id": who_id,
     }
     return w.command(link, "salesforce", "create", None, dict(record), None, ctx)

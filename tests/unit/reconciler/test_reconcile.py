@@ -422,7 +422,7 @@ def test_email_is_created_once_with_who_id_and_never_deleted() -> None:
     [cmd] = w.t["t1"].commands
     assert (cmd.target, cmd.entity, cmd.action) == ("salesforce", "email", "create")
     assert cmd.context["who_id"] == s and cmd.context["message_id"] == m1
-    assert cmd.context["who_email"] == ["ann@acme.test"] and cmd.context["owner_id"] == A_SF
+    assert cmd.context["who_emails"] == ["ann@acme.test"] and cmd.context["owner_id"] == A_SF
     w.settle()
     w.email_arrives("t1", A, "<m1@mail>", "Ann@Acme.test")  # moved out and back: a new Graph id
     tw = w.t["t1"]
