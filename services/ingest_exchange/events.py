@@ -27,7 +27,7 @@ def entity_of(stream: DeltaStream) -> Entity:
 def in_scope(stream: DeltaStream, item: dict[str, Any]) -> bool:
     """Calendar events and contacts of the default Contacts folder sync only with the
     "Salesforce" category (or our link id); items of the Salesforce folders always do."""
-    if stream.kind != "events" and not (stream.kind == "contacts" and stream.container_id is None):
+    if stream.kind != "events" and not stream.category_filter:
         return True
     cats = {str(c).lower() for c in item.get("categories") or []}
     return CATEGORY_NAME.lower() in cats or link_id_of(item) is not None
@@ -36,7 +36,7 @@ def in_scope(stream: DeltaStream, item: dict[str, Any]) -> bool:
 def synced_by(stream: DeltaStream, item: dict[str, Any]) -> bool:
     """Whether `stream` tracks `item` where it is now (used when another stream of the same
     mailbox reports it removed: a move between two synced places is not an unlink)."""
-    if stream.kind == "contacts" and stream.container_id is not None:
+    if stream.kind == "contacts" and not stream.category_filter:
         return item.get("parentFolderId") == stream.container_id
     if stream.kind == "contacts":
         return in_scope(stream, item) and bool(item.get("parentFolderId"))

@@ -74,7 +74,9 @@ class ExchangeTenant(TenantRunner):
         for user in self.tenant.users:
             self._tasks.append(asyncio.create_task(self._run_user(user.mailbox, cursors)))
 
-    def streams_for(self, contact_folder: str, todo_list: str, mail_folder: str) -> list[DeltaStream]:
+    def streams_for(
+        self, contact_folder: str, todo_list: str, mail_folder: str, default_todo_list: str | None = None
+    ) -> list[DeltaStream]:
         ents = set(self.tenant.entities)
         out: list[DeltaStream] = []
         if "contact" in ents:
@@ -89,6 +91,8 @@ class ExchangeTenant(TenantRunner):
             out.append(DeltaStream.events(start, end))
         if "task" in ents:
             out.append(DeltaStream.tasks(todo_list))
+            if default_todo_list:  # tasks tagged "Salesforce" in the default list
+                out.append(DeltaStream.tasks(default_todo_list, category_filter=True))
         if "email" in ents:
             out.append(DeltaStream.messages(mail_folder))
         return out
@@ -98,6 +102,7 @@ class ExchangeTenant(TenantRunner):
         while True:  # enrolment must succeed before streaming; retry with backoff
             try:
                 prepared = await self.client.ensure_mailbox(mailbox)
+                default_list = await self.client.default_todo_list(mailbox) if "task" in self.tenant.entities else None
                 break
             except Exception as exc:
                 log.error(
@@ -112,7 +117,10 @@ class ExchangeTenant(TenantRunner):
         self.prepared[mailbox] = prepared
         log.info("mailbox.prepared", tenant_id=self.tenant.tenant_id, user=mailbox)
         runs = []
-        for stream in self.streams_for(prepared.contact_folder_id, prepared.todo_list_id, prepared.mail_folder_id):
+        streams = self.streams_for(
+            prepared.contact_folder_id, prepared.todo_list_id, prepared.mail_folder_id, default_list
+        )
+        for stream in streams:
             key = cursor_key(self.tenant.tenant_id, mailbox, stream.key)
             w = StreamWorker(
                 tenant_id=self.tenant.tenant_id,

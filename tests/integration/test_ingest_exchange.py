@@ -104,7 +104,7 @@ async def world(bus: Bus, topic_prefix: str) -> AsyncIterator[World]:
 
 async def _enrolled(w: World) -> bool:
     t = w.service.tenants.get("contoso")
-    return t is not None and len(t.prepared) == 2 and all(x.rounds >= 1 for x in t.workers) and len(t.workers) == 8
+    return t is not None and len(t.prepared) == 2 and all(x.rounds >= 1 for x in t.workers) and len(t.workers) == 10
 
 
 async def test_enrolment_webhook_delete_and_move(world: World) -> None:
@@ -210,14 +210,18 @@ async def test_default_folder_contacts_sync_by_category(world: World) -> None:
 async def test_unmappable_item_is_dead_lettered_and_the_stream_goes_on(world: World) -> None:
     w = world
     await eventually(lambda: _enrolled(w), "streaming")
-    bad = await w.admin.create_item(BOB, "task", {"title": "Broken", "dueDateTime": {"dateTime": "garbage",
-                                                                                     "timeZone": "UTC"}},
-                                    container="Salesforce Tasks")
+    bad = await w.admin.create_item(
+        BOB,
+        "task",
+        {"title": "Broken", "dueDateTime": {"dateTime": "garbage", "timeZone": "UTC"}},
+        container="Salesforce Tasks",
+    )
     good = await w.admin.create_item(BOB, "task", {"title": "Fine"}, container="Salesforce Tasks")
     await w.wait_for(lambda e: e.source_id == good["id"], "the next item still flows")
     assert not any(e.source_id == bad["id"] for e in await w.pull())
-    dl = w.bus.consumer([w.topics.deadletter], group_id=None,
-                        assign=[TopicPartition(w.topics.deadletter, p) for p in range(2)])
+    dl = w.bus.consumer(
+        [w.topics.deadletter], group_id=None, assign=[TopicPartition(w.topics.deadletter, p) for p in range(2)]
+    )
     await dl.start()
     for p in range(2):
         dl.seek(TopicPartition(w.topics.deadletter, p), 0)
@@ -232,3 +236,16 @@ async def test_unmappable_item_is_dead_lettered_and_the_stream_goes_on(world: Wo
     await dl.stop()
     assert recs[0]["service"] == "ingest-exchange" and "not a date-time" in recs[0]["error"]
     assert recs[0]["payload"]["item"]["id"] == bad["id"]
+
+
+async def test_default_todo_list_tasks_sync_by_category(world: World) -> None:
+    w = world
+    await eventually(lambda: _enrolled(w), "streaming")
+    tagged = await w.admin.create_item(
+        BOB, "task", {"title": "Tagged", "categories": ["Salesforce"]}, container="Tasks"
+    )
+    plain = await w.admin.create_item(BOB, "task", {"title": "Private errand"}, container="Tasks")
+    up = await w.wait_for(lambda e: e.source_id == tagged["id"] and e.op == "upsert", "tagged task synced")
+    assert up.record is not None and up.record["subject"] == "Tagged" and up.user == BOB
+    priv = await w.wait_for(lambda e: e.source_id == plain["id"], "untagged task reported without content")
+    assert priv.op == "delete" and priv.origin["reason"] == "unlinked" and priv.record is None

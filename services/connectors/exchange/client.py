@@ -235,6 +235,11 @@ class ExchangeClient:
                     raise
         return PreparedMailbox(contact_folder, mail_folder, todo_list, CATEGORY_NAME)
 
+    async def default_todo_list(self, mailbox: str) -> str | None:
+        """The id of the user's default To Do list ("Tasks"), where tasks tagged "Salesforce" sync."""
+        lists = await self._all_pages(self._user(mailbox).todo.lists, None, "list To Do lists")
+        return next((str(x["id"]) for x in lists if x.get("wellknownListName") == "defaultList"), None)
+
     async def _ensure_named(self, collection: Any, model: Any, body: dict[str, Any], what: str) -> str:
         name = body["displayName"]
 

@@ -42,19 +42,22 @@ class DeltaStream:
     container_id: str | None = None  # contact folder / mail folder / To Do list id; None for events
     window_start: datetime | None = None  # events only (calendarView window, UTC)
     window_end: datetime | None = None
+    # Only items with the "Salesforce" category belong to the sync (default folders/lists).
+    category_filter: bool = False
 
     @classmethod
     def contacts(cls, folder_id: str | None) -> DeltaStream:
-        """A contact folder, or with None the mailbox's default Contacts folder."""
-        return cls("contacts", folder_id)
+        """A contact folder, or with None the mailbox's default Contacts folder (which syncs
+        only contacts with the "Salesforce" category)."""
+        return cls("contacts", folder_id, category_filter=folder_id is None)
 
     @classmethod
     def events(cls, start: datetime, end: datetime) -> DeltaStream:
         return cls("events", None, start, end)
 
     @classmethod
-    def tasks(cls, list_id: str) -> DeltaStream:
-        return cls("tasks", list_id)
+    def tasks(cls, list_id: str, *, category_filter: bool = False) -> DeltaStream:
+        return cls("tasks", list_id, category_filter=category_filter)
 
     @classmethod
     def messages(cls, folder_id: str) -> DeltaStream:
