@@ -47,3 +47,35 @@ def test_bad_configuration_is_one_clear_line(tmp_path: Path) -> None:
     bad.write_text('{"tenant_id": "t", "conflict_policy": "dice"}')
     r = exsf("tenants", "put", str(bad), env={"EXSF_BUS": "embedded", "EXSF_EMBEDDED_PATH": str(tmp_path / "b.sqlite")})
     assert r.returncode == 2 and "conflict_policy" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_state_rebuild_restores_the_local_store_from_the_changelog(tmp_path: Path) -> None:
+    import asyncio
+
+    from services.core.bus.embedded import EmbeddedBus
+    from services.core.state_store import StateStore
+    from services.core.topics import STATE, topic_specs
+
+    bus_path = tmp_path / "bus.sqlite"
+
+    async def seed() -> None:
+        bus = EmbeddedBus(bus_path)
+        await bus.start()
+        await bus.create_topics(topic_specs(2))
+        p = bus.producer()
+        await p.start()
+        await p.send_and_wait(STATE, b'{"link": 1}', key=b"t/contact/L1", partition=1)
+        await p.send_and_wait(STATE, b'{"link": 2}', key=b"t/contact/L2", partition=1)
+        await p.send_and_wait(STATE, None, key=b"t/contact/L2", partition=1)  # tombstone
+        await p.stop()
+        await bus.stop()
+
+    asyncio.run(seed())
+    env = {"EXSF_BUS": "embedded", "EXSF_EMBEDDED_PATH": str(bus_path), "KAFKA_BOOTSTRAP_SERVERS": ""}
+    r = exsf("state", "rebuild", "--state-dir", str(tmp_path / "st"), env=env)
+    assert r.returncode == 0, r.stderr
+    assert "[2/2] partition 1: 1 links restored" in r.stdout
+    store = StateStore(tmp_path / "st" / "reconciler.sqlite")
+    assert dict(store.items(1)) == {b"t/contact/L1": b'{"link": 1}'}
+    bad = exsf("state", "rebuild", "--partitions", "7", "--state-dir", str(tmp_path / "st"), env=env)
+    assert bad.returncode == 2 and "do not exist" in bad.stdout
