@@ -22,7 +22,7 @@ from services.emulators.graph.app import serve
 from services.emulators.graph.config import GraphEmulatorConfig
 from services.ingest_exchange.service import ExchangeIngestService
 from tests.support.processes import free_port
-from tests.support.waiting import eventually
+from tests.support.waiting import eventually, topics_visible
 
 ALICE, BOB = "alice@contoso.test", "bob@contoso.test"
 
@@ -60,13 +60,7 @@ async def world(bus: Bus, topic_prefix: str) -> AsyncIterator[World]:
     topics = Topics.with_prefix(topic_prefix)
     await bus.create_topics(topic_specs(2, topic_prefix))
 
-    async def ready() -> bool:
-        try:
-            return await bus.partitions_for(topics.cursors) == 2 and await bus.partitions_for(topics.tenants) == 2
-        except Exception:
-            return False
-
-    await eventually(ready, "topics")
+    await topics_visible(bus, topics.cursors, topics.tenants, partitions=2)
     tenant = Tenant(
         "contoso",
         (User(ALICE, "005000000000001AAA"), User(BOB, "005000000000002AAA")),

@@ -20,7 +20,7 @@ from services.core.topics import Topics, topic_specs
 from services.emulators.salesforce import SalesforceEmulatorConfig, serve
 from services.emulators.salesforce.admin_client import SalesforceAdmin
 from services.ingest_salesforce.service import SalesforceIngestService
-from tests.support.waiting import eventually
+from tests.support.waiting import eventually, topics_visible
 
 ALICE, BOB, CAROL = "alice@contoso.test", "bob@contoso.test", "carol@contoso.test"
 
@@ -68,13 +68,7 @@ async def world(bus: Bus, topic_prefix: str) -> AsyncIterator[World]:
     topics = Topics.with_prefix(topic_prefix)
     await bus.create_topics(topic_specs(2, topic_prefix))
 
-    async def ready() -> bool:
-        try:
-            return await bus.partitions_for(topics.cursors) == 2
-        except Exception:
-            return False
-
-    await eventually(ready, "topics")
+    await topics_visible(bus, topics.cursors, partitions=2)
     tenant = Tenant(
         "contoso",
         (User(ALICE, ids[ALICE]), User(BOB, ids[BOB])),  # carol is not enrolled

@@ -9,7 +9,7 @@ import orjson
 
 from services.core.bus.base import Bus, Message, TopicPartition, TopicSpec
 from services.core.processor import Backoff, BatchOutcome, Output, PartitionedProcessor
-from tests.support.waiting import collect, eventually
+from tests.support.waiting import collect, eventually, topics_visible
 
 
 class Upper:
@@ -48,13 +48,7 @@ async def test_processor_end_to_end(bus: Bus, topic_prefix: str) -> None:
     src, dst, dlq = topic_prefix + "in", topic_prefix + "out", topic_prefix + "dlq"
     await bus.create_topics([TopicSpec(src, 2), TopicSpec(dst, 2), TopicSpec(dlq, 2)])
 
-    async def ready() -> bool:
-        try:
-            return all([await bus.partitions_for(t) == 2 for t in (src, dst, dlq)])
-        except Exception:
-            return False
-
-    await eventually(ready, "topics visible")
+    await topics_visible(bus, src, dst, dlq, partitions=2)
     p = bus.producer()
     await p.start()
     values = [b"a", b"b", b"poison", b"throttled", b"c", b"d"]
@@ -149,13 +143,7 @@ async def test_batch_handler_resumes_from_retry_point(bus: Bus, topic_prefix: st
     src, dst, dlq = topic_prefix + "in", topic_prefix + "out", topic_prefix + "dlq"
     await bus.create_topics([TopicSpec(src, 1), TopicSpec(dst, 1), TopicSpec(dlq, 1)])
 
-    async def ready() -> bool:
-        try:
-            return all([await bus.partitions_for(t) == 1 for t in (src, dst, dlq)])
-        except Exception:
-            return False
-
-    await eventually(ready, "topics visible")
+    await topics_visible(bus, src, dst, dlq, partitions=1)
     p = bus.producer()
     await p.start()
     for v in [b"a", b"throttled", b"c"]:

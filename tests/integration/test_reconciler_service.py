@@ -19,7 +19,7 @@ from services.core.tenant_registry import TenantRegistry
 from services.core.tenants import Tenant, User
 from services.core.topics import Topics, tenant_key, topic_specs
 from services.reconciler.service import ReconcilerService
-from tests.support.waiting import eventually
+from tests.support.waiting import eventually, topics_visible
 
 ALICE = "alice@contoso.test"
 TENANT = Tenant("contoso", (User(ALICE, "005000000000001AAA"),), safety_sweep_seconds=1)
@@ -74,13 +74,7 @@ async def world(bus: Bus, topic_prefix: str) -> AsyncIterator[World]:
     topics = Topics.with_prefix(topic_prefix)
     await bus.create_topics(topic_specs(2, topic_prefix))
 
-    async def ready() -> bool:
-        try:
-            return all([await bus.partitions_for(t) == 2 for t in (topics.state, topics.results, topics.deadletter)])
-        except Exception:
-            return False
-
-    await eventually(ready, "topics")
+    await topics_visible(bus, topics.state, topics.results, topics.deadletter, partitions=2)
     await TenantRegistry(bus, topics.tenants).put(TENANT)
     producer = bus.producer()
     await producer.start()

@@ -4,20 +4,14 @@ from __future__ import annotations
 
 from services.core.bus.base import Bus, TopicSpec
 from services.core.state_store import StateStore
-from tests.support.waiting import eventually
+from tests.support.waiting import topics_visible
 
 
 async def test_stage_commit_abort_and_restore(bus: Bus, topic_prefix: str) -> None:
     topic = topic_prefix + "state"
     await bus.create_topics([TopicSpec(topic, 2, compacted=True)])
 
-    async def ready() -> bool:
-        try:
-            return await bus.partitions_for(topic) == 2
-        except Exception:
-            return False
-
-    await eventually(ready, "topic")
+    await topics_visible(bus, topic, partitions=2)
     store = StateStore()
     store.stage(1, b"t/contact/L1", b"v1")
     store.stage(1, b"t/contact/L2", b"v1")

@@ -10,7 +10,7 @@ from services.core.tenant_registry import TenantRegistry
 from services.core.tenant_shards import ShardPublisher, TenantRunner, TenantShards
 from services.core.tenants import Tenant, User
 from services.core.topics import shard_of
-from tests.support.waiting import eventually
+from tests.support.waiting import eventually, topics_visible
 
 
 class Runner(TenantRunner):
@@ -30,13 +30,7 @@ async def test_tenants_split_between_instances_and_move_on_leave(bus: Bus, topic
     tenants_topic, cursors = topic_prefix + "tenants", topic_prefix + "cursors"
     await bus.create_topics([TopicSpec(tenants_topic, 4, compacted=True), TopicSpec(cursors, 4, compacted=True)])
 
-    async def topics_ready() -> bool:
-        try:
-            return await bus.partitions_for(tenants_topic) == 4 and await bus.partitions_for(cursors) == 4
-        except Exception:
-            return False
-
-    await eventually(topics_ready, "topics")
+    await topics_visible(bus, tenants_topic, cursors, partitions=4)
     reg = TenantRegistry(bus, tenants_topic)
     ids = [f"tenant-{i}" for i in range(8)]
     for tid in ids:
@@ -98,7 +92,7 @@ async def test_tenants_split_between_instances_and_move_on_leave(bus: Bus, topic
 async def test_publisher_commits_records_and_cursor_together(bus: Bus, topic_prefix: str) -> None:
     out, cursors = topic_prefix + "changes", topic_prefix + "cursors"
     await bus.create_topics([TopicSpec(out, 2), TopicSpec(cursors, 2, compacted=True)])
-    await eventually(lambda: _ready(bus, out, cursors), "topics")
+    await topics_visible(bus, out, cursors, partitions=2)
     pub = ShardPublisher(bus, topic_prefix + "ing", 1, cursors)
     await pub.start()
     await pub.publish([Output(out, b"e1", b"t"), Output(out, b"e2", b"t")], (b"t/u/contacts", b"delta-1"))
@@ -120,13 +114,6 @@ async def test_publisher_commits_records_and_cursor_together(bus: Bus, topic_pre
             got += [m.value for m in msgs]
     await c.stop()
     assert got == [b"e1", b"e2", b"e3"]
-
-
-async def _ready(bus: Bus, *topics: str) -> bool:
-    try:
-        return all([await bus.partitions_for(t) > 0 for t in topics])
-    except Exception:
-        return False
 
 
 async def _running(s: TenantShards, ids: set[str]) -> bool:

@@ -8,7 +8,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
-from services.core.bus.base import Consumer, Message
+from services.core.bus.base import Bus, Consumer, Message
 
 WAIT_S = float(
     __import__("os").environ.get("EXSF_TEST_WAIT_S", "60")
@@ -32,3 +32,16 @@ async def collect(consumer: Consumer, n: int, timeout: float = WAIT_S) -> list[M
         for msgs in (await consumer.getmany(timeout_ms=200)).values():
             out.extend(msgs)
     return out
+
+
+async def topics_visible(bus: Bus, *topics: str, partitions: int) -> None:
+    """Wait until every topic reports `partitions` partitions (Kafka creates them
+    asynchronously; the embedded bus at once)."""
+
+    async def check() -> bool:
+        try:
+            return all([await bus.partitions_for(t) == partitions for t in topics])
+        except Exception:
+            return False
+
+    await eventually(check, f"topics {', '.join(topics)} with {partitions} partitions")
