@@ -3,8 +3,9 @@ one CommandResult per command (plus dead-letter copies), committed by the proces
 transaction with the consumed offsets.
 
 Steps: decode (malformed -> exsf.deadletter); check tenant and enrolment (unknown tenant
-after a registry reload, or a user not enrolled in the command's tenant -> `failed` +
-dead-letter, and no request to any API); group into per-link waves (grouping.py); apply
+after a registry reload, a user not enrolled in the command's tenant, or an id that
+another tenant's link holds (link_owners.py) -> `failed` + dead-letter, and no request to
+any API); group into per-link waves (grouping.py); apply
 each wave's groups concurrently; stop at the first wave that met throttling and return
 `retry_from` at the first unapplied command of each input partition, so the processor
 commits what is done and pauses the partition for the Retry-After.
@@ -45,6 +46,7 @@ from services.writer.directory import TenantDirectory
 from services.writer.email_apply import EmailApplier
 from services.writer.exchange_apply import ExchangeApplier
 from services.writer.grouping import GroupKey, Item, waves
+from services.writer.link_owners import LinkOwners
 from services.writer.outcome import Done, Later, Outcome, failed
 from services.writer.salesforce_apply import SalesforceApplier
 
@@ -61,8 +63,10 @@ class Malformed:
 
 
 class WriterHandler:
-    def __init__(self, bus: Bus, topics: Topics, directory: TenantDirectory, settings: WriterSettings) -> None:
+    def __init__(self, bus: Bus, topics: Topics, directory: TenantDirectory, settings: WriterSettings,
+                 owners: LinkOwners | None = None) -> None:
         self.bus = bus
+        self.owners = owners
         self.topics = topics
         self.directory = directory
         self.settings = settings
@@ -184,7 +188,28 @@ class WriterHandler:
                 outcomes[i] = failed(cmd, f"user {cmd.user!r} is not enrolled in tenant {cmd.tenant_id!r}")
             elif cmd.entity == "email" and (cmd.target != "salesforce" or cmd.action != "create"):
                 outcomes[i] = failed(cmd, "emails are only created on Salesforce")
+            elif (foreign := self._foreign_id(cmd)) is not None:
+                outcomes[i] = failed(cmd, f"{foreign} belongs to another tenant's link")
         return {tid: t for tid, t in known.items() if t is not None}
+
+    def _foreign_id(self, cmd: Command) -> str | None:
+        """The first id the command would touch that another tenant's link holds: its
+        target, the message an email task copies, the contact it is linked to."""
+        if self.owners is None:
+            return None
+        named = [(cmd.target, cmd.target_id, "target id")]
+        if cmd.entity == "email":
+            named += [("exchange", cmd.context.get("message_id"), "message id"),
+                      ("salesforce", cmd.context.get("who_id"), "who_id")]
+        for side, item_id, what in named:
+            if not isinstance(item_id, str) or not item_id:
+                continue
+            owner = self.owners.owner(side, item_id)
+            if owner is not None and owner != cmd.tenant_id:
+                log.error("writer.foreign_target_refused", tenant_id=cmd.tenant_id, owner_tenant=owner, side=side,
+                          item_id=item_id, link_id=cmd.link_id, command_id=cmd.command_id)
+                return f"{what} {item_id!r}"
+        return None
 
     async def _group(self, key: GroupKey, group: list[Item], tenant: Tenant, suspect: set[int]) -> dict[int, Outcome]:
         out: dict[int, Outcome] = {}

@@ -4,7 +4,8 @@ Salesforce, one CommandResult per command on exsf.results.
 A PartitionedProcessor (group exsf-writer) feeds WriterHandler.handle_batch; results and
 consumed offsets are committed in one transaction per partition batch. The API writes are
 at-least-once and made idempotent (handler.py). Tenants come from exsf.tenants, re-read
-every `tenant_reload_s` and whenever a command names an unknown tenant.
+every `tenant_reload_s` and whenever a command names an unknown tenant; which tenant's
+link holds an item id is followed from exsf.state (link_owners.py).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from services.core.topics import RESULTS, Topics
 from services.writer.config import WriterSettings
 from services.writer.directory import TenantDirectory
 from services.writer.handler import SERVICE, WriterHandler
+from services.writer.link_owners import LinkOwners
 
 log = structlog.get_logger(__name__)
 
@@ -37,7 +39,8 @@ class WriterService:
         self.health = health
         self.settings = settings or WriterSettings()
         self.directory = directory or TenantDirectory(TenantRegistry(bus, topics.tenants), self.settings)
-        self.handler = WriterHandler(bus, topics, self.directory, self.settings)
+        self.owners = LinkOwners()
+        self.handler = WriterHandler(bus, topics, self.directory, self.settings, self.owners)
         self.processor = PartitionedProcessor(
             bus,
             service=SERVICE,
@@ -57,15 +60,32 @@ class WriterService:
             except Exception as exc:  # keep the last good view of the tenants
                 log.warning("writer.tenant_reload_failed", error=f"{type(exc).__name__}: {exc}")
 
+    async def _follow_owners(self) -> None:
+        delay = 1.0
+        while True:
+            try:
+                await self.owners.follow(self.bus, self.topics.state)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # keep the table we have; re-read from the start
+                log.warning("writer.link_owners_failed", error=f"{type(exc).__name__}: {exc}", retry_in_s=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+
     async def run(self) -> None:
         await self.directory.reload()
-        reloader = asyncio.create_task(self._reload_periodically())
+        background = [asyncio.create_task(self._reload_periodically()), asyncio.create_task(self._follow_owners())]
         try:
+            # Commands wait until every id already linked is known, or a command naming
+            # another tenant's id could slip through in the first seconds after a restart.
+            await self.owners.caught_up.wait()
             await self.processor.run()
         finally:
-            reloader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reloader
+            for task in background:
+                task.cancel()
+            for task in background:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await self.directory.close()
 
     def stop(self) -> None:

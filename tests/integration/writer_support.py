@@ -26,7 +26,7 @@ from services.emulators.salesforce import serve as serve_salesforce
 from services.emulators.salesforce.admin_client import SalesforceAdmin
 from services.writer.config import WriterSettings
 from services.writer.service import WriterService
-from tests.support.waiting import eventually
+from tests.support.waiting import eventually, topics_visible
 
 ALICE, BOB, CAROL = "alice@contoso.test", "bob@contoso.test", "carol@fabrikam.test"
 PARTITIONS = 2
@@ -147,15 +147,8 @@ async def make_world(bus: Bus, prefix: str, *, graph_config: GraphEmulatorConfig
     topics = Topics.with_prefix(prefix)
     await bus.create_topics(topic_specs(PARTITIONS, prefix))
 
-    async def ready() -> bool:
-        try:
-            return all([await bus.partitions_for(t) == PARTITIONS
-                        for t in (topics.tenants, topics.commands_exchange, topics.commands_salesforce,
-                                  topics.results, topics.deadletter)])
-        except Exception:
-            return False
-
-    await eventually(ready, "topics")
+    await topics_visible(bus, topics.tenants, topics.commands_exchange, topics.commands_salesforce, topics.results,
+                         topics.deadletter, topics.state, partitions=PARTITIONS)
 
     def tenant(tid: str, users: tuple[User, ...], sf_user: str) -> Tenant:
         return Tenant(

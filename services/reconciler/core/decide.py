@@ -239,6 +239,9 @@ def _on_event(w: _Work, ev: ChangeEvent) -> None:
         if cand is not None and cand.entity == ev.entity and cand.side(ev.source).id is None:
             if ev.source == "salesforce" or cand.user.lower() == user.mailbox.lower():
                 links = [cand]
+        elif cand is not None and record is not None and _is_stray_create(cand, ev, user.mailbox):
+            _stray_copy(w, cand, ev, record)
+            return
     if not links:
         if ev.source == "salesforce" and "client=exsf" in str(ev.origin.get("change_origin") or ""):
             # Written by us, yet no link knows the id: our create, its result still on the
@@ -320,6 +323,35 @@ def _on_known(w: _Work, link: LinkRecord, ev: ChangeEvent, record: dict[str, Any
 
     link = _observe(w, link, s, ev.source_id, record, ev.version, t)
     _plan(w, w.save(link))
+
+
+def _is_stray_create(link: LinkRecord, ev: ChangeEvent, mailbox: str) -> bool:
+    """Our create for `link` made this mailbox item, but the link was attached to a matching
+    item of the mailbox while the create was in flight: this one is a second copy. Taking
+    it as a new item would give one mailbox two links to the same record, and the copy's
+    discard (when the create's result comes) would then delete an item another link syncs."""
+    p = link.exchange.pending
+    return (
+        ev.source == "exchange"
+        and link.entity == ev.entity
+        and link.user.lower() == mailbox.lower()
+        and link.status in ("pending", "linked")
+        and p is not None
+        and p.action == "create"
+        and link.exchange.id not in (None, ev.source_id)
+    )
+
+
+def _stray_copy(w: _Work, link: LinkRecord, ev: ChangeEvent, record: dict[str, Any]) -> None:
+    """Remove our second copy; edits someone already made to it move to the link."""
+    assert link.exchange.pending is not None
+    ex = link.exchange
+    w.save(link.with_side("exchange", replace(ex, retired=_retired(ex.retired, ev.source_id))))
+    sent = merge.norm(link.entity, link.exchange.pending.fields)
+    _discard(w, link, "exchange", ev.source_id, ev.version, sent)
+    rec = w.get(stable_id("discard", link.tenant_id, link.entity, "exchange", ev.source_id))
+    if rec is not None and not merge.same(sent, record):
+        _discard_input(w, rec, "exchange", record, ev.version, _ts(ev))
 
 
 def _unlinked_after_restore(w: _Work, link: LinkRecord, ev: ChangeEvent) -> None:
