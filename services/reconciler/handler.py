@@ -5,9 +5,7 @@ by the local StateStore whose every change goes to exsf.state in the batch's tra
 Decisions use the input's Kafka timestamp as "now", so replaying the same inputs yields the
 same decisions and the same command ids - which is what makes recovery by replay safe.
 
-Two inputs are adapted before the core sees them:
-- a Salesforce delete whose owner the ingestor could not know (user "*") is attributed to
-  the mailbox of the link that holds that record (no link: nothing to do);
+Inputs adapted before the core sees them:
 - an Exchange resync marker (the end of a full round after an invalid delta token) becomes
   a delete for every linked item of that mailbox and stream the round did not see.
 """
@@ -45,7 +43,6 @@ from services.reconciler.core import Decision, LinkRecord, TenantState, reconcil
 log = structlog.get_logger(__name__)
 
 SERVICE = "reconciler"
-UNKNOWN_USER = "*"
 
 
 def iso_ms(ms: int) -> str:
@@ -180,9 +177,6 @@ class ReconcilerHandler:
     def _adapt(self, state: TenantState, item: ChangeEvent | CommandResult) -> list[ChangeEvent | CommandResult]:
         if isinstance(item, CommandResult):
             return [item]
-        if item.user == UNKNOWN_USER:
-            links = [state.links[i] for i in state.lookup(item.source, item.source_id) if i in state.links]
-            return [replace(item, user=link.user) for link in links[:1]]
         if item.source == "exchange" and item.origin.get("resync_complete"):
             seen = set(item.origin.get("seen_ids") or [])
             gone = []

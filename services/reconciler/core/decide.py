@@ -49,6 +49,7 @@ from services.reconciler.core.state import (
 )
 
 Input = ChangeEvent | CommandResult
+UNKNOWN_OWNER = "*"  # user of Salesforce events whose owner the ingestor cannot know
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,6 +222,9 @@ def sweep(state: TenantState, tenant: Tenant, now: str) -> Decision:
 
 
 def _on_event(w: _Work, ev: ChangeEvent) -> None:
+    if ev.source == "salesforce" and ev.user == UNKNOWN_OWNER:
+        _on_ownerless(w, ev)
+        return
     user = w.tenant.user_by_mailbox(ev.user)
     if user is None:
         w.record(
@@ -249,8 +253,142 @@ def _on_event(w: _Work, ev: ChangeEvent) -> None:
             return
         _on_new_item(w, ev, user.mailbox, record)
         return
+    if ev.source == "salesforce" and record is not None:
+        _follow_owner(w, links, ev, user.mailbox, record)
     for link in links:
         _on_known(w, w.get(link.link_id) or link, ev, record)
+
+
+def _on_ownerless(w: _Work, ev: ChangeEvent) -> None:
+    """A Salesforce delete (CDC deletes carry no owner), or the record passing to an owner
+    who is not enrolled (reason "unlinked"): it concerns whichever links hold the record."""
+    links = w.find("salesforce", ev.source_id)
+    if not links:
+        # Not seen yet: it may have overtaken the record's own upsert. A tombstone makes
+        # that late upsert stale instead of a new copy.
+        unlinked = ev.origin.get("reason") == "unlinked"
+        st = SideState(id=ev.source_id, version=ev.version, modified_at=_ts(ev), gone=not unlinked)
+        tomb = LinkRecord(
+            tenant_id=ev.tenant_id,
+            entity=ev.entity,
+            link_id=stable_id("link", ev.tenant_id, ev.entity, "salesforce", ev.source_id),
+            user=UNKNOWN_OWNER,
+            status="unlinked" if unlinked else "deleted",
+            salesforce=st,
+            owner="" if unlinked else None,
+            seen=(ev.event_id,),
+        )
+        w.save(tomb)
+        return
+    if ev.op == "delete" and ev.origin.get("reason") == "unlinked":
+        _follow_owner(w, links, ev, "", None)
+        return
+    for link in links:
+        _on_known(w, w.get(link.link_id) or link, ev, None)
+
+
+# --- ownership --------------------------------------------------------------------------------
+
+
+def _follow_owner(
+    w: _Work, links: list[LinkRecord], ev: ChangeEvent, owner: str, record: dict[str, Any] | None
+) -> None:
+    """Records sync with their owner's mailbox. When the owner changes, the copy we made in
+    the previous owner's mailbox is removed (its edits move to the new owner's link) and
+    the new owner gets one. Items that were a mailbox's own (not created by us) stay
+    linked; if the new owner is not enrolled they stop syncing (unlinked, kept)."""
+    sf_id, t = ev.source_id, _ts(ev)
+    live = [r for r in (w.get(x.link_id) or x for x in links) if r.status != "deleted" and r.salesforce.id == sf_id]
+    if not live or any(ev.event_id in r.seen or _older(t, r.salesforce.modified_at) for r in live):
+        return
+    known = {r.owner.lower() for r in live if r.owner is not None}
+    if not known or owner.lower() in known:
+        for r in live:
+            if r.owner != owner:
+                w.save(replace(r, owner=owner))
+        return
+    lower = owner.lower()
+    w.record("owner_changed", live[0], salesforce_id=sf_id, previous=sorted(known), owner=owner or None)
+    successor = next((r for r in live if owner and r.user.lower() == lower and r.status in ("pending", "linked")), None)
+    moving = [
+        r
+        for r in live
+        if r.status in ("pending", "linked") and _our_copy(r.exchange) and (not owner or r.user.lower() != lower)
+    ]
+    if owner and successor is None and record is not None:
+        successor = _owner_link(w, ev, owner, record, moving[0] if moving else None)
+    for r in moving:
+        successor = _move_out(w, r, successor, owner)
+    done = {r.link_id for r in moving} | ({successor.link_id} if successor is not None else set())
+    for r in live:
+        if r.link_id in done:
+            continue
+        r = w.get(r.link_id) or r
+        if not owner and r.status in ("pending", "linked"):
+            w.record("unlink", r, reason="salesforce owner not enrolled", salesforce_id=sf_id, record=r.desired)
+            w.save(replace(r, status="unlinked", owner=owner))
+        elif owner and r.status == "unlinked" and r.owner == "" and r.exchange.alive:
+            # Unlinked only because the record had left enrolled hands: sync again (the
+            # event, processed next, merges the record into it).
+            w.record("relink", r, reason="salesforce owner enrolled again", salesforce_id=sf_id)
+            w.save(replace(r, status="pending", owner=owner))
+        else:
+            w.save(replace(r, owner=owner))
+    if successor is not None:
+        _plan(w, w.save(successor))
+
+
+def _our_copy(ex: SideState) -> bool:
+    """The mailbox item is (or is about to be) one we created, not the mailbox's own."""
+    creating = ex.id is None and ex.pending is not None and ex.pending.action == "create"
+    return ex.created or creating
+
+
+def _owner_link(w: _Work, ev: ChangeEvent, owner: str, record: dict[str, Any], src: LinkRecord | None) -> LinkRecord:
+    """The new owner's pair for the record; it starts from the moving link's merged record
+    (so edits the previous owner's copy held move along) or from the record itself."""
+    t = _ts(ev)
+    desired, sf = record, SideState(id=ev.source_id, version=ev.version, modified_at=t, shadow=record)
+    if src is not None:
+        merged = _observe(w, src, "salesforce", ev.source_id, record, ev.version, t)
+        desired, sf = merged.desired, replace(merged.salesforce, pending=None, failed=None, retired=())
+    ical = src.ical_uid if src is not None else ev.origin.get("ical_uid")
+    link = LinkRecord(
+        tenant_id=ev.tenant_id,
+        entity=ev.entity,
+        link_id=stable_id("link", ev.tenant_id, ev.entity, "salesforce", ev.source_id, owner.lower(), ev.version),
+        user=owner,
+        status="pending",
+        salesforce=sf,
+        desired=dict(desired),
+        ical_uid=ical if isinstance(ical, str) else None,
+        owner=owner,
+        seen=(ev.event_id,),
+    )
+    w.record("owner_moved", link, salesforce_id=ev.source_id, from_user=src.user if src is not None else None)
+    return w.save(link)
+
+
+def _move_out(w: _Work, link: LinkRecord, successor: LinkRecord | None, owner: str) -> LinkRecord | None:
+    """Remove our copy from a previous owner's mailbox."""
+    ex = link.exchange
+    if successor is not None and ex.id:
+        st = successor.exchange
+        successor = w.save(replace(successor, exchange=replace(st, retired=_retired(st.retired, ex.id))))
+    if ex.alive and ex.id:
+        _discard(w, link, "exchange", ex.id, ex.version, ex.shadow)
+    unsent = not merge.same(link.desired, link.salesforce.shadow)
+    if unsent and (successor is None or not merge.same(link.desired, successor.desired)):
+        w.record(
+            "discarded_edit",
+            link,
+            side="exchange",
+            target_id=ex.id,
+            record=link.desired,
+            reason="owner changed before the edit reached salesforce",
+        )
+    w.save(replace(link, status="deleted", owner=owner, exchange=replace(ex, retired=_retired(ex.retired, ex.id))))
+    return successor
 
 
 def _on_known(w: _Work, link: LinkRecord, ev: ChangeEvent, record: dict[str, Any] | None) -> None:
@@ -411,6 +549,11 @@ def _observe(
 def _relink(w: _Work, link: LinkRecord, ev: ChangeEvent, record: dict[str, Any]) -> None:
     """An unlinked mailbox item came back in scope (category re-added): sync it again,
     merging with the Salesforce record as two items that never agreed."""
+    if link.owner == "" and link.salesforce.alive:
+        # Its record belongs to someone who is not enrolled: the item stays the mailbox's own.
+        ex = replace(link.exchange, shadow=record, version=ev.version, modified_at=_ts(ev))
+        w.save(replace(link.with_side("exchange", ex), seen=(*link.seen, ev.event_id)[-SEEN_LIMIT:]))
+        return
     ex = SideState(
         id=ev.source_id, version=ev.version, modified_at=_ts(ev), shadow=record, retired=link.exchange.retired
     )
@@ -442,6 +585,7 @@ def _on_new_item(w: _Work, ev: ChangeEvent, mailbox: str, record: dict[str, Any]
         status="pending",
         desired=record or {},
         ical_uid=ical,
+        owner=mailbox if s == "salesforce" else None,
         seen=(ev.event_id,),
     )
     if record is None:
@@ -540,6 +684,8 @@ def _plan_create(w: _Work, link: LinkRecord, s: Side) -> LinkRecord:
             for cand in w.find("key", key):
                 if cand.link_id == link.link_id or cand.status in ("deleted", "discard") or cand.salesforce.gone:
                     continue
+                if cand.owner == "":
+                    continue  # its owner is not enrolled: we would not see its changes
                 if cand.salesforce.id in link.salesforce.retired:
                     continue  # we know that record is gone; its other links will learn it
                 if cand.salesforce.alive and cand.salesforce.shadow is not None:
@@ -564,8 +710,15 @@ def _join(w: _Work, link: LinkRecord, cand: LinkRecord, key: str) -> LinkRecord:
     sf = cand.salesforce
     assert sf.shadow is not None
     ex = link.exchange
+    # Join with `desired`, not the mailbox shadow: after a restore it also holds edits
+    # carried over from a discarded copy, which exist nowhere else.
     desired, conflicts = merge.join(
-        link.entity, ex.shadow or link.desired, sf.shadow, w.tenant.conflict_policy, ex.modified_at, sf.modified_at
+        link.entity,
+        link.desired or ex.shadow or {},
+        sf.shadow,
+        w.tenant.conflict_policy,
+        ex.modified_at,
+        sf.modified_at,
     )
     w.record(
         "dedupe",
@@ -586,7 +739,7 @@ def _join(w: _Work, link: LinkRecord, cand: LinkRecord, key: str) -> LinkRecord:
         retired=link.salesforce.retired,
         created=sf.created,
     )
-    link = replace(link.with_side("salesforce", joined), desired=desired)
+    link = replace(link.with_side("salesforce", joined), desired=desired, owner=link.owner or cand.owner)
     return _plan(w, w.save(link))
 
 
@@ -602,9 +755,18 @@ def _other_record(w: _Work, link: LinkRecord, sf_id: str) -> LinkRecord | None:
                 and sf.id != sf_id
                 and sf.id not in link.salesforce.retired
                 and sf.shadow is not None
+                and cand.owner != ""
             ):
                 return cand
     return None
+
+
+def _unseen_values(link: LinkRecord) -> bool:
+    """Does `desired` hold a value that neither side's last content nor the base held?"""
+    ex, sf, base = link.exchange.shadow or {}, link.salesforce.shadow or {}, link.base or {}
+    return any(
+        v is not None and v != base.get(f) and v != ex.get(f) and v != sf.get(f) for f, v in link.desired.items()
+    )
 
 
 def _active_siblings(w: _Work, link: LinkRecord, sf_id: str) -> list[LinkRecord]:
@@ -622,6 +784,25 @@ def _active_siblings(w: _Work, link: LinkRecord, sf_id: str) -> list[LinkRecord]
 def _plan_delete(w: _Work, link: LinkRecord) -> LinkRecord:
     ex, sf = link.exchange, link.salesforce
     if (ex.gone or ex.id is None) and (sf.gone or sf.id is None):
+        if _unseen_values(link):
+            # Both items were deleted, but the merged record holds a value neither of them
+            # ever held: an edit made to a copy of ours after it (the copy was removed as
+            # a duplicate). No delete saw that edit, so it beats them: restore both sides.
+            w.record(
+                "restore",
+                link,
+                side="both",
+                record=link.desired,
+                base=link.base,
+                exchange_record=ex.shadow,
+                salesforce_record=sf.shadow,
+            )
+            link = replace(
+                link,
+                exchange=SideState(retired=_retired(ex.retired, ex.id), modified_at=ex.modified_at),
+                salesforce=SideState(retired=_retired(sf.retired, sf.id), modified_at=sf.modified_at),
+            )
+            return _plan(w, w.save(link))
         w.record("delete", link, reason="gone on both sides", record=link.desired)
         return w.save(replace(link, status="deleted"))
     s: Side = "exchange" if ex.gone else "salesforce"
@@ -668,6 +849,15 @@ def _on_result(w: _Work, r: CommandResult) -> None:
     s: Side = r.target
     side = replace(side, pending=None)
     link = link.with_side(s, side)
+    if link.status == "deleted":
+        # The pair ended while its create was in flight (the record moved to another
+        # owner): nothing keeps what the create made.
+        if r.status == "applied" and p.action == "create" and r.target_id and r.target_id not in side.retired:
+            made = merge.norm(link.entity, r.record) if r.record is not None else merge.norm(link.entity, p.fields)
+            _discard(w, link, s, r.target_id, r.new_version, made)
+            link = link.with_side(s, replace(side, retired=_retired(side.retired, r.target_id)))
+        w.save(link)
+        return
     if link.status == "discard":
         if r.status in ("applied", "gone"):
             w.save(replace(link.with_side(s, replace(side, gone=True)), status="deleted"))

@@ -66,6 +66,9 @@ class LinkRecord:
     base: dict[str, Any] | None = None
     base_hash: str | None = None
     ical_uid: str | None = None
+    # Mailbox of the Salesforce owner as last seen ("" = an owner who is not enrolled;
+    # None = not seen yet). A change moves the record to the new owner's mailbox.
+    owner: str | None = None
     seen: tuple[str, ...] = ()
     seq: int = 0  # commands issued so far; part of command ids so retries get fresh ids
     updated_at: str = ""

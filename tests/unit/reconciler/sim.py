@@ -131,8 +131,11 @@ class World:
             )
         )
 
-    def _sf_event(self, tw: TenantWorld, item_id: str, item: SfItem, op: str, ours: bool) -> None:
-        origin: dict[str, Any] = {}
+    def _sf_event(self, tw: TenantWorld, item_id: str, item: SfItem, op: str, ours: bool, **extra: Any) -> None:
+        enrolled = tw.tenant.user_by_salesforce_id(item.owner)
+        if op == "upsert" and enrolled is None:
+            return  # the ingestor drops records of owners who are not enrolled
+        origin: dict[str, Any] = dict(extra)
         if ours:
             origin["change_origin"] = "com/salesforce/api/rest/60.0;client=exsf"
         if item.ext_id and self.sf_tags:
@@ -141,7 +144,8 @@ class World:
         tw.sf_queue.append(
             ChangeEvent(
                 tenant_id=tw.tenant.tenant_id,
-                user=tw.mailbox_of(item.owner),
+                # CDC deletes carry no owner: the ingestor sends "*" (so does an unlink).
+                user=enrolled.mailbox if op == "upsert" and enrolled else "*",
                 source="salesforce",
                 entity=item.entity,  # type: ignore[arg-type]
                 source_id=item_id,
@@ -254,6 +258,17 @@ class World:
         item = tw.sf.pop(item_id)
         self._supersede(item.record)
         self._sf_event(tw, item_id, item, "delete", ours=False)
+
+    def sf_reassign(self, tenant_id: str, item_id: str, owner: str) -> None:
+        """Someone changes the record's OwnerId (to an enrolled user or to an outsider)."""
+        tw = self.t[tenant_id]
+        item = tw.sf[item_id]
+        n = self.tick()
+        item.owner, item.version, item.modified = owner, f"sm{n}", ts(n)
+        if tw.tenant.user_by_salesforce_id(owner) is None:
+            self._sf_event(tw, item_id, item, "delete", ours=False, reason="unlinked")
+        else:
+            self._sf_event(tw, item_id, item, "upsert", ours=False)
 
     def email_arrives(self, tenant_id: str, mailbox: str, imid: str, sender: str) -> str:
         tw = self.t[tenant_id]
@@ -474,9 +489,16 @@ class World:
             assert ex_id not in ex_owner, f"exchange item {ex_id} in two links"
             ex_owner[ex_id] = link.link_id
             sf_linked.add(sf_id)
+        # A mailbox's own item whose Salesforce record passed to an owner who is not
+        # enrolled stays in the mailbox, unsynced.
+        kept = {
+            link.exchange.id
+            for link in state.links.values()
+            if link.status == "unlinked" and link.owner == "" and link.exchange.alive
+        }
         for mailbox, items in tw.mailboxes.items():
             for item_id, item in items.items():
-                if item.entity != "email":
+                if item.entity != "email" and item_id not in kept:
                     assert item_id in ex_owner, f"{mailbox} item {item_id} {item} is not linked"
         for item_id, sfi in tw.sf.items():
             assert item_id in sf_known, f"salesforce item {item_id} {sfi} unknown to the reconciler"
@@ -484,6 +506,8 @@ class World:
         keys: dict[tuple[Any, ...], str] = {}
         for item_id, sfi in tw.sf.items():
             r = sfi.record
+            if tw.tenant.user_by_salesforce_id(sfi.owner) is None:
+                continue  # records of owners who are not enrolled are never ingested
             if sfi.entity == "contact":
                 key: tuple[Any, ...] = ("contact", normalise_email(r.get("email")))
             elif sfi.entity == "task":
@@ -513,6 +537,8 @@ class World:
             for a in tw.audit:
                 if a["kind"] == "conflict":
                     audited.update(str(a[k]) for k in ("exchange_value", "salesforce_value", "losing_value"))
+                elif a["kind"] == "discarded_edit":
+                    audited.update(str(v) for v in (a.get("record") or {}).values())
         lost = [v for v, superseded in self.values.items() if not superseded and v not in present | audited]
         assert not lost, f"edits lost without an audit record: {lost}"
 

@@ -2,7 +2,8 @@
 nothing lost, nothing duplicated and nothing crossing tenants (DESIGN §7).
 
 Two tenants (latest-wins and exchange-wins), two mailboxes each, one Salesforce org each.
-Hypothesis picks every step: people create/edit/delete/move items on both sides, the
+Hypothesis picks every step: people create/edit/delete/move items on both sides and hand
+Salesforce records to another owner (enrolled or not), the
 reconciler and the writer process messages in order or overtaking, events are dropped and
 redelivered later, old events and results are redelivered, writes fail. `settle` (also
 run at teardown) redelivers what was dropped, drains every queue, runs the sweep, and
@@ -144,6 +145,14 @@ class Convergence(RuleBasedStateMachine):
         ids = sorted(self.world.t[tid].sf)
         if ids:
             self.world.sf_delete(tid, ids[k % len(ids)])
+
+    @rule(tid=tenant_ids, k=pick, u=st.integers(0, 2))
+    def sf_reassign(self, tid: str, k: int, u: int) -> None:
+        ids = sorted(self.world.t[tid].sf)
+        if ids:
+            users = self.world.t[tid].tenant.users
+            owner = users[u].salesforce_user_id if u < len(users) else f"005{tid}OUTSIDER"
+            self.world.sf_reassign(tid, ids[k % len(ids)], owner)
 
     # --- the pipeline ---------------------------------------------------------------------
     @rule(
