@@ -309,6 +309,13 @@ def _follow_owner(
         return
     lower = owner.lower()
     w.record("owner_changed", live[0], salesforce_id=sf_id, previous=sorted(known), owner=owner or None)
+    if owner:
+        for i, r in enumerate(live):
+            if r.status == "unlinked" and r.owner == "" and r.exchange.alive:
+                # Unlinked only because the record had left enrolled hands: sync again (the
+                # event, processed next, merges the record into it).
+                w.record("relink", r, reason="salesforce owner enrolled again", salesforce_id=sf_id)
+                live[i] = w.save(replace(r, status="pending", owner=owner))
     successor = next((r for r in live if owner and r.user.lower() == lower and r.status in ("pending", "linked")), None)
     moving = [
         r
@@ -327,11 +334,6 @@ def _follow_owner(
         if not owner and r.status in ("pending", "linked"):
             w.record("unlink", r, reason="salesforce owner not enrolled", salesforce_id=sf_id, record=r.desired)
             w.save(replace(r, status="unlinked", owner=owner))
-        elif owner and r.status == "unlinked" and r.owner == "" and r.exchange.alive:
-            # Unlinked only because the record had left enrolled hands: sync again (the
-            # event, processed next, merges the record into it).
-            w.record("relink", r, reason="salesforce owner enrolled again", salesforce_id=sf_id)
-            w.save(replace(r, status="pending", owner=owner))
         else:
             w.save(replace(r, owner=owner))
     if successor is not None:
@@ -550,9 +552,10 @@ def _relink(w: _Work, link: LinkRecord, ev: ChangeEvent, record: dict[str, Any])
     """An unlinked mailbox item came back in scope (category re-added): sync it again,
     merging with the Salesforce record as two items that never agreed."""
     if link.owner == "" and link.salesforce.alive:
-        # Its record belongs to someone who is not enrolled: the item stays the mailbox's own.
-        ex = replace(link.exchange, shadow=record, version=ev.version, modified_at=_ts(ev))
-        w.save(replace(link.with_side("exchange", ex), seen=(*link.seen, ev.event_id)[-SEEN_LIMIT:]))
+        # Its record belongs to someone who is not enrolled: the item stays the mailbox's
+        # own, its edits kept for when the record comes back into enrolled hands.
+        link = _observe(w, link, "exchange", ev.source_id, record, ev.version, _ts(ev))
+        w.save(replace(link, seen=(*link.seen, ev.event_id)[-SEEN_LIMIT:]))
         return
     ex = SideState(
         id=ev.source_id, version=ev.version, modified_at=_ts(ev), shadow=record, retired=link.exchange.retired

@@ -504,3 +504,64 @@ def test_result_for_an_unknown_link_is_dropped() -> None:
     r = CommandResult("c", "t1", A, "salesforce", "contact", "nope", "applied", "S1")
     d = reconcile(tw.state(), tw.tenant, r, ts(1))
     assert d.changes == () and d.audit[0]["reason"] == "result for unknown link"
+
+
+# --- ownership --------------------------------------------------------------------------------
+
+B_SF = "005t1B00000002"
+
+
+def test_owner_change_moves_our_copy_to_the_new_owners_mailbox_with_its_edits() -> None:
+    w = world()
+    s = w.sf_create("t1", A, "contact", contact("Ann"))
+    w.settle()
+    [x] = w.t["t1"].mailboxes[A]
+    # Alice edits her copy; before that edit is processed the record passes to Bob.
+    w.ex_edit("t1", A, x, "job_title", "CTO")
+    w.step("t1", "exchange")
+    w.sf_reassign("t1", s, B_SF)
+    w.settle()
+    assert w.t["t1"].mailboxes[A] == {}, "the copy left Alice's mailbox"
+    [bob_item] = w.t["t1"].mailboxes[B].values()
+    assert bob_item.record["job_title"] == "CTO"
+    assert w.t["t1"].sf[s].record["job_title"] == "CTO"
+    link = only_link(w)
+    assert (link.user, link.owner, link.salesforce.id) == (B, B, s)
+    assert [a["owner"] for a in audit(w, "owner_changed")] == [B]
+    w.check()
+
+
+def test_own_items_stay_linked_on_owner_change_and_stop_syncing_when_the_owner_leaves() -> None:
+    w = world()
+    x, s = linked_contact(w)  # Alice's own contact, which created the record
+    w.sf_reassign("t1", s, B_SF)
+    w.settle()
+    assert x in w.t["t1"].mailboxes[A], "an item the mailbox had itself is never removed"
+    assert len(w.t["t1"].mailboxes[B]) == 1, "the new owner gets a copy"
+    w.check()
+    w.sf_reassign("t1", s, "005t1OUTSIDER")
+    w.settle()
+    assert x in w.t["t1"].mailboxes[A]
+    assert w.t["t1"].mailboxes[B] == {}, "our copy leaves when the record leaves enrolled hands"
+    assert s in w.t["t1"].sf, "nothing is deleted in Salesforce"
+    assert {r.status for r in links(w)} == {"unlinked"}
+    # An edit in the mailbox does not re-link a record nobody enrolled owns.
+    w.ex_edit("t1", A, x, "job_title", "CEO")
+    w.settle()
+    assert "job_title" not in w.t["t1"].sf[s].record
+    # Back in enrolled hands: the own item syncs again, the edit included.
+    w.sf_reassign("t1", s, A_SF)
+    w.settle()
+    assert w.t["t1"].sf[s].record["job_title"] == "CEO"
+    assert only_link(w).status == "linked"
+    w.check()
+
+
+def test_a_delete_overtaking_its_create_leaves_a_tombstone_not_a_copy() -> None:
+    w = world()
+    s = w.sf_create("t1", A, "contact", contact("Ann"))
+    w.sf_delete("t1", s)
+    w.step("t1", "salesforce", 1)  # the delete (user "*": CDC deletes carry no owner) first
+    w.settle()
+    assert w.t["t1"].mailboxes[A] == {} and not w.t["t1"].commands
+    w.check()
