@@ -69,6 +69,9 @@ class LinkRecord:
     # Mailbox of the Salesforce owner as last seen ("" = an owner who is not enrolled;
     # None = not seen yet). A change moves the record to the new owner's mailbox.
     owner: str | None = None
+    # Unlinked only because the record's owner is not enrolled (the mailbox item is still
+    # in scope): syncs again when an enrolled user owns the record.
+    parked: bool = False
     seen: tuple[str, ...] = ()
     seq: int = 0  # commands issued so far; part of command ids so retries get fresh ids
     updated_at: str = ""

@@ -494,7 +494,7 @@ class World:
         kept = {
             link.exchange.id
             for link in state.links.values()
-            if link.status == "unlinked" and link.owner == "" and link.exchange.alive
+            if link.status == "unlinked" and link.parked and link.exchange.alive
         }
         for mailbox, items in tw.mailboxes.items():
             for item_id, item in items.items():
@@ -505,15 +505,9 @@ class World:
         # Dedupe: one Salesforce record per logical item.
         keys: dict[tuple[Any, ...], str] = {}
         for item_id, sfi in tw.sf.items():
-            r = sfi.record
             if tw.tenant.user_by_salesforce_id(sfi.owner) is None:
                 continue  # records of owners who are not enrolled are never ingested
-            if sfi.entity == "contact":
-                key: tuple[Any, ...] = ("contact", normalise_email(r.get("email")))
-            elif sfi.entity == "task":
-                key = ("task", sfi.owner, r.get("subject"), r.get("due_date"))
-            else:
-                key = ("event", sfi.owner, r.get("subject"), r.get("start"))
+            key = sf_key(sfi)
             assert key not in keys, f"duplicate in salesforce: {item_id} and {keys[key]} ({key})"
             keys[key] = item_id
         # Email: one task per message and mailbox, whatever happened to the message.
@@ -560,3 +554,13 @@ def side_items(world: World, tenant_id: str, side: Side) -> list[str]:
 
 
 __all__ = ["FIELDS", "TRACKED", "World", "make_tenant", "ts"]
+
+
+def sf_key(sfi: SfItem, owner: str | None = None) -> tuple[Any, ...]:
+    """The dedupe key of DESIGN §4 (contact by email; task and event per owner)."""
+    r, who = sfi.record, owner or sfi.owner
+    if sfi.entity == "contact":
+        return ("contact", normalise_email(r.get("email")))
+    if sfi.entity == "task":
+        return ("task", who, r.get("subject"), r.get("due_date"))
+    return ("event", who, r.get("subject"), r.get("start"))

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, precondition, rule
 
-from tests.unit.reconciler.sim import EDITABLE, World, make_tenant
+from tests.unit.reconciler.sim import EDITABLE, World, make_tenant, sf_key
 
 TENANTS = [make_tenant("t1", "latest-wins"), make_tenant("t2", "exchange-wins")]
 TENANT_IDS = [t.tenant_id for t in TENANTS]
@@ -152,7 +152,11 @@ class Convergence(RuleBasedStateMachine):
         if ids:
             users = self.world.t[tid].tenant.users
             owner = users[u].salesforce_user_id if u < len(users) else f"005{tid}OUTSIDER"
-            self.world.sf_reassign(tid, ids[k % len(ids)], owner)
+            sf = self.world.t[tid].sf
+            item = sf[ids[k % len(ids)]]
+            # People do not hand someone a second copy of a task or event they already own.
+            if all(sf_key(o) != sf_key(item, owner) for o in sf.values() if o is not item):
+                self.world.sf_reassign(tid, ids[k % len(ids)], owner)
 
     # --- the pipeline ---------------------------------------------------------------------
     @rule(

@@ -1,0 +1,108 @@
+"""Stray copies: items we created that turn out to duplicate an existing one. Each gets a
+`discard` record so its delete is tracked like any write, and edits made to the copy
+meanwhile move to the links that replaced it."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from services.core.envelopes import ChangeEvent, Side, stable_id
+from services.reconciler.core import merge
+from services.reconciler.core.plan import observe, plan
+from services.reconciler.core.state import (
+    SEEN_LIMIT,
+    LinkRecord,
+    SideState,
+    other,
+)
+from services.reconciler.core.work import Work, add_retired, event_time
+
+
+def discard(
+    w: Work, owner: LinkRecord, s: Side, item_id: str, version: str | None, shadow: dict[str, Any] | None
+) -> None:
+    """Delete a copy we made that turned out to duplicate an existing item. It gets its own
+    record so the delete is tracked like any write (retried, conflict-checked), and edits
+    someone made to the copy meanwhile move to the links that replaced it."""
+    lid = stable_id("discard", owner.tenant_id, owner.entity, s, item_id)
+    if w.get(lid) is not None:
+        return
+    rec = LinkRecord(
+        tenant_id=owner.tenant_id,
+        entity=owner.entity,
+        link_id=lid,
+        user=owner.user,
+        status="discard",
+        desired=dict(shadow or {}),
+    )
+    rec = rec.with_side(s, SideState(id=item_id, version=version, shadow=dict(shadow or {}), created=True))
+    w.record("dedupe", owner, reason="removing our duplicate copy", side=s, duplicate_id=item_id, record=shadow)
+    w.save(discard_plan(w, rec))
+
+
+def discard_plan(w: Work, rec: LinkRecord) -> LinkRecord:
+    s: Side = "exchange" if rec.exchange.id else "salesforce"
+    side = rec.side(s)
+    if side.pending is not None or side.failed is not None or side.id is None:
+        return rec
+    if side.gone:
+        return replace(rec, status="deleted")
+    return w.command(rec, s, "delete", side.id, {}, side.version)
+
+
+def discard_input(
+    w: Work, rec: LinkRecord, s: Side, fresh: dict[str, Any] | None, version: str | None, t: str | None
+) -> None:
+    """The copy changed (someone edited it) or vanished; carry edits over, then delete."""
+    side = rec.side(s)
+    if fresh is None:
+        w.save(replace(rec.with_side(s, replace(side, gone=True)), status="deleted"))
+        return
+    old = side.shadow or {}
+    assert side.id is not None
+    successors = [c for c in w.find(s, side.id) if c.status in ("pending", "linked") and side.id in c.side(s).retired]
+    if not successors and not merge.same(old, fresh):
+        w.record("discarded_edit", rec, side=s, target_id=side.id, record=fresh, before=old)
+    for succ in successors:
+        o = succ.side(other(s))
+        desired, conflicts = merge.absorb(
+            succ.entity, succ.desired, old, fresh, s, w.tenant.conflict_policy, t, o.modified_at
+        )
+        w.conflicts(succ, conflicts)
+        plan(w, w.save(replace(succ, desired=desired)))
+    rec = rec.with_side(s, replace(side, shadow=fresh, version=version, modified_at=t or side.modified_at))
+    w.save(discard_plan(w, rec))
+
+
+def repoint(w: Work, s_old: str, ev: ChangeEvent, record: dict[str, Any], key: str) -> None:
+    """A Salesforce record we created turns out to copy one that already existed (its event
+    was still on its way when we created ours): move every link to the original, merge,
+    and discard our copy."""
+    links = [
+        c
+        for c in w.find("salesforce", s_old)
+        if c.salesforce.id == s_old and c.status in ("pending", "linked", "unlinked")
+    ]
+    old_side = links[0].salesforce
+    w.record(
+        "dedupe",
+        links[0],
+        reason="salesforce original found for our copy",
+        key=key,
+        kept_id=ev.source_id,
+        duplicate_id=s_old,
+        original=record,
+        copy=old_side.shadow,
+    )
+    t = event_time(ev)
+    for link in links:
+        fresh = SideState(retired=add_retired(link.salesforce.retired, s_old))
+        link = replace(link.with_side("salesforce", fresh), seen=(*link.seen, ev.event_id)[-SEEN_LIMIT:])
+        if link.status == "unlinked":
+            st = replace(fresh, id=ev.source_id, version=ev.version, modified_at=t, shadow=record)
+            w.save(replace(link.with_side("salesforce", st), desired=record))
+            continue
+        link = observe(w, link, "salesforce", ev.source_id, record, ev.version, t)
+        plan(w, w.save(link))
+    discard(w, links[0], "salesforce", s_old, old_side.version, old_side.shadow)

@@ -1,0 +1,316 @@
+"""Change events from either side: find the link(s) of the item (by id, then by our
+tag), drop stale and repeated inputs, then observe the new content and plan; items we do
+not know yet become new links (after dedupe) or tombstones."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from services.core.envelopes import ChangeEvent, Side, stable_id
+from services.reconciler.core import merge
+from services.reconciler.core.dedupe import match_keys
+from services.reconciler.core.discard import discard, discard_input, repoint
+from services.reconciler.core.email import on_email
+from services.reconciler.core.ownership import follow_owner
+from services.reconciler.core.plan import observe, plan
+from services.reconciler.core.state import (
+    SEEN_LIMIT,
+    LinkRecord,
+    SideState,
+)
+from services.reconciler.core.work import Work, add_retired, event_time, is_older
+
+UNKNOWN_OWNER = "*"  # user of Salesforce events whose owner the ingestor cannot know
+
+
+def on_event(w: Work, ev: ChangeEvent) -> None:
+    if ev.source == "salesforce" and ev.user == UNKNOWN_OWNER:
+        on_ownerless(w, ev)
+        return
+    user = w.tenant.user_by_mailbox(ev.user)
+    if user is None:
+        w.record(
+            "drop", reason="user not enrolled", source=ev.source, entity=ev.entity, source_id=ev.source_id, user=ev.user
+        )
+        return
+    if ev.entity == "email":
+        if ev.source == "exchange":
+            on_email(w, ev, user.mailbox)
+        return  # Salesforce email tasks never sync back
+    record = merge.norm(ev.entity, ev.record) if ev.op == "upsert" else None
+    links = w.find(ev.source, ev.source_id)
+    if not links:
+        tagged = ev.origin.get("exsf_link_id")
+        cand = w.get(tagged) if isinstance(tagged, str) else None
+        if cand is not None and cand.entity == ev.entity and cand.side(ev.source).id is None:
+            if ev.source == "salesforce" or cand.user.lower() == user.mailbox.lower():
+                links = [cand]
+        elif cand is not None and record is not None and is_stray_create(cand, ev, user.mailbox):
+            stray_copy(w, cand, ev, record)
+            return
+    if not links:
+        if ev.source == "salesforce" and "client=exsf" in str(ev.origin.get("change_origin") or ""):
+            # Written by us, yet no link knows the id: our create, its result still on the
+            # way (the result links it). Copying it into a mailbox would duplicate it.
+            return
+        on_new_item(w, ev, user.mailbox, record)
+        return
+    if ev.source == "salesforce" and record is not None:
+        follow_owner(w, links, ev, user.mailbox, record)
+    for link in links:
+        on_known(w, w.get(link.link_id) or link, ev, record)
+
+
+def on_ownerless(w: Work, ev: ChangeEvent) -> None:
+    """A Salesforce delete (CDC deletes carry no owner), or the record passing to an owner
+    who is not enrolled (reason "unlinked"): it concerns whichever links hold the record."""
+    links = w.find("salesforce", ev.source_id)
+    if not links:
+        # Not seen yet: it may have overtaken the record's own upsert. A tombstone makes
+        # that late upsert stale instead of a new copy.
+        unlinked = ev.origin.get("reason") == "unlinked"
+        st = SideState(id=ev.source_id, version=ev.version, modified_at=event_time(ev), gone=not unlinked)
+        tomb = LinkRecord(
+            tenant_id=ev.tenant_id,
+            entity=ev.entity,
+            link_id=stable_id("link", ev.tenant_id, ev.entity, "salesforce", ev.source_id),
+            user=UNKNOWN_OWNER,
+            status="unlinked" if unlinked else "deleted",
+            salesforce=st,
+            owner="" if unlinked else None,
+            seen=(ev.event_id,),
+        )
+        w.save(tomb)
+        return
+    if ev.op == "delete" and ev.origin.get("reason") == "unlinked":
+        follow_owner(w, links, ev, "", None)
+        return
+    for link in links:
+        on_known(w, w.get(link.link_id) or link, ev, None)
+
+
+def on_known(w: Work, link: LinkRecord, ev: ChangeEvent, record: dict[str, Any] | None) -> None:
+    s = ev.source
+    side = link.side(s)
+    t = event_time(ev)
+    if ev.event_id in link.seen:
+        return
+    if link.status == "deleted":
+        if s == "exchange" and ev.origin.get("reason") == "unlinked" and side.id == ev.source_id:
+            # Our delete found it gone because it had left the folder: it still exists,
+            # unsynced, and may be put back in scope (then it syncs as a new pair).
+            ex = replace(side, gone=False, pending=None, modified_at=t)
+            w.save(replace(link.with_side(s, ex), status="unlinked", seen=(*link.seen, ev.event_id)[-SEEN_LIMIT:]))
+            return
+        if ev.op == "upsert" and side.id is None and ev.source_id not in side.retired:
+            # Found by its tag: a create of ours landed after all (reported failed, then
+            # applied by a redelivery) for a pair that is gone. Nothing must keep it.
+            discard(w, link, s, ev.source_id, ev.version, record)
+            w.save(link.with_side(s, replace(side, retired=add_retired(side.retired, ev.source_id))))
+        return
+    if ev.source_id in side.retired:
+        if s == "exchange" and ev.origin.get("reason") == "unlinked" and link.status in ("pending", "linked"):
+            unlinked_after_restore(w, link, ev)
+        return
+    if link.status == "discard":
+        if not is_older(t, side.modified_at) and side.version != ev.version:
+            discard_input(w, replace(link, seen=(*link.seen, ev.event_id)[-SEEN_LIMIT:]), s, record, ev.version, t)
+        return
+    if is_older(t, side.modified_at) or (ev.op == "upsert" and side.id == ev.source_id and side.version == ev.version):
+        return
+    # A new input from either side is a fresh reason to retry writes that failed.
+    link = replace(
+        link,
+        seen=(*link.seen, ev.event_id)[-SEEN_LIMIT:],
+        exchange=replace(link.exchange, failed=None),
+        salesforce=replace(link.salesforce, failed=None),
+    )
+    side = link.side(s)
+
+    if s == "exchange" and ev.origin.get("reason") == "unlinked":
+        if link.status != "unlinked":
+            w.record("unlink", link, exchange_id=ev.source_id, salesforce_id=link.salesforce.id, record=link.desired)
+        w.save(replace(link, status="unlinked", parked=False, exchange=replace(side, modified_at=t, pending=None)))
+        return
+
+    if ev.op == "delete" and side.id is None:
+        # The item our create made (found by its tag) is already deleted again: remember
+        # its id, so its late echoes are stale and a result naming it means "gone".
+        w.save(link.with_side(s, replace(side, retired=add_retired(side.retired, ev.source_id))))
+        return
+    if ev.op == "delete":
+        link = link.with_side(s, replace(side, gone=True, modified_at=t, version=ev.version))
+        if link.status == "unlinked":
+            w.save(link)
+            return
+        plan(w, w.save(link))
+        return
+
+    assert record is not None
+    if link.status == "unlinked":
+        if s == "salesforce":
+            # Keep following the Salesforce record so a re-linked item merges against
+            # its current content and the dedupe key stays true.
+            st = replace(side, id=side.id or ev.source_id, shadow=record, version=ev.version, modified_at=t, gone=False)
+            w.save(replace(link.with_side(s, st), desired=record))
+        else:
+            relink(w, link, ev, record)
+        return
+
+    link = observe(w, link, s, ev.source_id, record, ev.version, t)
+    plan(w, w.save(link))
+
+
+def is_stray_create(link: LinkRecord, ev: ChangeEvent, mailbox: str) -> bool:
+    """Our create for `link` made this mailbox item, but the link was attached to a matching
+    item of the mailbox while the create was in flight: this one is a second copy. Taking
+    it as a new item would give one mailbox two links to the same record, and the copy's
+    discard (when the create's result comes) would then delete an item another link syncs."""
+    p = link.exchange.pending
+    return (
+        ev.source == "exchange"
+        and link.entity == ev.entity
+        and link.user.lower() == mailbox.lower()
+        and link.status in ("pending", "linked")
+        and p is not None
+        and p.action == "create"
+        and link.exchange.id not in (None, ev.source_id)
+    )
+
+
+def stray_copy(w: Work, link: LinkRecord, ev: ChangeEvent, record: dict[str, Any]) -> None:
+    """Remove our second copy; edits someone already made to it move to the link."""
+    assert link.exchange.pending is not None
+    ex = link.exchange
+    w.save(link.with_side("exchange", replace(ex, retired=add_retired(ex.retired, ev.source_id))))
+    sent = merge.norm(link.entity, link.exchange.pending.fields)
+    discard(w, link, "exchange", ev.source_id, ev.version, sent)
+    rec = w.get(stable_id("discard", link.tenant_id, link.entity, "exchange", ev.source_id))
+    if rec is not None and not merge.same(sent, record):
+        discard_input(w, rec, "exchange", record, ev.version, event_time(ev))
+
+
+def unlinked_after_restore(w: Work, link: LinkRecord, ev: ChangeEvent) -> None:
+    """A write found the item gone and we restored it, but the item had only left the
+    folder: the person wanted it unsynced. Unlink (by the original id, so putting it back
+    re-links it) and remove our restored copy; its content lives on in Salesforce."""
+    ex = link.exchange
+    w.record(
+        "unlink",
+        link,
+        exchange_id=ev.source_id,
+        salesforce_id=link.salesforce.id,
+        record=link.desired,
+        reason="moved out of the folder; our restored copy is removed",
+    )
+    if ex.alive and ex.id:
+        discard(w, link, "exchange", ex.id, ex.version, ex.shadow)
+    retired = tuple(i for i in add_retired(ex.retired, ex.id) if i != ev.source_id)
+    unlinked = SideState(id=ev.source_id, modified_at=event_time(ev), retired=retired)
+    w.save(
+        replace(link.with_side("exchange", unlinked), status="unlinked", seen=(*link.seen, ev.event_id)[-SEEN_LIMIT:])
+    )
+
+
+def relink(w: Work, link: LinkRecord, ev: ChangeEvent, record: dict[str, Any]) -> None:
+    """An unlinked mailbox item came back in scope (category re-added): sync it again,
+    merging with the Salesforce record as two items that never agreed."""
+    if link.owner == "" and link.salesforce.alive:
+        # Its record belongs to someone who is not enrolled: the item stays the mailbox's
+        # own, its edits kept for when the record comes back into enrolled hands.
+        link = observe(w, link, "exchange", ev.source_id, record, ev.version, event_time(ev))
+        w.save(replace(link, parked=True, seen=(*link.seen, ev.event_id)[-SEEN_LIMIT:]))
+        return
+    ex = SideState(
+        id=ev.source_id, version=ev.version, modified_at=event_time(ev), shadow=record, retired=link.exchange.retired
+    )
+    sf = link.salesforce
+    link = replace(link, status="pending", exchange=ex, base=None, base_hash=None, desired=record)
+    if sf.alive and sf.shadow is not None:
+        desired, conflicts = merge.join(
+            link.entity, record, sf.shadow, w.tenant.conflict_policy, event_time(ev), sf.modified_at
+        )
+        w.conflicts(link, conflicts)
+        link = replace(link, desired=desired)
+    elif sf.pending is None:
+        retired = add_retired(sf.retired, sf.id)
+        link = replace(link, salesforce=SideState(retired=retired))
+    w.record("relink", link, exchange_id=ev.source_id, salesforce_id=link.salesforce.id)
+    plan(w, w.save(replace(link, seen=(ev.event_id,))))
+
+
+def on_new_item(w: Work, ev: ChangeEvent, mailbox: str, record: dict[str, Any] | None) -> None:
+    s: Side = ev.source
+    link_id = stable_id("link", ev.tenant_id, ev.entity, s, ev.source_id)
+    st = SideState(id=ev.source_id, version=ev.version, modified_at=event_time(ev), shadow=record, gone=record is None)
+    ical = ev.origin.get("ical_uid") if isinstance(ev.origin.get("ical_uid"), str) else None
+    base_link = LinkRecord(
+        tenant_id=ev.tenant_id,
+        entity=ev.entity,
+        link_id=link_id,
+        user=mailbox,
+        status="pending",
+        desired=record or {},
+        ical_uid=ical,
+        owner=mailbox if s == "salesforce" else None,
+        seen=(ev.event_id,),
+    )
+    if record is None:
+        # A delete (or a move out of scope) for an item we never saw; it may have overtaken
+        # its own upsert. A tombstone makes that late upsert stale instead of a new copy;
+        # an unlinked one still lets the item come back in scope later.
+        if s == "exchange" and ev.origin.get("reason") == "unlinked":
+            w.save(replace(base_link.with_side(s, replace(st, gone=False)), status="unlinked"))
+        else:
+            w.save(replace(base_link.with_side(s, st), status="deleted"))
+        return
+    keys = match_keys(ev.entity, mailbox, record, ical)
+    if s == "exchange":
+        # Our own create into this mailbox seen before its result.
+        for key in keys:
+            for cand in w.find("key", key):
+                if (
+                    cand.user.lower() == mailbox.lower()
+                    and cand.exchange.id is None
+                    and cand.exchange.pending is not None
+                    and cand.status != "deleted"
+                ):
+                    on_known(w, cand, ev, record)
+                    return
+        plan(w, w.save(base_link.with_side(s, st)))
+        return
+    # salesforce
+    for key in keys:
+        cands = [
+            c for c in w.find("key", key) if not c.salesforce.gone and c.status in ("pending", "linked", "unlinked")
+        ]
+        for cand in cands:
+            # A link still waiting for its Salesforce item (our create in flight, or a wait
+            # on another link's create): this is it, or an original our create would copy.
+            if cand.salesforce.id is None and (cand.status != "unlinked" or cand.salesforce.pending is not None):
+                w.record(
+                    "dedupe", cand, reason="salesforce item matches a pending link", salesforce_id=ev.source_id, key=key
+                )
+                on_known(w, cand, ev, record)
+                return
+        ours = [c for c in cands if c.salesforce.alive and c.salesforce.created]
+        if ours:
+            repoint(w, ours[0].salesforce.id or "", ev, record, key)
+            return
+        synced = [c for c in cands if c.salesforce.alive and c.status != "unlinked"]
+        if synced:
+            # Salesforce itself already holds a synced record with this key: copying this
+            # one into the mailbox would make a duplicate there. Track it, do not sync.
+            w.record(
+                "dedupe",
+                base_link,
+                reason="salesforce duplicate not synced",
+                salesforce_id=ev.source_id,
+                key=key,
+                matches=[c.salesforce.id for c in synced],
+                record=record,
+            )
+            w.save(replace(base_link.with_side(s, st), status="unlinked"))
+            return
+    plan(w, w.save(base_link.with_side(s, st)))

@@ -1,0 +1,120 @@
+"""Salesforce owner changes. Records sync with their owner's mailbox: the new owner gets
+the record, the copy we made in the previous owner's mailbox is removed (its edits move
+along), and a mailbox's own item stays linked, or waits unlinked (`parked`) while the
+record belongs to someone who is not enrolled."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from services.core.envelopes import ChangeEvent, stable_id
+from services.reconciler.core import merge
+from services.reconciler.core.discard import discard
+from services.reconciler.core.plan import observe, plan
+from services.reconciler.core.state import (
+    LinkRecord,
+    SideState,
+)
+from services.reconciler.core.work import Work, add_retired, event_time, is_older
+
+
+def follow_owner(w: Work, links: list[LinkRecord], ev: ChangeEvent, owner: str, record: dict[str, Any] | None) -> None:
+    """Records sync with their owner's mailbox. When the owner changes, the copy we made in
+    the previous owner's mailbox is removed (its edits move to the new owner's link) and
+    the new owner gets one. Items that were a mailbox's own (not created by us) stay
+    linked; if the new owner is not enrolled they stop syncing (unlinked, kept)."""
+    sf_id, t = ev.source_id, event_time(ev)
+    live = [r for r in (w.get(x.link_id) or x for x in links) if r.status != "deleted" and r.salesforce.id == sf_id]
+    if not live or any(ev.event_id in r.seen or is_older(t, r.salesforce.modified_at) for r in live):
+        return
+    known = {r.owner.lower() for r in live if r.owner is not None}
+    if not known or owner.lower() in known:
+        for r in live:
+            if r.owner != owner:
+                w.save(replace(r, owner=owner))
+        return
+    lower = owner.lower()
+    w.record("owner_changed", live[0], salesforce_id=sf_id, previous=sorted(known), owner=owner or None)
+    if owner:
+        for i, r in enumerate(live):
+            if r.status == "unlinked" and r.parked and r.exchange.alive:
+                # Unlinked only because the record had left enrolled hands: sync again (the
+                # event, processed next, merges the record into it).
+                w.record("relink", r, reason="salesforce owner enrolled again", salesforce_id=sf_id)
+                live[i] = w.save(replace(r, status="pending", owner=owner, parked=False))
+    successor = next((r for r in live if owner and r.user.lower() == lower and r.status in ("pending", "linked")), None)
+    moving = [
+        r
+        for r in live
+        if r.status in ("pending", "linked") and our_copy(r.exchange) and (not owner or r.user.lower() != lower)
+    ]
+    if owner and successor is None and record is not None:
+        successor = owner_link(w, ev, owner, record, moving[0] if moving else None)
+    for r in moving:
+        successor = move_out(w, r, successor, owner)
+    done = {r.link_id for r in moving} | ({successor.link_id} if successor is not None else set())
+    for r in live:
+        if r.link_id in done:
+            continue
+        r = w.get(r.link_id) or r
+        if not owner and r.status in ("pending", "linked"):
+            w.record("unlink", r, reason="salesforce owner not enrolled", salesforce_id=sf_id, record=r.desired)
+            w.save(replace(r, status="unlinked", owner=owner, parked=r.exchange.alive))
+        else:
+            w.save(replace(r, owner=owner))
+    if successor is not None:
+        plan(w, w.save(successor))
+
+
+def our_copy(ex: SideState) -> bool:
+    """The mailbox item is (or is about to be) one we created, not the mailbox's own."""
+    creating = ex.id is None and ex.pending is not None and ex.pending.action == "create"
+    return ex.created or creating
+
+
+def owner_link(w: Work, ev: ChangeEvent, owner: str, record: dict[str, Any], src: LinkRecord | None) -> LinkRecord:
+    """The new owner's pair for the record; it starts from the moving link's merged record
+    (so edits the previous owner's copy held move along) or from the record itself."""
+    t = event_time(ev)
+    desired, sf = record, SideState(id=ev.source_id, version=ev.version, modified_at=t, shadow=record)
+    if src is not None:
+        merged = observe(w, src, "salesforce", ev.source_id, record, ev.version, t)
+        desired, sf = merged.desired, replace(merged.salesforce, pending=None, failed=None, retired=())
+    ical = src.ical_uid if src is not None else ev.origin.get("ical_uid")
+    link = LinkRecord(
+        tenant_id=ev.tenant_id,
+        entity=ev.entity,
+        link_id=stable_id("link", ev.tenant_id, ev.entity, "salesforce", ev.source_id, owner.lower(), ev.version),
+        user=owner,
+        status="pending",
+        salesforce=sf,
+        desired=dict(desired),
+        ical_uid=ical if isinstance(ical, str) else None,
+        owner=owner,
+        seen=(ev.event_id,),
+    )
+    w.record("owner_moved", link, salesforce_id=ev.source_id, from_user=src.user if src is not None else None)
+    return w.save(link)
+
+
+def move_out(w: Work, link: LinkRecord, successor: LinkRecord | None, owner: str) -> LinkRecord | None:
+    """Remove our copy from a previous owner's mailbox."""
+    ex = link.exchange
+    if successor is not None and ex.id:
+        st = successor.exchange
+        successor = w.save(replace(successor, exchange=replace(st, retired=add_retired(st.retired, ex.id))))
+    if ex.alive and ex.id:
+        discard(w, link, "exchange", ex.id, ex.version, ex.shadow)
+    unsent = not merge.same(link.desired, link.salesforce.shadow)
+    if unsent and (successor is None or not merge.same(link.desired, successor.desired)):
+        w.record(
+            "discarded_edit",
+            link,
+            side="exchange",
+            target_id=ex.id,
+            record=link.desired,
+            reason="owner changed before the edit reached salesforce",
+        )
+    w.save(replace(link, status="deleted", owner=owner, exchange=replace(ex, retired=add_retired(ex.retired, ex.id))))
+    return successor

@@ -1,0 +1,231 @@
+"""Observing a side's content (three-way merge into `desired`) and planning what each
+side must be sent: creates (after dedupe against the tenant's other links), updates,
+and deletes (edit beats delete; a delete in one mailbox only unlinks while others sync)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from services.core.envelopes import Side
+from services.reconciler.core import merge
+from services.reconciler.core.email import email_create
+from services.reconciler.core.state import (
+    LinkRecord,
+    SideState,
+    other,
+)
+from services.reconciler.core.work import Work, add_retired
+
+
+def observe(
+    w: Work,
+    link: LinkRecord,
+    s: Side,
+    item_id: str,
+    record: dict[str, Any],
+    version: str | None,
+    t: str | None,
+) -> LinkRecord:
+    """Fold a side's current content into the link (merge + conflict audit)."""
+    side = link.side(s)
+    o = link.side(other(s))
+    policy = w.tenant.conflict_policy
+    pend = side.pending
+    conflicts: list[merge.Conflict]
+    if side.shadow is None and pend is not None and pend.action == "create" and merge.same(record, pend.fields):
+        # Our create showing up (echo) before its result. Anything else, even carrying
+        # our tag (a stale copy moved back in), is merged as an item that never agreed.
+        desired, conflicts = dict(link.desired), []
+    elif side.shadow is None:
+        ex, sf = (record, link.desired) if s == "exchange" else (link.desired, record)
+        ex_t, sf_t = (t, o.modified_at) if s == "exchange" else (o.modified_at, t)
+        desired, conflicts = merge.join(link.entity, ex, sf, policy, ex_t, sf_t)
+    else:
+        desired, conflicts = merge.absorb(link.entity, link.desired, side.shadow, record, s, policy, t, o.modified_at)
+    w.conflicts(link, conflicts)
+    st = replace(
+        side, id=side.id or item_id, shadow=record, version=version, modified_at=t or side.modified_at, gone=False
+    )
+    return replace(link.with_side(s, st), desired=desired)
+
+
+def plan(w: Work, link: LinkRecord) -> LinkRecord:
+    if link.status in ("unlinked", "deleted", "discard"):
+        return link
+    ex, sf = link.exchange, link.salesforce
+    if link.entity == "email":
+        if sf.id is None and sf.pending is None and sf.failed is None:
+            link = w.save(email_create(w, link))
+        return link
+    busy = ex.pending is not None or sf.pending is not None
+    if ex.gone or sf.gone:
+        if not busy:
+            link = plan_delete(w, link)
+        return link
+    for s in ("exchange", "salesforce"):
+        side = link.side(s)
+        if side.pending is not None or side.failed is not None:
+            continue  # a failed write waits for the next change or the sweep
+        if side.id is None:
+            link = plan_create(w, link, s)
+        elif not merge.same(side.shadow, link.desired):
+            fields = merge.patch(link.entity, side.shadow, link.desired)
+            link = w.command(link, s, "update", side.id, fields, side.version)
+    return w.save(link)
+
+
+def plan_create(w: Work, link: LinkRecord, s: Side) -> LinkRecord:
+    if s == "salesforce":
+        # Dedupe before any create: join an existing Salesforce record, or wait for a
+        # create another link already has in flight for the same key.
+        for key in link.match_keys():
+            for cand in w.find("key", key):
+                if cand.link_id == link.link_id or cand.status in ("deleted", "discard") or cand.salesforce.gone:
+                    continue
+                if cand.owner == "":
+                    continue  # its owner is not enrolled: we would not see its changes
+                if cand.salesforce.id in link.salesforce.retired:
+                    continue  # we know that record is gone; its other links will learn it
+                if cand.salesforce.alive and cand.salesforce.shadow is not None:
+                    return join(w, link, cand, key)
+                if cand.salesforce.id is None and cand.salesforce.pending is not None:
+                    w.record(
+                        "dedupe",
+                        link,
+                        reason="waiting for a pending create of the same item",
+                        key=key,
+                        waiting_for=cand.link_id,
+                    )
+                    return link
+        user = w.tenant.user_by_mailbox(link.user)
+        ctx = {"owner_id": user.salesforce_user_id if user else None}
+    else:
+        ctx = {"mailbox": link.user}
+    return w.command(link, s, "create", None, dict(link.desired), None, ctx)
+
+
+def join(w: Work, link: LinkRecord, cand: LinkRecord, key: str) -> LinkRecord:
+    sf = cand.salesforce
+    assert sf.shadow is not None
+    ex = link.exchange
+    # Join with `desired`, not the mailbox shadow: after a restore it also holds edits
+    # carried over from a discarded copy, which exist nowhere else.
+    desired, conflicts = merge.join(
+        link.entity,
+        link.desired or ex.shadow or {},
+        sf.shadow,
+        w.tenant.conflict_policy,
+        ex.modified_at,
+        sf.modified_at,
+    )
+    w.record(
+        "dedupe",
+        link,
+        reason="linked to existing salesforce record",
+        key=key,
+        salesforce_id=sf.id,
+        exchange_record=ex.shadow,
+        salesforce_record=sf.shadow,
+        merged=desired,
+    )
+    w.conflicts(link, conflicts)
+    joined = SideState(
+        id=sf.id,
+        version=sf.version,
+        modified_at=sf.modified_at,
+        shadow=sf.shadow,
+        retired=link.salesforce.retired,
+        created=sf.created,
+    )
+    link = replace(link.with_side("salesforce", joined), desired=desired, owner=link.owner or cand.owner)
+    return plan(w, w.save(link))
+
+
+def other_record(w: Work, link: LinkRecord, sf_id: str) -> LinkRecord | None:
+    """A link holding a different live Salesforce record with this link's dedupe key."""
+    for key in link.match_keys():
+        for cand in w.find("key", key):
+            sf = cand.salesforce
+            if (
+                cand.link_id != link.link_id
+                and cand.status in ("pending", "linked", "unlinked")
+                and sf.alive
+                and sf.id != sf_id
+                and sf.id not in link.salesforce.retired
+                and sf.shadow is not None
+                and cand.owner != ""
+            ):
+                return cand
+    return None
+
+
+def unseen_values(link: LinkRecord) -> bool:
+    """Does `desired` hold a value that neither side's last content nor the base held?"""
+    ex, sf, base = link.exchange.shadow or {}, link.salesforce.shadow or {}, link.base or {}
+    return any(
+        v is not None and v != base.get(f) and v != ex.get(f) and v != sf.get(f) for f, v in link.desired.items()
+    )
+
+
+def active_siblings(w: Work, link: LinkRecord, sf_id: str) -> list[LinkRecord]:
+    return [
+        c
+        for c in w.find("salesforce", sf_id)
+        if c.link_id != link.link_id
+        and c.status in ("pending", "linked")
+        and c.salesforce.id == sf_id
+        and not c.salesforce.gone
+        and c.exchange.alive
+    ]
+
+
+def plan_delete(w: Work, link: LinkRecord) -> LinkRecord:
+    ex, sf = link.exchange, link.salesforce
+    if (ex.gone or ex.id is None) and (sf.gone or sf.id is None):
+        if unseen_values(link):
+            # Both items were deleted, but the merged record holds a value neither of them
+            # ever held: an edit made to a copy of ours after it (the copy was removed as
+            # a duplicate). No delete saw that edit, so it beats them: restore both sides.
+            w.record(
+                "restore",
+                link,
+                side="both",
+                record=link.desired,
+                base=link.base,
+                exchange_record=ex.shadow,
+                salesforce_record=sf.shadow,
+            )
+            link = replace(
+                link,
+                exchange=SideState(retired=add_retired(ex.retired, ex.id), modified_at=ex.modified_at),
+                salesforce=SideState(retired=add_retired(sf.retired, sf.id), modified_at=sf.modified_at),
+            )
+            return plan(w, w.save(link))
+        w.record("delete", link, reason="gone on both sides", record=link.desired)
+        return w.save(replace(link, status="deleted"))
+    s: Side = "exchange" if ex.gone else "salesforce"
+    o: Side = other(s)
+    gone, alive = link.side(s), link.side(o)
+    if s == "exchange" and alive.id and active_siblings(w, link, alive.id):
+        # Other mailboxes still sync this Salesforce record: this mailbox dropped its
+        # copy, the record stays for them.
+        w.record(
+            "unlink",
+            link,
+            reason="deleted in one mailbox, salesforce record still linked elsewhere",
+            salesforce_id=alive.id,
+            record=link.desired,
+        )
+        return w.save(replace(link, status="unlinked"))
+    if merge.has_new_content(alive.shadow, link.base, gone.shadow):
+        # Edit beats delete: recreate on the side that deleted, with the merged record.
+        retired = add_retired(gone.retired, gone.id)
+        w.record(
+            "restore", link, side=s, deleted_id=gone.id, record=link.desired, base=link.base, surviving=alive.shadow
+        )
+        link = link.with_side(s, SideState(retired=retired, modified_at=gone.modified_at))
+        return plan(w, w.save(link))
+    w.record("delete", link, side=o, target_id=alive.id, record=alive.shadow)
+    link = w.command(link, o, "delete", alive.id, {}, alive.version)
+    return w.save(link)

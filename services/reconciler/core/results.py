@@ -1,0 +1,215 @@
+"""Command results from the writers: link new items, advance versions and shadows, re-merge
+on `conflict`, follow the delete rules on `gone`, and remove items made by creates we
+had already written off or that turned out to duplicate an original."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from services.core.envelopes import CommandResult, Side
+from services.reconciler.core import merge
+from services.reconciler.core.discard import discard, discard_input
+from services.reconciler.core.plan import join, observe, other_record, plan
+from services.reconciler.core.state import (
+    LinkRecord,
+    Pending,
+)
+from services.reconciler.core.work import Work, add_retired, is_older
+
+
+def on_result(w: Work, r: CommandResult) -> None:
+    link = w.get(r.link_id)
+    if link is None or link.entity != r.entity:
+        w.record("drop", reason="result for unknown link", link_id=r.link_id, command_id=r.command_id)
+        return
+    side = link.side(r.target)
+    p = side.pending
+    if p is None or p.command_id != r.command_id:
+        if r.status == "applied" and r.target_id and r.target_id != side.id and r.target_id not in side.retired:
+            late_create(w, link, r)
+        return  # otherwise a duplicate or superseded result: already handled
+    s: Side = r.target
+    side = replace(side, pending=None)
+    link = link.with_side(s, side)
+    if link.status == "deleted":
+        # The pair ended while its create was in flight (the record moved to another
+        # owner): nothing keeps what the create made.
+        if r.status == "applied" and p.action == "create" and r.target_id and r.target_id not in side.retired:
+            made = merge.norm(link.entity, r.record) if r.record is not None else merge.norm(link.entity, p.fields)
+            discard(w, link, s, r.target_id, r.new_version, made)
+            link = link.with_side(s, replace(side, retired=add_retired(side.retired, r.target_id)))
+        w.save(link)
+        return
+    if link.status == "discard":
+        if r.status in ("applied", "gone"):
+            w.save(replace(link.with_side(s, replace(side, gone=True)), status="deleted"))
+        elif r.status == "failed":
+            w.save(link.with_side(s, replace(side, failed=r.error or "failed")))
+        elif r.record is not None:
+            discard_input(w, link, s, merge.norm(link.entity, r.record), r.new_version, r.modified_at)
+        else:
+            w.save(link)  # wait for the change event with the fresh content
+        return
+
+    if r.status == "failed" or (r.status == "gone" and p.action == "create"):
+        w.record(
+            "failed", link, side=s, action=p.action, command_id=r.command_id, error=r.error or r.status, fields=p.fields
+        )
+        link = w.save(link.with_side(s, replace(side, failed=r.error or r.status)))
+        plan(w, link)  # a delete decision may have waited for this command
+        return
+
+    if link.entity == "email":
+        if r.status == "applied" and r.target_id:
+            w.save(link.with_side(s, replace(side, id=r.target_id, version=r.new_version)))
+        else:  # an email task cannot conflict; gone means it was deleted, so create again
+            w.record("failed", link, side=s, action=p.action, command_id=r.command_id, error=r.status)
+            w.save(link.with_side(s, replace(side, failed=r.status)))
+        return
+
+    if r.status == "applied":
+        link = applied(w, link, s, p, r)
+    elif r.status == "conflict":
+        if r.record is not None and r.new_version != side.version and not is_older(r.modified_at, side.modified_at):
+            link = observe(
+                w,
+                link,
+                s,
+                side.id or r.target_id or "",
+                merge.norm(link.entity, r.record),
+                r.new_version,
+                r.modified_at,
+            )
+        elif side.version == p.expected_version:
+            # Fresh content unknown: its change event will come and re-plan; planning now
+            # would only repeat the same stale write.
+            w.save(link)
+            return
+    else:  # gone: deleted meanwhile; for an update that carried an edit, planning restores it
+        link = link.with_side(s, replace(side, gone=True, modified_at=r.modified_at or side.modified_at))
+    if link.status in ("unlinked", "deleted"):
+        w.save(link)
+        return
+    plan(w, w.save(link))
+
+
+def late_create(w: Work, link: LinkRecord, r: CommandResult) -> None:
+    """A create we had written off (reported failed, then applied by a redelivered command)
+    made an item after all. Adopt it if the side has none, else remove the extra copy;
+    never leave an item nobody tracks."""
+    s: Side = r.target
+    side = link.side(s)
+    record = merge.norm(link.entity, r.record) if r.record is not None else dict(link.desired)
+    assert r.target_id is not None
+    if side.id is None and link.status != "unlinked":
+        w.record("adopt", link, side=s, target_id=r.target_id, reason="create applied after it was reported failed")
+        if link.status == "deleted":
+            link = replace(link, status="pending")
+        link = take_created(w, link, s, r, record)
+        if link.entity != "email" and link.status not in ("unlinked", "deleted"):
+            link = plan(w, w.save(link))
+        w.save(link)
+        return
+    if link.entity == "email":
+        return  # an email task is never deleted by us
+    discard(w, link, s, r.target_id, r.new_version, record)
+    w.save(link.with_side(s, replace(side, retired=add_retired(side.retired, r.target_id))))
+
+
+def take_created(w: Work, link: LinkRecord, s: Side, r: CommandResult, sent: dict[str, Any]) -> LinkRecord:
+    """Our create made item r.target_id on side s (the side had none)."""
+    assert r.target_id is not None
+    side = link.side(s)
+    record = merge.norm(link.entity, r.record) if r.record is not None else sent
+    if s == "salesforce" and link.entity != "email":
+        existing = other_record(w, link, r.target_id)
+        if existing is not None:
+            # Another link got the original meanwhile (its event overtook our create):
+            # ours is the copy. Follow the original, discard ours.
+            discard(w, link, s, r.target_id, r.new_version, record)
+            side = replace(side, retired=add_retired(side.retired, r.target_id))
+            link = link.with_side(s, side)
+            if link.status == "unlinked":
+                sf = existing.salesforce
+                st = replace(side, id=sf.id, version=sf.version, modified_at=sf.modified_at, shadow=sf.shadow)
+                return replace(link.with_side(s, st), desired=dict(sf.shadow or {}))
+            return join(w, link, existing, "")
+    # What we sent is the shadow; anything else in the returned record is someone's edit
+    # of the new item (a retried create returns the item as it is now).
+    link = link.with_side(s, replace(side, created=True, id=r.target_id, shadow=sent, gone=False))
+    if link.status == "unlinked":
+        st = replace(link.side(s), shadow=record, version=r.new_version)
+        return replace(link.with_side(s, st), desired=record)
+    link = observe(w, link, s, r.target_id, record, r.new_version, r.modified_at)
+    refresh_waiters(w, link)
+    return link
+
+
+def applied(w: Work, link: LinkRecord, s: Side, p: Pending, r: CommandResult) -> LinkRecord:
+    side = link.side(s)
+    record = merge.norm(link.entity, r.record) if r.record is not None else None
+    if p.action == "delete":
+        return link.with_side(s, replace(side, gone=True, modified_at=r.modified_at or side.modified_at))
+    if p.action == "create":
+        if r.target_id and r.target_id in side.retired and side.id is None:
+            return link.with_side(s, replace(side, id=r.target_id, gone=True))  # created, then deleted already
+        if side.id is not None and r.target_id and side.id != r.target_id:
+            # The link was attached to a matching item meanwhile; ours is a second copy.
+            w.record(
+                "dedupe",
+                link,
+                reason="removing our duplicate create",
+                side=s,
+                duplicate_id=r.target_id,
+                kept_id=side.id,
+                record=record or p.fields,
+            )
+            discard(w, link, s, r.target_id, r.new_version, record or merge.norm(link.entity, p.fields))
+            return link.with_side(s, replace(side, retired=add_retired(side.retired, r.target_id)))
+        if side.id is None and r.target_id:
+            return take_created(w, link, s, r, merge.norm(link.entity, p.fields))
+        link = link.with_side(s, side)
+        refresh_waiters(w, link)
+        return link
+    # update
+    if side.version == p.expected_version:
+        # Nothing newer was observed since we wrote, so the write's result is current.
+        shadow = record if record is not None else merge.apply_patch(link.entity, side.shadow, p.fields)
+        side = replace(side, shadow=shadow, version=r.new_version, modified_at=r.modified_at or side.modified_at)
+        link = link.with_side(s, side)
+        if s == "salesforce" and side.id:
+            fan_out(w, link, side.id, shadow, r.new_version, r.modified_at)
+    return link
+
+
+def fan_out(w: Work, link: LinkRecord, sf_id: str, record: dict[str, Any], version: str | None, t: str | None) -> None:
+    """A write to a Salesforce record shared by several mailbox items: the other links see
+    it as a Salesforce change now, rather than waiting for its CDC echo."""
+    for sib in w.find("salesforce", sf_id):
+        if sib.link_id == link.link_id or sib.salesforce.id != sf_id or sib.salesforce.version == version:
+            continue
+        if sib.status == "deleted" or sib.salesforce.gone:
+            continue
+        if sib.status == "unlinked":
+            w.save(replace(sib, salesforce=replace(sib.salesforce, shadow=record, version=version), desired=record))
+            continue
+        plan(w, w.save(observe(w, sib, "salesforce", sf_id, record, version, t)))
+
+
+def refresh_waiters(w: Work, link: LinkRecord) -> None:
+    """Links that waited for this link's Salesforce create can now join it."""
+    if not link.salesforce.alive:
+        return
+    w.save(link)
+    for key in link.match_keys():
+        for cand in w.find("key", key):
+            if (
+                cand.link_id != link.link_id
+                and cand.status == "pending"
+                and cand.salesforce.id is None
+                and cand.salesforce.pending is None
+                and not cand.salesforce.gone
+                and cand.exchange.alive
+            ):
+                plan(w, cand)

@@ -1,0 +1,147 @@
+"""The working set of one decision: a copy-on-write overlay over the tenant state that
+collects changed link records, commands and audit records, plus the few helpers every
+step uses (settling status and base, watermarks, retired ids)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from services.core.envelopes import ChangeEvent, Command, CommandResult, Side, content_hash, stable_id
+from services.core.tenants import Tenant
+from services.reconciler.core import merge
+from services.reconciler.core.state import (
+    LinkRecord,
+    LinkStatus,
+    Pending,
+    TenantState,
+    index_entries,
+)
+
+Input = ChangeEvent | CommandResult
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    changes: tuple[LinkRecord, ...]  # persist each (key = record.key) and state.apply() them
+    commands: list[Command] = field(default_factory=list)
+    audit: list[dict[str, Any]] = field(default_factory=list)
+
+    def changelog(self) -> list[tuple[str, dict[str, Any]]]:
+        """(key, value) pairs for exsf.state, orjson-ready."""
+        return [(r.key, r.to_dict()) for r in self.changes]
+
+
+class Work:
+    """A copy-on-write overlay over the tenant state for the duration of one input."""
+
+    def __init__(self, state: TenantState, tenant: Tenant, now: str) -> None:
+        self.state = state
+        self.tenant = tenant
+        self.now = now
+        self.changed: dict[str, LinkRecord] = {}
+        self.commands: list[Command] = []
+        self.audit: list[dict[str, Any]] = []
+
+    # --- reads --------------------------------------------------------------------
+    def get(self, link_id: str) -> LinkRecord | None:
+        return self.changed.get(link_id) or self.state.get(link_id)
+
+    def find(self, index: str, value: str) -> list[LinkRecord]:
+        ids = set(self.state.lookup(index, value))
+        ids.update(lid for lid, rec in self.changed.items() if value in index_entries(rec)[index])
+        found = (self.get(lid) for lid in sorted(ids))
+        return [r for r in found if r is not None and value in index_entries(r)[index]]
+
+    # --- writes -------------------------------------------------------------------
+    def save(self, link: LinkRecord) -> LinkRecord:
+        link = settle(link)
+        self.changed[link.link_id] = replace(link, updated_at=self.now)
+        return self.changed[link.link_id]
+
+    def record(self, kind: str, link: LinkRecord | None = None, **data: Any) -> None:
+        rec: dict[str, Any] = {"kind": kind, "tenant_id": self.tenant.tenant_id, "at": self.now}
+        if link is not None:
+            rec.update(entity=link.entity, link_id=link.link_id, user=link.user)
+        rec.update(data)
+        self.audit.append(rec)
+
+    def command(
+        self,
+        link: LinkRecord,
+        target: Side,
+        action: Any,
+        target_id: str | None,
+        fields: dict[str, Any],
+        expected_version: str | None,
+        context: dict[str, Any] | None = None,
+    ) -> LinkRecord:
+        seq = link.seq + 1
+        cmd = Command(
+            tenant_id=link.tenant_id,
+            user=link.user,
+            target=target,
+            entity=link.entity,
+            action=action,
+            link_id=link.link_id,
+            target_id=target_id,
+            fields=fields,
+            expected_version=expected_version,
+            context=context or {},
+            # Our own id: envelopes' default hashes fields without None values, so two
+            # patches clearing different fields would collide; seq makes a retry after a
+            # failure a new command rather than one the writer already answered.
+            command_id=stable_id(
+                "cmd", link.tenant_id, link.link_id, target, action, target_id, expected_version, seq, fields
+            ),
+        )
+        self.commands.append(cmd)
+        side = link.side(target)
+        pending = Pending(cmd.command_id, action, fields, expected_version)
+        return replace(link.with_side(target, replace(side, pending=pending, failed=None)), seq=seq)
+
+    def conflicts(self, link: LinkRecord, conflicts: list[merge.Conflict]) -> None:
+        for c in conflicts:
+            self.record(
+                "conflict",
+                link,
+                field=c.field,
+                exchange_value=c.exchange_value,
+                salesforce_value=c.salesforce_value,
+                winner=c.winner,
+                losing_value=c.losing_value,
+                policy=self.tenant.conflict_policy,
+            )
+
+    def decision(self) -> Decision:
+        return Decision(tuple(self.changed[k] for k in sorted(self.changed)), self.commands, self.audit)
+
+
+def settle(link: LinkRecord) -> LinkRecord:
+    """Derive status and base: base moves only when both sides hold `desired` and nothing
+    is in flight, so it always is a record both sides really agreed on."""
+    ex, sf = link.exchange, link.salesforce
+    if link.status not in ("unlinked", "deleted", "discard"):
+        status: LinkStatus = "linked" if ex.alive and sf.alive else "pending"
+        link = replace(link, status=status)
+        if (
+            status == "linked"
+            and ex.pending is None
+            and sf.pending is None
+            and merge.same(ex.shadow, link.desired)
+            and merge.same(sf.shadow, link.desired)
+        ):
+            link = replace(link, base=dict(link.desired), base_hash=content_hash(link.desired))
+    return link
+
+
+def add_retired(ids: tuple[str, ...], new: str | None) -> tuple[str, ...]:
+    return ids if new is None or new in ids else (*ids, new)
+
+
+def event_time(ev: ChangeEvent) -> str:
+    return ev.modified_at or ev.observed_at
+
+
+def is_older(t: str | None, watermark: str | None) -> bool:
+    return bool(t and watermark and merge.newer(watermark, t))
