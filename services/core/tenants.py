@@ -62,6 +62,9 @@ class Tenant:
     # Periodic full comparison that catches anything a missed notification left behind.
     safety_sweep_seconds: int = 3600
     poll_seconds: int = 60
+    # How long the reconciler remembers a deleted pair (so late or replayed inputs about
+    # it stay stale). Longer than the change topics' retention (7 days) and any replay.
+    tombstone_days: int = 14
 
     def user_by_mailbox(self, mailbox: str) -> User | None:
         m = mailbox.lower()
@@ -108,4 +111,15 @@ def tenant_from_dict(d: Mapping[str, Any]) -> Tenant:
         entities=entities,
         safety_sweep_seconds=int(d.get("safety_sweep_seconds", 3600)),
         poll_seconds=int(d.get("poll_seconds", 60)),
+        tombstone_days=_positive(tid, "tombstone_days", d.get("tombstone_days", 14)),
     )
+
+
+def _positive(tid: str, name: str, value: Any) -> int:
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        n = 0
+    if n <= 0:
+        raise TenantConfigError(f"tenant {tid}: {name} must be a positive whole number, not {value!r}")
+    return n

@@ -120,8 +120,9 @@ def delete(
 
 
 def unlink(tenant: Tenant, entity: Entity, record: dict[str, Any], observed_at: str) -> ChangeEvent:
-    """The record now belongs to someone who is not enrolled: stop syncing it (the mailbox
-    copy stays; nothing is deleted)."""
+    """The record now belongs to someone who is not enrolled. Not a delete: the reconciler
+    removes the mailbox copies it made and stops syncing items a mailbox had itself
+    (reconciler/core/ownership.py); nothing is deleted in Salesforce."""
     return ChangeEvent(
         tenant_id=tenant.tenant_id,
         user=UNKNOWN_USER,

@@ -125,7 +125,7 @@ class ReconcilerHandler:
                 decision = reconcile(state, tenant, inp, now)
                 for rec in decision.changes:
                     before.setdefault(rec.link_id, state.links.get(rec.link_id))
-                state.apply(decision.changes)
+                decision.apply_to(state)
                 decisions.append(decision)
         except Exception:
             # This input becomes a dead letter: its half-applied changes must not stay in
@@ -160,10 +160,11 @@ class ReconcilerHandler:
                 continue
             self._swept[tenant_id] = now_s
             decision = sweep(state, tenant, iso_ms(int(now_s * 1000)))
-            state.apply(decision.changes)
+            decision.apply_to(state)
             out.extend(self._outputs(partition, decision))
-            if decision.commands:
-                log.info("reconciler.sweep", tenant_id=tenant_id, commands=len(decision.commands))
+            if decision.commands or decision.removed:
+                log.info("reconciler.sweep", tenant_id=tenant_id, commands=len(decision.commands),
+                         tombstones_trimmed=len(decision.removed))
         return out
 
     def _decode(self, message: Message) -> ChangeEvent | CommandResult:
@@ -228,10 +229,10 @@ class ReconcilerHandler:
     def _outputs(self, partition: int, decision: Decision) -> list[Output]:
         out: list[Output] = []
         links = {r.link_id: r for r in decision.changes}
-        for rec in decision.changes:
-            value = orjson.dumps(rec.to_dict())
-            self.store.stage(partition, rec.key.encode(), value)
-            out.append(Output(self.topics.state, value, rec.key.encode(), partition))
+        for key, record in decision.changelog():
+            value = orjson.dumps(record) if record is not None else None
+            self.store.stage(partition, key.encode(), value)
+            out.append(Output(self.topics.state, value, key.encode(), partition))
         for cmd in decision.commands:
             cmd = self._enrich(cmd, links.get(cmd.link_id))
             out.append(Output(self.topics.commands_for(cmd.target), encode(cmd), tenant_key(cmd.tenant_id)))

@@ -1,9 +1,11 @@
 """services/reconciler on both buses: changes in, commands out, results close links, state
-restored from exsf.state after a restart, poison messages dead-lettered."""
+restored from exsf.state after a restart, poison messages dead-lettered, old tombstones
+trimmed by the sweep."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -256,3 +258,39 @@ async def test_salesforce_event_without_time_zone_does_not_clear_it(world: World
     [update] = await w.wait_commands(t.commands_exchange, 1)
     assert update.action == "update" and update.fields == {"subject": "Review (moved room)"}
     assert update.context["record"]["time_zone"] == "Europe/Berlin"
+
+
+async def test_old_tombstones_are_trimmed_from_the_state_topic(world: World) -> None:
+    w = world
+    t = w.topics
+    day_ms = 24 * 3600 * 1000
+    now_ms = int(time.time() * 1000)
+    # Deletes of items never seen leave tombstones; the input's timestamp is the decision's
+    # "now", so one sent as if 20 days ago is an old tombstone, one from today a young one.
+    for sid, ts_ms in (("AAMk-old", now_ms - 20 * day_ms), ("AAMk-new", now_ms)):
+        ev = contact_event(source_id=sid, op="delete", record=None, version=f"del-{sid}")
+        await w.producer.send_and_wait(t.changes_exchange, encode(ev), key=tenant_key("contoso"), timestamp_ms=ts_ms)
+    state = w.bus.consumer([t.state], group_id=None, assign=[TopicPartition(t.state, p) for p in range(2)])
+    await state.start()
+    for p in range(2):
+        state.seek(TopicPartition(t.state, p), 0)
+    seen: list[tuple[bytes, bytes | None]] = []
+    try:
+        await w.start()
+
+        async def trimmed() -> bool:
+            for msgs in (await state.getmany(timeout_ms=100)).values():
+                seen.extend((m.key or b"", m.value) for m in msgs)
+            return any(v is None for _, v in seen)
+
+        await eventually(trimmed, "a tombstone on exsf.state")
+    finally:
+        await state.stop()
+    written = {k: orjson.loads(v) for k, v in seen if v is not None}
+    by_source = {v["exchange"]["id"]: k for k, v in written.items()}
+    assert set(by_source) == {"AAMk-old", "AAMk-new"}
+    assert [k for k, v in seen if v is None] == [by_source["AAMk-old"]]
+    # The running state forgot it; the young one stays.
+    assert w.service is not None
+    [st] = [s for per in w.service.handler.states.values() for s in per.values()]
+    assert {link.exchange.id for link in st.links.values()} == {"AAMk-new"}

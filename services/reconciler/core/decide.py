@@ -36,9 +36,11 @@ the working set of one decision.
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import timedelta
 
 from services.core.envelopes import ChangeEvent, Side
 from services.core.tenants import Tenant
+from services.reconciler.core import merge
 from services.reconciler.core.discard import discard_plan
 from services.reconciler.core.events import on_event
 from services.reconciler.core.plan import plan
@@ -67,11 +69,19 @@ def reconcile(state: TenantState, tenant: Tenant, item: Input, now: str) -> Deci
 def sweep(state: TenantState, tenant: Tenant, now: str) -> Decision:
     """Re-plan every active link: retries writes that failed and creates that never landed.
     The service runs it on the tenant's safety-sweep timer; it emits nothing for links that
-    are in sync or have a command in flight."""
+    are in sync or have a command in flight. Tombstones (deleted pairs) older than the
+    tenant's `tombstone_days` are dropped: no input about them can still arrive."""
     w = Work(state, tenant, now)
+    now_t = merge.parse_time(now)
+    cutoff = now_t - timedelta(days=tenant.tombstone_days) if now_t else None
     for lid in sorted(state.links):
         link = w.get(lid)
-        if link is None or link.status in ("unlinked", "deleted"):
+        if link is None or link.status == "unlinked":
+            continue
+        if link.status == "deleted":
+            t = merge.parse_time(link.updated_at)
+            if cutoff is not None and t is not None and t < cutoff:
+                w.forget(link)
             continue
         if link.status == "discard":
             side = link.exchange if link.exchange.id else link.salesforce

@@ -159,17 +159,27 @@ class TenantState:
                 raise ValueError(f"link {rec.link_id} belongs to tenant {rec.tenant_id}, not {self.tenant_id}")
             old = self.links.get(rec.link_id)
             if old is not None:
-                for name, values in index_entries(old).items():
-                    for v in values:
-                        ids = self.index[name].get(v)
-                        if ids is not None:
-                            ids.discard(rec.link_id)
-                            if not ids:
-                                del self.index[name][v]
+                self._unindex(old)
             self.links[rec.link_id] = rec
             for name, values in index_entries(rec).items():
                 for v in values:
                     self.index[name].setdefault(v, set()).add(rec.link_id)
+
+    def forget(self, link_ids: Iterable[str]) -> None:
+        """Remove records entirely (trimmed tombstones)."""
+        for lid in link_ids:
+            old = self.links.pop(lid, None)
+            if old is not None:
+                self._unindex(old)
+
+    def _unindex(self, rec: LinkRecord) -> None:
+        for name, values in index_entries(rec).items():
+            for v in values:
+                ids = self.index[name].get(v)
+                if ids is not None:
+                    ids.discard(rec.link_id)
+                    if not ids:
+                        del self.index[name][v]
 
     def with_changes(self, records: Iterable[LinkRecord]) -> TenantState:
         new = TenantState(self.tenant_id, self.links.values())

@@ -26,10 +26,18 @@ class Decision:
     changes: tuple[LinkRecord, ...]  # persist each (key = record.key) and state.apply() them
     commands: list[Command] = field(default_factory=list)
     audit: list[dict[str, Any]] = field(default_factory=list)
+    # Records to drop entirely (trimmed tombstones): a None value on exsf.state, then
+    # state.forget() their link ids.
+    removed: tuple[LinkRecord, ...] = ()
 
-    def changelog(self) -> list[tuple[str, dict[str, Any]]]:
-        """(key, value) pairs for exsf.state, orjson-ready."""
-        return [(r.key, r.to_dict()) for r in self.changes]
+    def changelog(self) -> list[tuple[str, dict[str, Any] | None]]:
+        """(key, value) pairs for exsf.state, orjson-ready; None deletes the key."""
+        out: list[tuple[str, dict[str, Any] | None]] = [(r.key, r.to_dict()) for r in self.changes]
+        return out + [(r.key, None) for r in self.removed]
+
+    def apply_to(self, state: TenantState) -> None:
+        state.apply(self.changes)
+        state.forget(r.link_id for r in self.removed)
 
 
 class Work:
@@ -42,6 +50,7 @@ class Work:
         self.changed: dict[str, LinkRecord] = {}
         self.commands: list[Command] = []
         self.audit: list[dict[str, Any]] = []
+        self.removed: list[LinkRecord] = []
 
     # --- reads --------------------------------------------------------------------
     def get(self, link_id: str) -> LinkRecord | None:
@@ -113,8 +122,12 @@ class Work:
                 policy=self.tenant.conflict_policy,
             )
 
+    def forget(self, link: LinkRecord) -> None:
+        self.removed.append(link)
+
     def decision(self) -> Decision:
-        return Decision(tuple(self.changed[k] for k in sorted(self.changed)), self.commands, self.audit)
+        changes = tuple(self.changed[k] for k in sorted(self.changed))
+        return Decision(changes, self.commands, self.audit, tuple(self.removed))
 
 
 def settle(link: LinkRecord) -> LinkRecord:

@@ -402,7 +402,11 @@ class World:
     def _apply(self, tw: TenantWorld, d: Decision) -> None:
         for rec in d.changes:
             assert rec.tenant_id == tw.tenant.tenant_id
-            tw.changelog[rec.key] = orjson.dumps(rec.to_dict())
+        for key, value in d.changelog():
+            if value is None:
+                tw.changelog.pop(key, None)
+            else:
+                tw.changelog[key] = orjson.dumps(value)
         for cmd in d.commands:
             assert cmd.tenant_id == tw.tenant.tenant_id
         tw.commands.extend(d.commands)

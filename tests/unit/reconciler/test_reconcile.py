@@ -565,3 +565,23 @@ def test_a_delete_overtaking_its_create_leaves_a_tombstone_not_a_copy() -> None:
     w.settle()
     assert w.t["t1"].mailboxes[A] == {} and not w.t["t1"].commands
     w.check()
+
+
+def test_sweep_trims_only_tombstones_older_than_the_tenant_keeps_them() -> None:
+    w = world()
+    x, s = linked_contact(w)
+    w.ex_delete("t1", A, x)
+    w.settle()
+    tw = w.t["t1"]
+    [dead] = [r for r in tw.state().links.values() if r.status == "deleted"]
+    keep = w.ex_create("t1", A, "contact", contact("Bo", "bo@acme.test"))
+    w.settle()
+    day = 24 * 3600
+    assert not sweep(tw.state(), tw.tenant, ts(13 * day)).removed
+    d = sweep(tw.state(), tw.tenant, ts(15 * day))
+    assert [r.link_id for r in d.removed] == [dead.link_id] and not d.commands
+    assert (dead.key, None) in d.changelog()
+    w._apply(tw, d)
+    state = tw.state()  # rebuilt from the changelog
+    assert dead.link_id not in state.links and not state.lookup("exchange", x)
+    assert [r.exchange.id for r in state.links.values()] == [keep]
