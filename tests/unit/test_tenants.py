@@ -29,6 +29,8 @@ def test_tenant_round_trip_and_lookups() -> None:
         ({"conflict_policy": "coin-flip"}, "conflict_policy"),
         ({"entities": ["contact", "lead"]}, "unknown entities"),
         ({"users": [{"mailbox": "x"}]}, "contoso"),
+        ({"tombstone_days": 0}, "tombstone_days must be a positive"),
+        ({"tombstone_days": "soon"}, "tombstone_days must be a positive"),
     ],
 )
 def test_bad_tenant_config_is_a_clear_error(change: dict[str, object], message: str) -> None:
