@@ -35,9 +35,8 @@ async def _emulate(args: argparse.Namespace) -> int:
     else:
         from services.emulators.salesforce import app as sf_app
 
-        await sf_app.run_forever(
-            args.host if args.host != "127.0.0.1" else "localhost", args.port, args.user or ["alice@contoso.test"]
-        )
+        await sf_app.run_forever(args.host if args.host != "127.0.0.1" else "localhost", args.port,
+                                 args.user or ["alice@contoso.test"])
     return 0
 
 

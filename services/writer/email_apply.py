@@ -79,9 +79,8 @@ class EmailApplier:
 
         return await with_retries({it.index: it.command for it in items}, attempt, self.settings)
 
-    async def _attempt(
-        self, rest: SalesforceRest, tenant: Tenant, pending: dict[int, Command], maybe_retry: set[int]
-    ) -> dict[int, Outcome | Transient]:
+    async def _attempt(self, rest: SalesforceRest, tenant: Tenant, pending: dict[int, Command],
+                       maybe_retry: set[int]) -> dict[int, Outcome | Transient]:
         out: dict[int, Outcome | Transient] = {}
         try:
             who = await self._resolve_who(rest, tenant, pending)
@@ -102,14 +101,10 @@ class EmailApplier:
         rows = {i: pending[i] for i in bodies}
         ext = tenant.salesforce.external_id_field
         upserted = await self.sf.collection(
-            tenant, rows, lambda part: rest.upsert_many("Task", ext, [bodies[i] for i in part]), on_row
-        )
+            tenant, rows, lambda part: rest.upsert_many("Task", ext, [bodies[i] for i in part]), on_row)
         out.update(upserted)
-        tasks = {
-            i: str(o.result.target_id)
-            for i, o in upserted.items()
-            if isinstance(o, Done) and o.result.status == "applied" and o.result.target_id
-        }
+        tasks = {i: str(o.result.target_id) for i, o in upserted.items()
+                 if isinstance(o, Done) and o.result.status == "applied" and o.result.target_id}
         if not tasks:
             return out
         # Files can already exist only if the Task did: a Task this upsert created has none.
@@ -127,7 +122,8 @@ class EmailApplier:
         await asyncio.gather(*(files(i) for i in tasks))
         return out
 
-    async def _resolve_who(self, rest: SalesforceRest, tenant: Tenant, pending: dict[int, Command]) -> dict[int, str]:
+    async def _resolve_who(self, rest: SalesforceRest, tenant: Tenant, pending: dict[int, Command]
+                           ) -> dict[int, str]:
         who: dict[int, str] = {}
         wanted: dict[int, list[str]] = {}
         for i, cmd in pending.items():
@@ -146,11 +142,8 @@ class EmailApplier:
         found: dict[str, str] = {}
         for s in range(0, len(addresses), IN_CHUNK):
             part = addresses[s : s + IN_CHUNK]
-            soql = (
-                "SELECT Id, Email FROM Contact WHERE Email IN ("
-                + ", ".join(soql_quote(a) for a in part)
-                + ") ORDER BY CreatedDate ASC"
-            )
+            soql = ("SELECT Id, Email FROM Contact WHERE Email IN (" + ", ".join(soql_quote(a) for a in part)
+                    + ") ORDER BY CreatedDate ASC")
             for rec in await self._query(rest, tenant, soql):
                 email = normalise_email(rec.get("Email"))
                 if email and email not in found:
@@ -168,7 +161,8 @@ class EmailApplier:
         result: list[dict[str, Any]] = await self.sf.call(tenant, run)
         return result
 
-    async def _existing_markers(self, rest: SalesforceRest, tenant: Tenant, task_ids: list[str]) -> dict[str, set[str]]:
+    async def _existing_markers(self, rest: SalesforceRest, tenant: Tenant, task_ids: list[str]
+                                ) -> dict[str, set[str]]:
         """Task id -> markers (and file names) of the files already linked to it."""
         out: dict[str, set[str]] = {}
         if not task_ids:
@@ -176,11 +170,8 @@ class EmailApplier:
         doc_to_tasks: dict[str, set[str]] = {}
         for s in range(0, len(task_ids), IN_CHUNK):
             part = task_ids[s : s + IN_CHUNK]
-            soql = (
-                "SELECT ContentDocumentId, LinkedEntityId FROM ContentDocumentLink WHERE LinkedEntityId IN ("
-                + ", ".join(soql_quote(t) for t in part)
-                + ")"
-            )
+            soql = ("SELECT ContentDocumentId, LinkedEntityId FROM ContentDocumentLink WHERE LinkedEntityId IN ("
+                    + ", ".join(soql_quote(t) for t in part) + ")")
             for rec in await self._query(rest, tenant, soql):
                 linked = str(rec.get("LinkedEntityId") or "")
                 task = next((t for t in part if t[:15] == linked[:15]), linked)
@@ -188,10 +179,8 @@ class EmailApplier:
         docs = sorted(doc_to_tasks)
         for s in range(0, len(docs), IN_CHUNK):
             part = docs[s : s + IN_CHUNK]
-            soql = (
-                "SELECT ContentDocumentId, Description, PathOnClient FROM ContentVersion "
-                "WHERE ContentDocumentId IN (" + ", ".join(soql_quote(d) for d in part) + ")"
-            )
+            soql = ("SELECT ContentDocumentId, Description, PathOnClient FROM ContentVersion "
+                    "WHERE ContentDocumentId IN (" + ", ".join(soql_quote(d) for d in part) + ")")
             for rec in await self._query(rest, tenant, soql):
                 for task in doc_to_tasks.get(str(rec.get("ContentDocumentId")), set()):
                     marks = out.setdefault(task, set())
@@ -199,9 +188,8 @@ class EmailApplier:
                         marks.add(str(rec["Description"]))
         return out
 
-    async def _attachments(
-        self, rest: SalesforceRest, tenant: Tenant, cmd: Command, task_id: str, existing: set[str]
-    ) -> Outcome | Transient:
+    async def _attachments(self, rest: SalesforceRest, tenant: Tenant, cmd: Command, task_id: str,
+                           existing: set[str]) -> Outcome | Transient:
         message_id = cmd.context.get("message_id")
         if not message_id:
             return applied(cmd, target_id=task_id)
@@ -215,9 +203,8 @@ class EmailApplier:
             return applied(cmd, target_id=task_id, error=f"attachments not read: {exc}")
         except ConnectorError as exc:
             o = classify(cmd, exc, self.settings)
-            return (
-                o if not isinstance(o, Done) else applied(cmd, target_id=task_id, error=f"attachments not read: {exc}")
-            )
+            return o if not isinstance(o, Done) else applied(cmd, target_id=task_id,
+                                                              error=f"attachments not read: {exc}")
         left_out: list[str] = []
         for att in attachments:
             if att.get("@odata.type") != FILE_ATTACHMENT or att.get("isInline"):

@@ -72,11 +72,8 @@ LIST_BACKED: dict[str, frozenset[str]] = {"contact": frozenset({"email", "busine
 
 
 def needs_current(entity: str, cmd: Command) -> bool:
-    return (
-        bool(LIST_BACKED.get(entity, frozenset()) & set(cmd.fields))
-        and not isinstance(cmd.context.get("graph_item"), dict)
-        and bool(cmd.target_id)
-    )
+    return (bool(LIST_BACKED.get(entity, frozenset()) & set(cmd.fields))
+            and not isinstance(cmd.context.get("graph_item"), dict) and bool(cmd.target_id))
 
 
 def applied_from_item(cmd: Command, entity: str, item: dict[str, Any]) -> Done:
@@ -102,9 +99,8 @@ class ExchangeApplier:
         # (Retry-Attempt, as kiota marks its own), bounded to the most recent commands.
         self._throttled: OrderedDict[str, int] = OrderedDict()
 
-    async def apply(
-        self, tenant: Tenant, user: str, entity: str, action: str, items: list[Item], suspect: set[int]
-    ) -> dict[int, Outcome]:
+    async def apply(self, tenant: Tenant, user: str, entity: str, action: str, items: list[Item],
+                    suspect: set[int]) -> dict[int, Outcome]:
         kind = KINDS.get(entity)
         if kind is None:
             return {it.index: failed(it.command, f"entity {entity!r} cannot be written to Exchange") for it in items}
@@ -123,23 +119,13 @@ class ExchangeApplier:
         return await with_retries({it.index: it.command for it in items}, attempt, self.settings)
 
     # --- one attempt ------------------------------------------------------------------
-    async def _attempt(
-        self,
-        client: ExchangeClient,
-        key: tuple[str, str],
-        user: str,
-        kind: ItemKind,
-        entity: str,
-        action: str,
-        prepared: PreparedMailbox,
-        pending: dict[int, Command],
-        maybe_retry: set[int],
-    ) -> dict[int, Outcome | Transient]:
+    async def _attempt(self, client: ExchangeClient, key: tuple[str, str], user: str, kind: ItemKind, entity: str,
+                       action: str, prepared: PreparedMailbox, pending: dict[int, Command],
+                       maybe_retry: set[int]) -> dict[int, Outcome | Transient]:
         out: dict[int, Outcome | Transient] = {}
         if action == "create" and maybe_retry:
-            out.update(
-                await self._lookups(client, key, user, kind, entity, prepared, {i: pending[i] for i in maybe_retry})
-            )
+            out.update(await self._lookups(client, key, user, kind, entity, prepared,
+                                           {i: pending[i] for i in maybe_retry}))
         currents: dict[int, dict[str, Any]] = {}
         if action == "update":
             need = {i: c for i, c in pending.items() if needs_current(entity, c)}
@@ -174,17 +160,8 @@ class ExchangeApplier:
             await self._fresh_for_conflicts(client, key, user, kind, entity, prepared, pending, conflicts, out)
         return out
 
-    def _request(
-        self,
-        i: int,
-        cmd: Command,
-        user: str,
-        kind: ItemKind,
-        entity: str,
-        action: str,
-        prepared: PreparedMailbox,
-        current: dict[str, Any] | None = None,
-    ) -> BatchRequest:
+    def _request(self, i: int, cmd: Command, user: str, kind: ItemKind, entity: str, action: str,
+                 prepared: PreparedMailbox, current: dict[str, Any] | None = None) -> BatchRequest:
         rid = str(i)
         if action == "create":
             body = mapping.canonical_to_graph(entity, cmd.fields)
@@ -220,9 +197,8 @@ class ExchangeApplier:
         given = cmd.context.get("list_id")
         return str(given) if given else prepared.todo_list_id
 
-    async def _send(
-        self, client: ExchangeClient, key: tuple[str, str], requests: dict[int, BatchRequest]
-    ) -> dict[int, BatchResponse | Exception]:
+    async def _send(self, client: ExchangeClient, key: tuple[str, str],
+                    requests: dict[int, BatchRequest]) -> dict[int, BatchResponse | Exception]:
         order = list(requests)
         parts = [order[s : s + BATCH_LIMIT] for s in range(0, len(order), BATCH_LIMIT)]
 
@@ -257,17 +233,9 @@ class ExchangeApplier:
         if is_throttle(exc) and isinstance(exc, TransientError):
             self.directory.graph_gate.block(key, exc.retry_after or 0.0)
 
-    async def _interpret(
-        self,
-        client: ExchangeClient,
-        key: tuple[str, str],
-        user: str,
-        kind: ItemKind,
-        entity: str,
-        prepared: PreparedMailbox,
-        cmd: Command,
-        answer: BatchResponse | Exception,
-    ) -> Outcome | Transient:
+    async def _interpret(self, client: ExchangeClient, key: tuple[str, str], user: str, kind: ItemKind, entity: str,
+                         prepared: PreparedMailbox, cmd: Command,
+                         answer: BatchResponse | Exception) -> Outcome | Transient:
         if isinstance(answer, Exception):
             return classify(cmd, answer, self.settings)
         if answer.status == 0:
@@ -290,18 +258,10 @@ class ExchangeApplier:
             return Transient(str(err))
         return classify(cmd, err, self.settings)
 
-    async def _find(
-        self,
-        client: ExchangeClient,
-        key: tuple[str, str],
-        user: str,
-        kind: ItemKind,
-        prepared: PreparedMailbox,
-        cmd: Command,
-    ) -> dict[str, Any] | Exception | None:
-        container = (
-            prepared.contact_folder_id if kind == "contact" else (prepared.todo_list_id if kind == "task" else None)
-        )
+    async def _find(self, client: ExchangeClient, key: tuple[str, str], user: str, kind: ItemKind,
+                    prepared: PreparedMailbox, cmd: Command) -> dict[str, Any] | Exception | None:
+        container = prepared.contact_folder_id if kind == "contact" else (
+            prepared.todo_list_id if kind == "task" else None)
         try:
             async with self.directory.graph_gate.slot(key):
                 return await client.find_by_link_id(user, kind, cmd.link_id, container_id=container)
@@ -309,16 +269,8 @@ class ExchangeApplier:
             self._note_throttle(key, exc)
             return exc
 
-    async def _lookups(
-        self,
-        client: ExchangeClient,
-        key: tuple[str, str],
-        user: str,
-        kind: ItemKind,
-        entity: str,
-        prepared: PreparedMailbox,
-        cmds: dict[int, Command],
-    ) -> dict[int, Outcome | Transient]:
+    async def _lookups(self, client: ExchangeClient, key: tuple[str, str], user: str, kind: ItemKind, entity: str,
+                       prepared: PreparedMailbox, cmds: dict[int, Command]) -> dict[int, Outcome | Transient]:
         """Creates that might be retries: answer from the item carrying the link id, if any."""
         order = list(cmds)
         found = await asyncio.gather(*(self._find(client, key, user, kind, prepared, cmds[i]) for i in order))
@@ -333,30 +285,14 @@ class ExchangeApplier:
                 out[i] = o if not isinstance(o, Done) else Transient(f"lookup by link id failed: {f}")
         return out
 
-    async def _read_current(
-        self,
-        client: ExchangeClient,
-        key: tuple[str, str],
-        user: str,
-        kind: ItemKind,
-        entity: str,
-        prepared: PreparedMailbox,
-        cmds: dict[int, Command],
-    ) -> dict[int, dict[str, Any] | Outcome | Transient]:
+    async def _read_current(self, client: ExchangeClient, key: tuple[str, str], user: str, kind: ItemKind,
+                            entity: str, prepared: PreparedMailbox, cmds: dict[int, Command]
+                            ) -> dict[int, dict[str, Any] | Outcome | Transient]:
         """The items behind updates that rewrite a list property, read in `$batch` GETs. A
         version that moved on already is a conflict (answered with the item just read, no
         PATCH sent); a missing item is gone."""
-        reqs = {
-            i: BatchRequest(
-                str(i),
-                "GET",
-                item_path(user, kind, c.target_id or "", self._list_id(c, prepared)),
-                None,
-                {"Prefer": IMMUTABLE_IDS},
-            )
-            for i, c in cmds.items()
-            if c.target_id
-        }
+        reqs = {i: BatchRequest(str(i), "GET", item_path(user, kind, c.target_id or "", self._list_id(c, prepared)),
+                                None, {"Prefer": IMMUTABLE_IDS}) for i, c in cmds.items() if c.target_id}
         out: dict[int, dict[str, Any] | Outcome | Transient] = {}
         for i, answer in (await self._send(client, key, reqs)).items():
             cmd = cmds[i]
@@ -369,66 +305,35 @@ class ExchangeApplier:
                 continue
             item = answer.body if isinstance(answer.body, dict) else {}
             version = mapping.version_of(item)
-            if (
-                cmd.expected_version
-                and version
-                and version != mapping.version_of({"@odata.etag": mapping.etag_of(cmd.expected_version)})
-            ):
+            if cmd.expected_version and version and version != mapping.version_of(
+                    {"@odata.etag": mapping.etag_of(cmd.expected_version)}):
                 try:
                     record: dict[str, Any] | None = mapping.graph_to_canonical(entity, item)
                 except mapping.MappingError:
                     record = None
-                out[i] = Done(
-                    result_of(
-                        cmd,
-                        "conflict",
-                        record=record,
-                        new_version=version,
-                        modified_at=mapping.modified_at_of(item),
-                        error="the item changed since the expected version",
-                    )
-                )
+                out[i] = Done(result_of(cmd, "conflict", record=record, new_version=version,
+                                        modified_at=mapping.modified_at_of(item),
+                                        error="the item changed since the expected version"))
                 continue
             out[i] = item
         return out
 
-    async def _fresh_for_conflicts(
-        self,
-        client: ExchangeClient,
-        key: tuple[str, str],
-        user: str,
-        kind: ItemKind,
-        entity: str,
-        prepared: PreparedMailbox,
-        pending: dict[int, Command],
-        conflicts: list[int],
-        out: dict[int, Outcome | Transient],
-    ) -> None:
+    async def _fresh_for_conflicts(self, client: ExchangeClient, key: tuple[str, str], user: str, kind: ItemKind,
+                                   entity: str, prepared: PreparedMailbox, pending: dict[int, Command],
+                                   conflicts: list[int], out: dict[int, Outcome | Transient]) -> None:
         async def fresh(i: int) -> None:
             cmd = pending[i]
             try:
                 async with self.directory.graph_gate.slot(key):
-                    item = await client.get_item(
-                        user,
-                        kind,
-                        cmd.target_id or "",
-                        container_id=self._list_id(cmd, prepared) if kind == "task" else None,
-                    )
+                    item = await client.get_item(user, kind, cmd.target_id or "",
+                                                 container_id=self._list_id(cmd, prepared) if kind == "task" else None)
                 record = mapping.graph_to_canonical(entity, item)
             except (ConnectorError, mapping.MappingError) as exc:
                 log.info("writer.conflict_read_failed", entity=entity, error=type(exc).__name__)
                 return
             prev = out[i]
             err = prev.result.error if isinstance(prev, Done) else None
-            out[i] = Done(
-                result_of(
-                    cmd,
-                    "conflict",
-                    record=record,
-                    new_version=mapping.version_of(item),
-                    modified_at=mapping.modified_at_of(item),
-                    error=err,
-                )
-            )
+            out[i] = Done(result_of(cmd, "conflict", record=record, new_version=mapping.version_of(item),
+                                    modified_at=mapping.modified_at_of(item), error=err))
 
         await asyncio.gather(*(fresh(i) for i in conflicts))

@@ -63,14 +63,8 @@ class Malformed:
 
 
 class WriterHandler:
-    def __init__(
-        self,
-        bus: Bus,
-        topics: Topics,
-        directory: TenantDirectory,
-        settings: WriterSettings,
-        owners: LinkOwners | None = None,
-    ) -> None:
+    def __init__(self, bus: Bus, topics: Topics, directory: TenantDirectory, settings: WriterSettings,
+                 owners: LinkOwners | None = None) -> None:
         self.bus = bus
         self.owners = owners
         self.topics = topics
@@ -88,10 +82,8 @@ class WriterHandler:
 
     # --- partition lifecycle -------------------------------------------------------------
     def _tps(self, partition: int) -> list[TopicPartition]:
-        return [
-            TopicPartition(self.topics.commands_exchange, partition),
-            TopicPartition(self.topics.commands_salesforce, partition),
-        ]
+        return [TopicPartition(self.topics.commands_exchange, partition),
+                TopicPartition(self.topics.commands_salesforce, partition)]
 
     def _ready(self, partition: int) -> asyncio.Event:
         return self._assigned.setdefault(partition, asyncio.Event())
@@ -99,11 +91,8 @@ class WriterHandler:
     async def assigned(self, partition: int) -> None:
         try:
             self._horizon[partition] = await self.bus.end_offsets(self._tps(partition))
-            log.info(
-                "writer.partition_horizon",
-                partition=partition,
-                horizon={str(tp): off for tp, off in self._horizon[partition].items()},
-            )
+            log.info("writer.partition_horizon", partition=partition,
+                     horizon={str(tp): off for tp, off in self._horizon[partition].items()})
         except Exception as exc:
             # Without the log end, everything read before the first commit is suspect.
             log.warning("writer.end_offsets_failed", partition=partition, error=type(exc).__name__)
@@ -166,18 +155,13 @@ class WriterHandler:
         items = [Item(i, c) for i, c in commands.items() if i not in outcomes]
         suspect = {it.index for it in items if messages[it.index].offset < horizon.get(messages[it.index].tp, 0)}
         if suspect:
-            log.info(
-                "writer.possible_redelivery",
-                partition=partition,
-                commands=len(suspect),
-                horizon={str(tp): off for tp, off in horizon.items()},
-            )
+            log.info("writer.possible_redelivery", partition=partition, commands=len(suspect),
+                     horizon={str(tp): off for tp, off in horizon.items()})
 
         later: list[Later] = []
         for wave in waves(items):
-            results = await asyncio.gather(
-                *(self._group(key, group, tenants[key.tenant_id], suspect) for key, group in wave.items())
-            )
+            results = await asyncio.gather(*(self._group(key, group, tenants[key.tenant_id], suspect)
+                                             for key, group in wave.items()))
             for got in results:
                 for i, o in got.items():
                     outcomes[i] = o
@@ -189,9 +173,8 @@ class WriterHandler:
                 break  # later waves may hold the next command of a throttled link
         return self._outcome(messages, commands, outcomes, later)
 
-    async def _tenants(
-        self, commands: dict[int, Command], outcomes: dict[int, Outcome | Malformed]
-    ) -> dict[str, Tenant]:
+    async def _tenants(self, commands: dict[int, Command], outcomes: dict[int, Outcome | Malformed]
+                       ) -> dict[str, Tenant]:
         """Tenant of each command; refuse what names an unknown tenant or a user that is not
         enrolled there (nothing of such a command ever reaches an API)."""
         known: dict[str, Tenant | None] = {}
@@ -216,24 +199,15 @@ class WriterHandler:
             return None
         named = [(cmd.target, cmd.target_id, "target id")]
         if cmd.entity == "email":
-            named += [
-                ("exchange", cmd.context.get("message_id"), "message id"),
-                ("salesforce", cmd.context.get("who_id"), "who_id"),
-            ]
+            named += [("exchange", cmd.context.get("message_id"), "message id"),
+                      ("salesforce", cmd.context.get("who_id"), "who_id")]
         for side, item_id, what in named:
             if not isinstance(item_id, str) or not item_id:
                 continue
             owner = self.owners.owner(side, item_id)
             if owner is not None and owner != cmd.tenant_id:
-                log.error(
-                    "writer.foreign_target_refused",
-                    tenant_id=cmd.tenant_id,
-                    owner_tenant=owner,
-                    side=side,
-                    item_id=item_id,
-                    link_id=cmd.link_id,
-                    command_id=cmd.command_id,
-                )
+                log.error("writer.foreign_target_refused", tenant_id=cmd.tenant_id, owner_tenant=owner, side=side,
+                          item_id=item_id, link_id=cmd.link_id, command_id=cmd.command_id)
                 return f"{what} {item_id!r}"
         return None
 
@@ -261,13 +235,8 @@ class WriterHandler:
                 out.setdefault(it.index, failed(it.command, f"{type(exc).__name__}: {exc}"))
         return out
 
-    def _outcome(
-        self,
-        messages: list[Message],
-        commands: dict[int, Command],
-        outcomes: dict[int, Outcome | Malformed],
-        later: list[Later],
-    ) -> BatchOutcome:
+    def _outcome(self, messages: list[Message], commands: dict[int, Command],
+                 outcomes: dict[int, Outcome | Malformed], later: list[Later]) -> BatchOutcome:
         retry_from: dict[TopicPartition, int] = {}
         for i, m in enumerate(messages):
             if not isinstance(outcomes.get(i), Done | Malformed):
@@ -288,22 +257,10 @@ class WriterHandler:
             outputs.append(Output(self.topics.results, encode(o.result), key))
             if o.deadletter is not None:
                 DEADLETTERS.labels(SERVICE, "failed").inc()
-                log.warning(
-                    "writer.command_failed",
-                    tenant_id=cmd.tenant_id,
-                    target=cmd.target,
-                    entity=cmd.entity,
-                    action=cmd.action,
-                    link_id=cmd.link_id,
-                    error=o.deadletter,
-                )
-                outputs.append(
-                    Output(
-                        self.topics.deadletter,
-                        deadletter_record(SERVICE, o.deadletter, m, tenant_id=cmd.tenant_id),
-                        key,
-                    )
-                )
+                log.warning("writer.command_failed", tenant_id=cmd.tenant_id, target=cmd.target, entity=cmd.entity,
+                            action=cmd.action, link_id=cmd.link_id, error=o.deadletter)
+                outputs.append(Output(self.topics.deadletter,
+                                      deadletter_record(SERVICE, o.deadletter, m, tenant_id=cmd.tenant_id), key))
         if not retry_from:
             return BatchOutcome(outputs)
         self.backoffs += 1

@@ -67,12 +67,8 @@ class LinkOwners:
                 raise TypeError("tenant_id is not a string")
         except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
             self.skipped += 1
-            log.warning(
-                "writer.link_owners_unreadable",
-                partition=message.partition,
-                offset=message.offset,
-                error=f"{type(exc).__name__}: {exc}",
-            )
+            log.warning("writer.link_owners_unreadable", partition=message.partition, offset=message.offset,
+                        error=f"{type(exc).__name__}: {exc}")
             return
         for side, item_id in ids_of(value):
             prev = self._owner.setdefault((side, item_id), tenant)

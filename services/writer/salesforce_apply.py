@@ -86,9 +86,8 @@ class SalesforceApplier:
         async with self.directory.salesforce_gate.slot(tenant.tenant_id):
             return await fn()
 
-    async def apply(
-        self, tenant: Tenant, entity: str, action: str, items: list[Item], suspect: set[int]
-    ) -> dict[int, Outcome]:
+    async def apply(self, tenant: Tenant, entity: str, action: str, items: list[Item],
+                    suspect: set[int]) -> dict[int, Outcome]:
         # `suspect` needs no special handling here: upserts by link id are idempotent.
         if entity not in SF_ENTITIES:
             return {it.index: failed(it.command, f"entity {entity!r} cannot be {action}d here") for it in items}
@@ -134,9 +133,8 @@ class SalesforceApplier:
             out.update(got)
         return out
 
-    async def _create(
-        self, rest: SalesforceRest, tenant: Tenant, sobject: str, pending: dict[int, Command]
-    ) -> dict[int, Outcome | Transient]:
+    async def _create(self, rest: SalesforceRest, tenant: Tenant, sobject: str,
+                      pending: dict[int, Command]) -> dict[int, Outcome | Transient]:
         out: dict[int, Outcome | Transient] = {}
         bodies: dict[int, dict[str, Any]] = {}
         for i, cmd in pending.items():
@@ -146,14 +144,12 @@ class SalesforceApplier:
                 out[i] = failed(cmd, f"cannot map the record: {exc}")
         ext = tenant.salesforce.external_id_field
         rows = {i: pending[i] for i in bodies}
-        out.update(
-            await self.collection(tenant, rows, lambda part: rest.upsert_many(sobject, ext, [bodies[i] for i in part]))
-        )
+        out.update(await self.collection(
+            tenant, rows, lambda part: rest.upsert_many(sobject, ext, [bodies[i] for i in part])))
         return out
 
-    async def _update(
-        self, rest: SalesforceRest, tenant: Tenant, sobject: str, pending: dict[int, Command]
-    ) -> dict[int, Outcome | Transient]:
+    async def _update(self, rest: SalesforceRest, tenant: Tenant, sobject: str,
+                      pending: dict[int, Command]) -> dict[int, Outcome | Transient]:
         out: dict[int, Outcome | Transient] = {}
         plain: dict[int, dict[str, Any]] = {}
         conditional: dict[int, dict[str, Any]] = {}
@@ -174,17 +170,15 @@ class SalesforceApplier:
                 plain[i] = {"Id": cmd.target_id, **body}
         if plain:
             rows = {i: pending[i] for i in plain}
-            out.update(
-                await self.collection(tenant, rows, lambda part: rest.update_many(sobject, [plain[i] for i in part]))
-            )
+            out.update(await self.collection(
+                tenant, rows, lambda part: rest.update_many(sobject, [plain[i] for i in part])))
 
         async def one(i: int) -> None:
             cmd = pending[i]
             since = str(cmd.context["expected_modified_at"])
             try:
-                await self.call(
-                    tenant, lambda: rest.update(sobject, cmd.target_id or "", conditional[i], if_unmodified_since=since)
-                )
+                await self.call(tenant, lambda: rest.update(sobject, cmd.target_id or "", conditional[i],
+                                                            if_unmodified_since=since))
                 out[i] = applied(cmd)
             except ConnectorError as exc:
                 if exc.code in GONE_CODES:
@@ -195,9 +189,8 @@ class SalesforceApplier:
         await asyncio.gather(*(one(i) for i in conditional))
         return out
 
-    async def _delete(
-        self, rest: SalesforceRest, tenant: Tenant, pending: dict[int, Command]
-    ) -> dict[int, Outcome | Transient]:
+    async def _delete(self, rest: SalesforceRest, tenant: Tenant,
+                      pending: dict[int, Command]) -> dict[int, Outcome | Transient]:
         out: dict[int, Outcome | Transient] = {}
         rows: dict[int, Command] = {}
         for i, cmd in pending.items():
@@ -205,28 +198,18 @@ class SalesforceApplier:
                 rows[i] = cmd
             else:
                 out[i] = failed(cmd, "delete needs target_id")
-        out.update(
-            await self.collection(tenant, rows, lambda part: rest.delete_many([rows[i].target_id or "" for i in part]))
-        )
+        out.update(await self.collection(
+            tenant, rows, lambda part: rest.delete_many([rows[i].target_id or "" for i in part])))
         return out
 
-    async def _fresh_for_conflicts(
-        self,
-        rest: SalesforceRest,
-        tenant: Tenant,
-        entity: str,
-        sobject: str,
-        pending: dict[int, Command],
-        out: dict[int, Outcome | Transient],
-    ) -> None:
+    async def _fresh_for_conflicts(self, rest: SalesforceRest, tenant: Tenant, entity: str, sobject: str,
+                                   pending: dict[int, Command], out: dict[int, Outcome | Transient]) -> None:
         conflicts = [i for i, o in out.items() if isinstance(o, Done) and o.result.status == "conflict"]
         if not conflicts:
             return
         try:
-            recs = await self.call(
-                tenant,
-                lambda: rest.get_many(sobject, [pending[i].target_id or "" for i in conflicts], read_fields(entity)),
-            )
+            recs = await self.call(tenant, lambda: rest.get_many(
+                sobject, [pending[i].target_id or "" for i in conflicts], read_fields(entity)))
         except ConnectorError as exc:
             log.info("writer.conflict_read_failed", entity=entity, error=type(exc).__name__)
             return
@@ -239,13 +222,5 @@ class SalesforceApplier:
                 record = mapping.sf_to_canonical(entity, rec)
             except mapping.MappingError:
                 continue
-            out[i] = Done(
-                result_of(
-                    pending[i],
-                    "conflict",
-                    record=record,
-                    new_version=mapping.version_of(rec),
-                    modified_at=mapping.modified_at_of(rec),
-                    error=err,
-                )
-            )
+            out[i] = Done(result_of(pending[i], "conflict", record=record, new_version=mapping.version_of(rec),
+                                    modified_at=mapping.modified_at_of(rec), error=err))

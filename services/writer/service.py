@@ -31,17 +31,9 @@ GROUP_ID = "exsf-writer"
 
 
 class WriterService:
-    def __init__(
-        self,
-        bus: Bus,
-        topics: Topics,
-        health: Health | None = None,
-        *,
-        settings: WriterSettings | None = None,
-        directory: TenantDirectory | None = None,
-        group_id: str = GROUP_ID,
-        transactional_prefix: str | None = None,
-    ) -> None:
+    def __init__(self, bus: Bus, topics: Topics, health: Health | None = None, *,
+                 settings: WriterSettings | None = None, directory: TenantDirectory | None = None,
+                 group_id: str = GROUP_ID, transactional_prefix: str | None = None) -> None:
         self.bus = bus
         self.topics = topics
         self.health = health
@@ -109,11 +101,5 @@ async def create(bus: Bus, topics: Topics, health: Health) -> WriterService:
     # A prefixed namespace (tests, side-by-side demos on one cluster) also gets its own
     # consumer group and transactional ids, so two namespaces never fence each other.
     ns = namespace_of(topics)
-    return WriterService(
-        bus,
-        topics,
-        health,
-        settings=WriterSettings.from_env(),
-        group_id=ns + GROUP_ID,
-        transactional_prefix=ns + GROUP_ID,
-    )
+    return WriterService(bus, topics, health, settings=WriterSettings.from_env(), group_id=ns + GROUP_ID,
+                         transactional_prefix=ns + GROUP_ID)

@@ -106,12 +106,14 @@ def _with_json(info: RequestInformation, body: dict[str, Any]) -> RequestInforma
     return info
 
 
+
 def _window_param(dt: datetime | None) -> str:
     if dt is None:
         raise ValueError("an events DeltaStream needs window_start and window_end")
     from datetime import UTC
 
     return (dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
 
 
 def event_for_create(event: dict[str, Any], link_id: str) -> dict[str, Any]:
@@ -153,8 +155,7 @@ class ExchangeClient:
         options = {
             RetryHandlerOption.get_key(): RetryHandlerOption(delay=retry_delay_s, max_retries=max_retries),
             UrlReplaceHandlerOption.get_key(): UrlReplaceHandlerOption(
-                enabled=True, replacement_pairs={"/users/me-token-to-replace": "/me"}
-            ),
+                enabled=True, replacement_pairs={"/users/me-token-to-replace": "/me"}),
         }
         http = KiotaClientFactory.get_default_client()
         http.timeout = httpx.Timeout(timeout_s, connect=30.0)
@@ -217,25 +218,18 @@ class ExchangeClient:
         resolved by looking the object up again."""
         user = self._user(mailbox)
         contact_folder = await self._ensure_named(
-            user.contact_folders, ContactFolder, {"displayName": CONTACT_FOLDER_NAME}, "contact folder"
-        )
+            user.contact_folders, ContactFolder, {"displayName": CONTACT_FOLDER_NAME}, "contact folder")
         mail_folder = await self._ensure_named(
-            user.mail_folders, MailFolder, {"displayName": MAIL_FOLDER_NAME, "isHidden": False}, "mail folder"
-        )
-        todo_list = await self._ensure_named(
-            user.todo.lists, TodoTaskList, {"displayName": TODO_LIST_NAME}, "To Do list"
-        )
+            user.mail_folders, MailFolder, {"displayName": MAIL_FOLDER_NAME, "isHidden": False}, "mail folder")
+        todo_list = await self._ensure_named(user.todo.lists, TodoTaskList, {"displayName": TODO_LIST_NAME},
+                                             "To Do list")
         cats = user.outlook.master_categories
         existing = await self._all_pages(cats, None, "list master categories")
         if not any(str(c.get("displayName", "")).lower() == CATEGORY_NAME.lower() for c in existing):
             try:
-                await self._send(
-                    lambda: _with_json(
-                        cats.to_post_request_information(OutlookCategory()),
-                        {"displayName": CATEGORY_NAME, "color": CATEGORY_COLOR},
-                    ),
-                    "create master category",
-                )
+                await self._send(lambda: _with_json(cats.to_post_request_information(OutlookCategory()),
+                                                    {"displayName": CATEGORY_NAME, "color": CATEGORY_COLOR}),
+                                 "create master category")
             except PermanentError as exc:
                 if exc.status != 409:
                     raise
@@ -259,9 +253,8 @@ class ExchangeClient:
         if found:
             return found
         try:
-            created = await self._send(
-                lambda: _with_json(collection.to_post_request_information(model()), body), f"create {what}"
-            )
+            created = await self._send(lambda: _with_json(collection.to_post_request_information(model()), body),
+                                       f"create {what}")
             return str(created["id"])
         except PermanentError as exc:
             if exc.status != 409:
@@ -275,11 +268,8 @@ class ExchangeClient:
     def _delta_builder(self, mailbox: str, stream: DeltaStream) -> tuple[Any, Any]:
         user = self._user(mailbox)
         if stream.kind == "contacts":
-            b = (
-                user.contact_folders.by_contact_folder_id(stream.container_id).contacts.delta
-                if stream.container_id
-                else user.contacts.delta
-            )
+            b = (user.contact_folders.by_contact_folder_id(stream.container_id).contacts.delta
+                 if stream.container_id else user.contacts.delta)
             return b, _qp(b, expand=[LINK_EXPAND])
         if stream.kind == "tasks":
             b = user.todo.lists.by_todo_task_list_id(_need(stream.container_id)).tasks.delta
@@ -288,13 +278,11 @@ class ExchangeClient:
             b = user.mail_folders.by_mail_folder_id(_need(stream.container_id)).messages.delta
             return b, None
         b = user.calendar_view.delta
-        return b, _qp(
-            b, start_date_time=_window_param(stream.window_start), end_date_time=_window_param(stream.window_end)
-        )
+        return b, _qp(b, start_date_time=_window_param(stream.window_start),
+                      end_date_time=_window_param(stream.window_end))
 
-    async def delta_page(
-        self, mailbox: str, stream: DeltaStream, link: str | None = None, *, page_size: int | None = None
-    ) -> DeltaPage:
+    async def delta_page(self, mailbox: str, stream: DeltaStream, link: str | None = None, *,
+                         page_size: int | None = None) -> DeltaPage:
         """One delta page: the initial round when `link` is None, else the page behind a saved
         next/delta link. A 410 (token unknown or evicted) raises CursorExpired."""
         builder, query = self._delta_builder(mailbox, stream)
@@ -303,9 +291,8 @@ class ExchangeClient:
         if link is None:
             body = await self._send(lambda: builder.to_get_request_information(_cfg(query, headers)), what)
         else:
-            body = await self._send(
-                lambda: builder.with_url(link).to_get_request_information(_cfg(None, headers)), what
-            )
+            body = await self._send(lambda: builder.with_url(link).to_get_request_information(_cfg(None, headers)),
+                                    what)
         items: list[dict[str, Any]] = []
         removed: list[str] = []
         for v in body.get("value") or []:
@@ -320,9 +307,8 @@ class ExchangeClient:
             raise PermanentError(f"{what}: page has neither or both of nextLink and deltaLink")
         return page
 
-    async def delta_pages(
-        self, mailbox: str, stream: DeltaStream, link: str | None = None, *, page_size: int | None = None
-    ) -> AsyncIterator[DeltaPage]:
+    async def delta_pages(self, mailbox: str, stream: DeltaStream, link: str | None = None, *,
+                          page_size: int | None = None) -> AsyncIterator[DeltaPage]:
         """Pages until the round's deltaLink; persist `page.cursor` after handling each page."""
         while True:
             page = await self.delta_page(mailbox, stream, link, page_size=page_size)
@@ -361,13 +347,11 @@ class ExchangeClient:
             return user.events.by_event_id(item_id)
         if kind == "message":
             return user.messages.by_message_id(item_id)
-        return user.todo.lists.by_todo_task_list_id(
-            _need(container_id, "task needs its list id")
-        ).tasks.by_todo_task_id(item_id)
+        return user.todo.lists.by_todo_task_list_id(_need(container_id, "task needs its list id")) \
+            .tasks.by_todo_task_id(item_id)
 
-    async def get_item(
-        self, mailbox: str, kind: ItemKind, item_id: str, *, container_id: str | None = None
-    ) -> dict[str, Any]:
+    async def get_item(self, mailbox: str, kind: ItemKind, item_id: str, *,
+                       container_id: str | None = None) -> dict[str, Any]:
         """Contact / event / message by id (tasks need `container_id`, the list id), with the
         link-id property expanded. 404 raises NotFoundError."""
         b = self._item_builder(mailbox, kind, item_id, container_id)
@@ -391,9 +375,8 @@ class ExchangeClient:
         b = self._user(mailbox).messages.by_message_id(message_id).attachments
         return await self._all_pages(b, None, "list attachments")
 
-    async def find_by_link_id(
-        self, mailbox: str, kind: ItemKind, link_id: str, *, container_id: str | None = None
-    ) -> dict[str, Any] | None:
+    async def find_by_link_id(self, mailbox: str, kind: ItemKind, link_id: str, *,
+                              container_id: str | None = None) -> dict[str, Any] | None:
         """The item carrying this link id, if any (for create retries). Contacts are looked up
         in `container_id` when given (else the default folder), tasks in their list."""
         user = self._user(mailbox)
@@ -404,22 +387,20 @@ class ExchangeClient:
                     return task
             return None
         if kind == "contact":
-            b = user.contact_folders.by_contact_folder_id(container_id).contacts if container_id else user.contacts
+            b = (user.contact_folders.by_contact_folder_id(container_id).contacts if container_id
+                 else user.contacts)
         elif kind == "event":
             b = user.events
         else:
             b = user.messages
-        flt = (
-            f"singleValueExtendedProperties/Any(ep: ep/id eq '{_quote(LINK_PROPERTY_ID)}' "
-            f"and ep/value eq '{_quote(link_id)}')"
-        )
+        flt = (f"singleValueExtendedProperties/Any(ep: ep/id eq '{_quote(LINK_PROPERTY_ID)}' "
+               f"and ep/value eq '{_quote(link_id)}')")
         found = await self._all_pages(b, _qp(b, filter=flt, expand=[LINK_EXPAND]), f"find {kind}")
         return found[0] if found else None
 
     # -- writes -----------------------------------------------------------------------
-    async def create_contact(
-        self, mailbox: str, folder_id: str, contact: dict[str, Any], link_id: str
-    ) -> dict[str, Any]:
+    async def create_contact(self, mailbox: str, folder_id: str, contact: dict[str, Any],
+                             link_id: str) -> dict[str, Any]:
         b = self._user(mailbox).contact_folders.by_contact_folder_id(folder_id).contacts
         body = with_link_id("contact", contact, link_id)
         return await self._send(lambda: _with_json(b.to_post_request_information(Contact()), body), "create contact")
@@ -447,18 +428,11 @@ class ExchangeClient:
     async def create_message(self, mailbox: str, folder_id: str, message: dict[str, Any]) -> dict[str, Any]:
         """Creates a message in a folder (seeding, demos)."""
         b = self._user(mailbox).mail_folders.by_mail_folder_id(folder_id).messages
-        return await self._send(lambda: _with_json(b.to_post_request_information(Message()), message), "create message")
+        return await self._send(lambda: _with_json(b.to_post_request_information(Message()), message),
+                                "create message")
 
-    async def update_item(
-        self,
-        mailbox: str,
-        kind: ItemKind,
-        item_id: str,
-        patch: dict[str, Any],
-        *,
-        etag: str | None = None,
-        container_id: str | None = None,
-    ) -> dict[str, Any]:
+    async def update_item(self, mailbox: str, kind: ItemKind, item_id: str, patch: dict[str, Any], *,
+                          etag: str | None = None, container_id: str | None = None) -> dict[str, Any]:
         """PATCH with If-Match: etag when given; a stale etag raises PreconditionFailed."""
         b = self._item_builder(mailbox, kind, item_id, container_id)
         body = dict(patch)
@@ -467,13 +441,11 @@ class ExchangeClient:
             body.pop("transactionId", None)
         headers = {"If-Match": etag} if etag else {}
         model: Any = {"contact": Contact, "event": Event, "message": Message, "task": TodoTask}[kind]()
-        return await self._send(
-            lambda: _with_json(b.to_patch_request_information(model, _cfg(None, headers)), body), f"update {kind}"
-        )
+        return await self._send(lambda: _with_json(b.to_patch_request_information(model, _cfg(None, headers)), body),
+                                f"update {kind}")
 
-    async def delete_item(
-        self, mailbox: str, kind: ItemKind, item_id: str, *, etag: str | None = None, container_id: str | None = None
-    ) -> None:
+    async def delete_item(self, mailbox: str, kind: ItemKind, item_id: str, *, etag: str | None = None,
+                          container_id: str | None = None) -> None:
         """DELETE (If-Match when etag given). 404 raises NotFoundError, 412 PreconditionFailed."""
         b = self._item_builder(mailbox, kind, item_id, container_id)
         headers = {"If-Match": etag} if etag else {}
@@ -485,9 +457,8 @@ class ExchangeClient:
         body = MovePostRequestBody(destination_id=destination_id)
         return await self._send(lambda: b.to_post_request_information(body), "move message")
 
-    async def add_attachment(
-        self, mailbox: str, message_id: str, name: str, content_type: str, data: bytes
-    ) -> dict[str, Any] | None:
+    async def add_attachment(self, mailbox: str, message_id: str, name: str, content_type: str,
+                             data: bytes) -> dict[str, Any] | None:
         """Attaches a file: inline POST under 3 MB, else an upload session with 4 MB chunks.
         Returns the attachment for an inline POST, None after an upload session."""
         import base64
@@ -496,26 +467,17 @@ class ExchangeClient:
         if len(data) < INLINE_ATTACHMENT_LIMIT:
             from msgraph.generated.models.file_attachment import FileAttachment
 
-            body = {
-                "@odata.type": "#microsoft.graph.fileAttachment",
-                "name": name,
-                "contentType": content_type,
-                "contentBytes": base64.b64encode(data).decode(),
-            }
-            return await self._send(
-                lambda: _with_json(att.to_post_request_information(FileAttachment()), body), "add attachment"
-            )
+            body = {"@odata.type": "#microsoft.graph.fileAttachment", "name": name, "contentType": content_type,
+                    "contentBytes": base64.b64encode(data).decode()}
+            return await self._send(lambda: _with_json(att.to_post_request_information(FileAttachment()), body),
+                                    "add attachment")
         from msgraph.generated.models.attachment_item import AttachmentItem
         from msgraph.generated.models.attachment_type import AttachmentType
 
-        spec = CreateUploadSessionPostRequestBody(
-            attachment_item=AttachmentItem(
-                attachment_type=AttachmentType.File, name=name, size=len(data), content_type=content_type
-            )
-        )
-        session = await self._send(
-            lambda: att.create_upload_session.to_post_request_information(spec), "create upload session"
-        )
+        spec = CreateUploadSessionPostRequestBody(attachment_item=AttachmentItem(
+            attachment_type=AttachmentType.File, name=name, size=len(data), content_type=content_type))
+        session = await self._send(lambda: att.create_upload_session.to_post_request_information(spec),
+                                   "create upload session")
         url = str(session["uploadUrl"])
         for start in range(0, len(data), UPLOAD_CHUNK):
             chunk = data[start : start + UPLOAD_CHUNK]
@@ -553,12 +515,9 @@ class ExchangeClient:
         body = await self._send(lambda: info, "$batch")
         out: dict[str, BatchResponse] = {}
         for r in (body or {}).get("responses") or []:
-            out[str(r.get("id"))] = BatchResponse(
-                str(r.get("id")),
-                int(r.get("status", 0)),
-                {str(k): str(v) for k, v in (r.get("headers") or {}).items()},
-                r.get("body"),
-            )
+            out[str(r.get("id"))] = BatchResponse(str(r.get("id")), int(r.get("status", 0)),
+                                                  {str(k): str(v) for k, v in (r.get("headers") or {}).items()},
+                                                  r.get("body"))
         return out
 
     async def batch(self, requests: Sequence[BatchRequest], *, retry_throttled: bool = True) -> list[BatchResponse]:
@@ -574,14 +533,8 @@ class ExchangeClient:
             got = await self._batch_infos([(r.id, self._batch_item_info(r), r.depends_on) for r in pending])
             results.update(got)
             depended = {d for r in pending for d in r.depends_on}
-            again = [
-                r
-                for r in pending
-                if got.get(r.id) is not None
-                and got[r.id].status in TRANSIENT_STATUSES
-                and r.id not in depended
-                and not r.depends_on
-            ]
+            again = [r for r in pending if got.get(r.id) is not None and got[r.id].status in TRANSIENT_STATUSES
+                     and r.id not in depended and not r.depends_on]
             if not retry_throttled or not again or retries >= self.max_retries:
                 break
             wait = max((retry_after_of(got[r.id].headers) or 1.0) for r in again)
@@ -589,12 +542,8 @@ class ExchangeClient:
             retries += 1
             # Mark re-sends as kiota marks its retries, so Graph (and the emulator's throttle
             # log) can tell a retry from a new request on the same URL.
-            pending = [
-                BatchRequest(
-                    r.id, r.method, r.url, r.body, {**r.headers, "Retry-Attempt": str(retries)}, list(r.depends_on)
-                )
-                for r in again
-            ]
+            pending = [BatchRequest(r.id, r.method, r.url, r.body, {**r.headers, "Retry-Attempt": str(retries)},
+                                    list(r.depends_on)) for r in again]
         return [results.get(r.id) or BatchResponse(r.id, 0, {}, None) for r in requests]
 
     @staticmethod
@@ -603,83 +552,48 @@ class ExchangeClient:
         if 200 <= resp.status < 300:
             return None
         err = (resp.body or {}).get("error") if isinstance(resp.body, dict) else None
-        return from_status(
-            resp.status,
-            (err or {}).get("code"),
-            (err or {}).get("message"),
-            resp.headers,
-            what=f"$batch request {resp.id}",
-        )
+        return from_status(resp.status, (err or {}).get("code"), (err or {}).get("message"), resp.headers,
+                           what=f"$batch request {resp.id}")
 
     # Sub-request builders for the writer's batches (same bodies as the single-call writes).
     @staticmethod
-    def contact_create_request(
-        req_id: str, mailbox: str, folder_id: str, contact: dict[str, Any], link_id: str
-    ) -> BatchRequest:
-        return BatchRequest(
-            req_id,
-            "POST",
-            f"/users/{mailbox}/contactFolders/{folder_id}/contacts",
-            with_link_id("contact", contact, link_id),
-            {"Content-Type": "application/json"},
-        )
+    def contact_create_request(req_id: str, mailbox: str, folder_id: str, contact: dict[str, Any],
+                               link_id: str) -> BatchRequest:
+        return BatchRequest(req_id, "POST", f"/users/{mailbox}/contactFolders/{folder_id}/contacts",
+                            with_link_id("contact", contact, link_id), {"Content-Type": "application/json"})
 
     @staticmethod
     def event_create_request(req_id: str, mailbox: str, event: dict[str, Any], link_id: str) -> BatchRequest:
-        return BatchRequest(
-            req_id,
-            "POST",
-            f"/users/{mailbox}/events",
-            event_for_create(event, link_id),
-            {"Content-Type": "application/json"},
-        )
+        return BatchRequest(req_id, "POST", f"/users/{mailbox}/events", event_for_create(event, link_id),
+                            {"Content-Type": "application/json"})
 
     @staticmethod
-    def task_create_request(
-        req_id: str, mailbox: str, list_id: str, task: dict[str, Any], link_id: str
-    ) -> BatchRequest:
-        return BatchRequest(
-            req_id,
-            "POST",
-            f"/users/{mailbox}/todo/lists/{list_id}/tasks",
-            with_link_id("task", task, link_id),
-            {"Content-Type": "application/json"},
-        )
+    def task_create_request(req_id: str, mailbox: str, list_id: str, task: dict[str, Any],
+                            link_id: str) -> BatchRequest:
+        return BatchRequest(req_id, "POST", f"/users/{mailbox}/todo/lists/{list_id}/tasks",
+                            with_link_id("task", task, link_id), {"Content-Type": "application/json"})
 
     # -- subscriptions ----------------------------------------------------------------
-    async def create_subscription(
-        self,
-        resource: str,
-        notification_url: str,
-        *,
-        expiration: datetime,
-        client_state: str | None = None,
-        lifecycle_url: str | None = None,
-        change_types: Sequence[str] = ("created", "updated", "deleted"),
-    ) -> dict[str, Any]:
+    async def create_subscription(self, resource: str, notification_url: str, *, expiration: datetime,
+                                  client_state: str | None = None, lifecycle_url: str | None = None,
+                                  change_types: Sequence[str] = ("created", "updated", "deleted")) -> dict[str, Any]:
         """POST /subscriptions (Graph validates notificationUrl before answering; a failed
         handshake is a PermanentError). `resource` e.g. "/users/a@b/contactFolders/{id}/contacts"."""
-        body: dict[str, Any] = {
-            "changeType": ",".join(change_types),
-            "notificationUrl": notification_url,
-            "resource": resource,
-            "expirationDateTime": _window_param(expiration),
-        }
+        body: dict[str, Any] = {"changeType": ",".join(change_types), "notificationUrl": notification_url,
+                                "resource": resource, "expirationDateTime": _window_param(expiration)}
         if client_state is not None:
             body["clientState"] = client_state
         if lifecycle_url is not None:
             body["lifecycleNotificationUrl"] = lifecycle_url
         b = self.graph.subscriptions
-        return await self._send(
-            lambda: _with_json(b.to_post_request_information(Subscription()), body), "create subscription"
-        )
+        return await self._send(lambda: _with_json(b.to_post_request_information(Subscription()), body),
+                                "create subscription")
 
     async def renew_subscription(self, subscription_id: str, expiration: datetime) -> dict[str, Any]:
         b = self.graph.subscriptions.by_subscription_id(subscription_id)
         body = {"expirationDateTime": _window_param(expiration)}
-        return await self._send(
-            lambda: _with_json(b.to_patch_request_information(Subscription()), body), "renew subscription"
-        )
+        return await self._send(lambda: _with_json(b.to_patch_request_information(Subscription()), body),
+                                "renew subscription")
 
     async def delete_subscription(self, subscription_id: str) -> None:
         b = self.graph.subscriptions.by_subscription_id(subscription_id)
@@ -701,3 +615,4 @@ def _need(value: str | None, what: str = "this stream needs container_id") -> st
     if not value:
         raise ValueError(what)
     return value
+

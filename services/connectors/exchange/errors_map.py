@@ -34,9 +34,8 @@ def retry_after_of(headers: Any) -> float | None:
         return None
 
 
-def from_status(
-    status: int | None, code: str | None, message: str | None, headers: Any = None, *, what: str = "Graph request"
-) -> ConnectorError:
+def from_status(status: int | None, code: str | None, message: str | None, headers: Any = None,
+                *, what: str = "Graph request") -> ConnectorError:
     text = f"{what} failed: HTTP {status}" + (f" {code}" if code else "") + (f": {message}" if message else "")
     if status in TRANSIENT_STATUSES or (status is not None and status >= 500):
         return TransientError(text, retry_after=retry_after_of(headers), status=status, code=code)

@@ -31,6 +31,8 @@ EXSF_LINK_PROPERTY_ID: Final = "String {66f5a359-4659-4830-9070-00047ec6ac6e} Na
 assert EXSF_LINK_PROPERTY_ID == LINK_PROPERTY_ID  # one id for the client and the mappings
 
 
+
+
 @dataclass(frozen=True, slots=True)
 class Ctx:
     """What a group may need besides the item/record itself."""
@@ -169,13 +171,8 @@ def _body_text(body: Any) -> str | None:
 # --- group factories ----------------------------------------------------------------------------
 
 
-def _scalar(
-    name: str,
-    prop: str,
-    to_c: Callable[[Any], Any] = _text,
-    to_w: Callable[[Any], Any] = lambda v: v,
-    clear: Any = None,
-) -> Group:
+def _scalar(name: str, prop: str, to_c: Callable[[Any], Any] = _text, to_w: Callable[[Any], Any] = lambda v: v,
+            clear: Any = None) -> Group:
     def read(item: Mapping[str, Any], ctx: Ctx) -> Record:
         return {name: to_c(item.get(prop))}
 
@@ -199,7 +196,8 @@ def _first_string(name: str, prop: str) -> Group:
     return Group((name,), read, write, {prop: []})
 
 
-def _sub_object(prop: str, keys: Mapping[str, str], to_c: Mapping[str, Callable[[Any], Any]] | None = None) -> Group:
+def _sub_object(prop: str, keys: Mapping[str, str],
+                to_c: Mapping[str, Callable[[Any], Any]] | None = None) -> Group:
     """Canonical fields that are parts of one Graph object property (an address)."""
     conv = to_c or {}
 
@@ -218,9 +216,8 @@ def _sub_object(prop: str, keys: Mapping[str, str], to_c: Mapping[str, Callable[
 
 def _enum(name: str, prop: str, to_c: Mapping[str, str], to_w: Mapping[str, str], clear: str) -> Group:
     low = {k.lower(): v for k, v in to_c.items()}
-    return _scalar(
-        name, prop, lambda v: low.get(str(v).lower()) if v is not None else None, lambda v: to_w.get(v), clear
-    )
+    return _scalar(name, prop, lambda v: low.get(str(v).lower()) if v is not None else None,
+                   lambda v: to_w.get(v), clear)
 
 
 def _body(name: str = "body") -> Group:
@@ -251,11 +248,8 @@ def _display_name(rec: Mapping[str, Any]) -> str | None:
 
 def _write_names(rec: Mapping[str, Any], ctx: Ctx) -> Record:
     # displayName is what Outlook lists contacts by; Graph does not derive it on create.
-    return {
-        "givenName": _text(rec.get("given_name")),
-        "surname": _text(rec.get("family_name")),
-        "displayName": _display_name(rec),
-    }
+    return {"givenName": _text(rec.get("given_name")), "surname": _text(rec.get("family_name")),
+            "displayName": _display_name(rec)}
 
 
 def _read_email(item: Mapping[str, Any], ctx: Ctx) -> Record:
@@ -279,30 +273,17 @@ CONTACT: Final[tuple[Group, ...]] = (
     _scalar("job_title", "jobTitle"),
     _scalar("department", "department"),
     # Multi-line texts are normalised as Salesforce's textareas are (line ends, trailing blanks).
-    _sub_object(
-        "businessAddress",
-        {
-            "street": "street",
-            "city": "city",
-            "state": "state",
-            "postal_code": "postalCode",
-            "country": "countryOrRegion",
-        },
-        {"street": lambda v: normalise_text_body(_text(v))},
-    ),
+    _sub_object("businessAddress", {"street": "street", "city": "city", "state": "state",
+                                    "postal_code": "postalCode", "country": "countryOrRegion"},
+                {"street": lambda v: normalise_text_body(_text(v))}),
     _scalar("notes", "personalNotes", lambda v: normalise_text_body(_text(v))),
 )
 
 
 # --- event --------------------------------------------------------------------------------------
 
-SHOW_AS_TO_CANONICAL: Final = {
-    "free": "free",
-    "busy": "busy",
-    "tentative": "busy",
-    "workingElsewhere": "busy",
-    "oof": "oof",
-}
+SHOW_AS_TO_CANONICAL: Final = {"free": "free", "busy": "busy", "tentative": "busy", "workingElsewhere": "busy",
+                               "oof": "oof"}
 SHOW_AS_TO_GRAPH: Final = {"free": "free", "busy": "busy", "oof": "oof"}
 
 
@@ -375,10 +356,8 @@ def _write_event_time(rec: Mapping[str, Any], ctx: Ctx) -> Record:
         name = tz.graph_zone_name(zone_name)
         for key, value in (("start", start), ("end", end)):
             if value:
-                out[key] = {
-                    "dateTime": tz.format_wall(datetime.combine(date.fromisoformat(value[:10]), time())),
-                    "timeZone": name,
-                }
+                out[key] = {"dateTime": tz.format_wall(datetime.combine(date.fromisoformat(value[:10]), time())),
+                            "timeZone": name}
         out["isAllDay"] = True
         return out
     for key, value in (("start", start), ("end", end)):
@@ -435,13 +414,8 @@ EVENT: Final[tuple[Group, ...]] = (
 
 # --- task (To Do) -------------------------------------------------------------------------------
 
-TASK_STATUS_TO_CANONICAL: Final = {
-    "notStarted": "not_started",
-    "inProgress": "in_progress",
-    "completed": "completed",
-    "waitingOnOthers": "waiting",
-    "deferred": "deferred",
-}
+TASK_STATUS_TO_CANONICAL: Final = {"notStarted": "not_started", "inProgress": "in_progress", "completed": "completed",
+                                   "waitingOnOthers": "waiting", "deferred": "deferred"}
 TASK_STATUS_TO_GRAPH: Final = {v: k for k, v in TASK_STATUS_TO_CANONICAL.items()}
 IMPORTANCE_TO_CANONICAL: Final = {"low": "low", "normal": "normal", "high": "high"}
 
@@ -518,9 +492,8 @@ def _read_attachments(item: Mapping[str, Any], ctx: Ctx) -> Record:
         kind = str(a.get("@odata.type") or "#microsoft.graph.fileAttachment")
         if not kind.lower().endswith("fileattachment") or a.get("isInline"):
             continue
-        out.append(
-            {"id": a.get("id"), "name": a.get("name"), "content_type": a.get("contentType"), "size": a.get("size")}
-        )
+        out.append({"id": a.get("id"), "name": a.get("name"), "content_type": a.get("contentType"),
+                    "size": a.get("size")})
     return {"attachments": out or None}
 
 
@@ -579,14 +552,9 @@ def canonical_to_graph(entity: str, record: Mapping[str, Any], *, user_time_zone
 
 
 @mapping_errors
-def canonical_patch_to_graph(
-    entity: str,
-    record: Mapping[str, Any],
-    changed: Iterable[str] | Mapping[str, Any],
-    *,
-    current: Mapping[str, Any] | None = None,
-    user_time_zone: str | None = None,
-) -> Record:
+def canonical_patch_to_graph(entity: str, record: Mapping[str, Any], changed: Iterable[str] | Mapping[str, Any], *,
+                             current: Mapping[str, Any] | None = None,
+                             user_time_zone: str | None = None) -> Record:
     """The PATCH body for the canonical fields named in `changed`.
 
     `record` is the full new canonical record: whole-object Graph properties (addresses,
@@ -604,8 +572,7 @@ def canonical_patch_to_graph(
     body: Record = {}
     for g in _table(entity):
         touched = not names.isdisjoint(g.names) or (
-            not names.isdisjoint(g.depends) and any(merged.get(n) not in (None, "", []) for n in g.names)
-        )
+            not names.isdisjoint(g.depends) and any(merged.get(n) not in (None, "", []) for n in g.names))
         if not touched:
             continue
         for prop, v in g.write(merged, ctx).items():

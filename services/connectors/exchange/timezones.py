@@ -365,11 +365,8 @@ def _py_weekday(name: str) -> int:
 
 
 def _nth_weekday(year: int, month: int, weekdays: list[int], index: str) -> date | None:
-    days = [
-        d
-        for d in (date(year, month, 1) + timedelta(days=i) for i in range(31))
-        if d.month == month and d.weekday() in weekdays
-    ]
+    days = [d for d in (date(year, month, 1) + timedelta(days=i) for i in range(31))
+            if d.month == month and d.weekday() in weekdays]
     i = _INDEX.get(index, 0)
     return days[i] if days and -len(days) <= i < len(days) else None
 

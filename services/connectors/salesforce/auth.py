@@ -66,9 +66,8 @@ class SalesforceAuth:
         self._client_secret = client_secret
         self._password = password
         self._refresh_token = refresh_token
-        self.flow: Flow = flow or (
-            "refresh_token" if refresh_token else "password" if password else "client_credentials"
-        )
+        self.flow: Flow = flow or ("refresh_token" if refresh_token else "password" if password else
+                                   "client_credentials")
         self._session = session
         self._own_session = session is None
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
@@ -77,13 +76,8 @@ class SalesforceAuth:
         self.token_requests = 0
 
     @classmethod
-    def from_endpoint(
-        cls,
-        endpoint: SalesforceEndpoint,
-        *,
-        session: aiohttp.ClientSession | None = None,
-        refresh_token_ref: str | None = None,
-    ) -> SalesforceAuth:
+    def from_endpoint(cls, endpoint: SalesforceEndpoint, *, session: aiohttp.ClientSession | None = None,
+                      refresh_token_ref: str | None = None) -> SalesforceAuth:
         """Resolve the endpoint's secret references (env:/file:) now."""
         return cls(
             endpoint,
@@ -147,18 +141,10 @@ class SalesforceAuth:
         if status != 200 or not isinstance(body, dict) or "access_token" not in body:
             code = body.get("error") if isinstance(body, dict) else None
             desc = body.get("error_description") if isinstance(body, dict) else None
-            log.warning(
-                "salesforce_token_rejected",
-                status=status,
-                error=code,
-                flow=self.flow,
-                login_url=self.endpoint.login_url,
-            )
-            raise AuthError(
-                f"salesforce token request rejected: {code or status} ({desc or 'no description'})",
-                status=status,
-                code=str(code) if code else None,
-            )
+            log.warning("salesforce_token_rejected", status=status, error=code, flow=self.flow,
+                        login_url=self.endpoint.login_url)
+            raise AuthError(f"salesforce token request rejected: {code or status} ({desc or 'no description'})",
+                            status=status, code=str(code) if code else None)
         token = Token(
             access_token=Secret(str(body["access_token"])),
             instance_url=str(body["instance_url"]).rstrip("/"),

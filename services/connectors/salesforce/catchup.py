@@ -59,9 +59,8 @@ async def catch_up(
         yield rec
 
 
-async def reread(
-    rest: SalesforceRest, sobject: str, ids: Sequence[str], fields: Sequence[str] | None = None
-) -> dict[str, dict[str, Any] | None]:
+async def reread(rest: SalesforceRest, sobject: str, ids: Sequence[str], fields: Sequence[str] | None = None
+                 ) -> dict[str, dict[str, Any] | None]:
     """id -> current record, or None when it no longer exists (deleted)."""
     names = _field_list(fields).split(", ")
     rows = await rest.get_many(sobject, list(ids), names)

@@ -26,9 +26,8 @@ def first_error(body: Any) -> tuple[str | None, str]:
         e = body[0]
         return (e.get("errorCode") or e.get("statusCode")), str(e.get("message", ""))
     if isinstance(body, dict):
-        return body.get("errorCode") or body.get("error"), str(
-            body.get("message") or body.get("error_description") or ""
-        )
+        return body.get("errorCode") or body.get("error"), str(body.get("message") or body.get("error_description")
+                                                               or "")
     return None, ""
 
 

@@ -38,19 +38,16 @@ LAST_NAME_LIMIT: Final = 80
 COMPOUNDS: Final[dict[str, dict[str, dict[str, str]]]] = {
     "Contact": {
         "Name": {"Salutation": "Salutation", "FirstName": "FirstName", "LastName": "LastName"},
-        "MailingAddress": {
-            "Street": "MailingStreet",
-            "City": "MailingCity",
-            "State": "MailingState",
-            "PostalCode": "MailingPostalCode",
-            "Country": "MailingCountry",
-        },
+        "MailingAddress": {"Street": "MailingStreet", "City": "MailingCity", "State": "MailingState",
+                           "PostalCode": "MailingPostalCode", "Country": "MailingCountry"},
     },
 }
 
 
 # Canonical values of Salesforce checkboxes, for CDC CREATE/UNDELETE bodies that omit them.
 CREATE_DEFAULTS: Final[dict[str, dict[str, Any]]] = {"event": {"is_private": False}}
+
+
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,9 +108,8 @@ def _day(v: Any) -> date | None:
     return date.fromisoformat(s[:10]) if s else None
 
 
-def _scalar(
-    name: str, sf: str, to_c: Callable[[Any], Any] = _text, to_w: Callable[[Any], Any] = lambda v: v, clear: Any = None
-) -> Group:
+def _scalar(name: str, sf: str, to_c: Callable[[Any], Any] = _text, to_w: Callable[[Any], Any] = lambda v: v,
+            clear: Any = None) -> Group:
     def read(rec: Mapping[str, Any], ctx: Ctx) -> Record:
         return {name: to_c(rec.get(sf))}
 
@@ -186,14 +182,8 @@ CONTACT: Final[tuple[Group, ...]] = (
 # --- event ----------------------------------------------------------------------------------------
 
 SHOW_AS: Final = {"Busy": "busy", "Free": "free", "OutOfOffice": "oof"}
-_TIME_FIELDS: Final = (
-    "IsAllDayEvent",
-    "StartDateTime",
-    "EndDateTime",
-    "ActivityDate",
-    "ActivityDateTime",
-    "DurationInMinutes",
-)
+_TIME_FIELDS: Final = ("IsAllDayEvent", "StartDateTime", "EndDateTime", "ActivityDate", "ActivityDateTime",
+                       "DurationInMinutes")
 
 
 def _is_midnight(v: Any) -> bool:
@@ -250,13 +240,8 @@ def _write_event_time(rec: Mapping[str, Any], ctx: Ctx) -> Record:
     if rec.get("is_all_day"):
         first = date.fromisoformat(start[:10])
         days = max(1, (date.fromisoformat(end[:10]) - first).days) if end else 1
-        return {
-            "IsAllDayEvent": True,
-            "ActivityDate": first.isoformat(),
-            "StartDateTime": _midnight(first),
-            "EndDateTime": _midnight(first + timedelta(days=days - 1)),
-            "DurationInMinutes": days * 1440,
-        }
+        return {"IsAllDayEvent": True, "ActivityDate": first.isoformat(), "StartDateTime": _midnight(first),
+                "EndDateTime": _midnight(first + timedelta(days=days - 1)), "DurationInMinutes": days * 1440}
     out: Record = {"IsAllDayEvent": False, "StartDateTime": sf_datetime(start)}
     if end:
         # End and duration together: a start-only change must not let Salesforce keep the
@@ -285,49 +270,17 @@ def _write_time_zone(rec: Mapping[str, Any], ctx: Ctx) -> Record:
 # Legacy recurrence: RecurrenceDayOfWeekMask bits Sunday=1 ... Saturday=64.
 _DAY_BITS: Final = {d: 1 << i for i, d in enumerate(tz.WEEKDAYS)}
 _INSTANCES: Final = {"First": "first", "Second": "second", "Third": "third", "Fourth": "fourth", "Last": "last"}
-_MONTHS: Final = (
-    "January",
-    "February",
-    "March",
-    "April",
-    "May",
-    "June",
-    "July",
-    "August",
-    "September",
-    "October",
-    "November",
-    "December",
-)
-_TO_GRAPH_TYPE: Final = {
-    "RecursDaily": "daily",
-    "RecursEveryWeekday": "weekly",
-    "RecursWeekly": "weekly",
-    "RecursMonthly": "absoluteMonthly",
-    "RecursMonthlyNth": "relativeMonthly",
-    "RecursYearly": "absoluteYearly",
-    "RecursYearlyNth": "relativeYearly",
-}
-_TO_SF_TYPE: Final = {
-    "daily": "RecursDaily",
-    "weekly": "RecursWeekly",
-    "absoluteMonthly": "RecursMonthly",
-    "relativeMonthly": "RecursMonthlyNth",
-    "absoluteYearly": "RecursYearly",
-    "relativeYearly": "RecursYearlyNth",
-}
-_RECURRENCE_FIELDS: Final = (
-    "IsRecurrence",
-    "RecurrenceType",
-    "RecurrenceInterval",
-    "RecurrenceDayOfWeekMask",
-    "RecurrenceDayOfMonth",
-    "RecurrenceInstance",
-    "RecurrenceMonthOfYear",
-    "RecurrenceStartDateTime",
-    "RecurrenceEndDateOnly",
-    "RecurrenceTimeZoneSidKey",
-)
+_MONTHS: Final = ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
+                  "November", "December")
+_TO_GRAPH_TYPE: Final = {"RecursDaily": "daily", "RecursEveryWeekday": "weekly", "RecursWeekly": "weekly",
+                         "RecursMonthly": "absoluteMonthly", "RecursMonthlyNth": "relativeMonthly",
+                         "RecursYearly": "absoluteYearly", "RecursYearlyNth": "relativeYearly"}
+_TO_SF_TYPE: Final = {"daily": "RecursDaily", "weekly": "RecursWeekly", "absoluteMonthly": "RecursMonthly",
+                      "relativeMonthly": "RecursMonthlyNth", "absoluteYearly": "RecursYearly",
+                      "relativeYearly": "RecursYearlyNth"}
+_RECURRENCE_FIELDS: Final = ("IsRecurrence", "RecurrenceType", "RecurrenceInterval", "RecurrenceDayOfWeekMask",
+                             "RecurrenceDayOfMonth", "RecurrenceInstance", "RecurrenceMonthOfYear",
+                             "RecurrenceStartDateTime", "RecurrenceEndDateOnly", "RecurrenceTimeZoneSidKey")
 
 
 def _days_of(mask: Any) -> list[str]:
@@ -341,8 +294,7 @@ def _mask_of(days: Iterable[str]) -> int:
 
 def _zone_for(rec: Mapping[str, Any], ctx: Ctx) -> Any:
     name = _text(rec.get("RecurrenceTimeZoneSidKey")) or (
-        _text(rec.get(ctx.time_zone_field)) if ctx.time_zone_field else None
-    )
+        _text(rec.get(ctx.time_zone_field)) if ctx.time_zone_field else None)
     return tz.zone_of(name) if name else None
 
 
@@ -427,26 +379,15 @@ EVENT: Final[tuple[Group, ...]] = (
     _enum("show_as", "ShowAs", SHOW_AS, "Busy"),
     _bool("is_private", "IsPrivate"),
     # RecurrenceStartDateTime and the zone key follow the event's start, all-day flag and zone.
-    Group(
-        ("recurrence",),
-        _RECURRENCE_FIELDS,
-        _read_recurrence,
-        _write_recurrence,
-        {"IsRecurrence": False},
-        depends=("start", "is_all_day", "time_zone"),
-    ),
+    Group(("recurrence",), _RECURRENCE_FIELDS, _read_recurrence, _write_recurrence, {"IsRecurrence": False},
+          depends=("start", "is_all_day", "time_zone")),
 )
 
 
 # --- task -----------------------------------------------------------------------------------------
 
-TASK_STATUS: Final = {
-    "Not Started": "not_started",
-    "In Progress": "in_progress",
-    "Completed": "completed",
-    "Waiting on someone else": "waiting",
-    "Deferred": "deferred",
-}
+TASK_STATUS: Final = {"Not Started": "not_started", "In Progress": "in_progress", "Completed": "completed",
+                      "Waiting on someone else": "waiting", "Deferred": "deferred"}
 PRIORITY: Final = {"High": "high", "Normal": "normal", "Low": "low"}
 
 TASK: Final[tuple[Group, ...]] = (
@@ -464,7 +405,7 @@ TASK: Final[tuple[Group, ...]] = (
 def _read_email_subject(rec: Mapping[str, Any], ctx: Ctx) -> Record:
     s = _text(rec.get("Subject"))
     if s and s.startswith(EMAIL_SUBJECT_PREFIX):
-        s = s[len(EMAIL_SUBJECT_PREFIX) :] or None
+        s = s[len(EMAIL_SUBJECT_PREFIX):] or None
     return {"subject": s}
 
 
@@ -553,9 +494,8 @@ def _flat_name(sobject: str, dotted: str) -> str:
 
 
 @mapping_errors
-def cdc_to_canonical(
-    entity: str, payload: Mapping[str, Any], *, time_zone_field: str | None = None, is_all_day: bool | None = None
-) -> tuple[Record, list[str]]:
+def cdc_to_canonical(entity: str, payload: Mapping[str, Any], *, time_zone_field: str | None = None,
+                     is_all_day: bool | None = None) -> tuple[Record, list[str]]:
     """A CDC payload (`data.payload`, with ChangeEventHeader) as (canonical fields present,
     canonical names that changed).
 
@@ -597,9 +537,8 @@ def _is_empty(v: Any) -> bool:
 
 
 @mapping_errors
-def canonical_to_sf(
-    entity: str, record: Mapping[str, Any], *, time_zone_field: str | None = None, include_empty: bool = False
-) -> Record:
+def canonical_to_sf(entity: str, record: Mapping[str, Any], *, time_zone_field: str | None = None,
+                    include_empty: bool = False) -> Record:
     """The full sObject body for create (or upsert). Empty fields are left out, or sent as
     null with `include_empty` so an upsert that updates clears them. Contact.LastName is
     never empty: see `placeholder_last_name`. Email: a completed Task of subtype Email
@@ -622,13 +561,8 @@ def _touched(g: Group, changed: set[str], record: Mapping[str, Any]) -> bool:
 
 
 @mapping_errors
-def canonical_patch_to_sf(
-    entity: str,
-    changed: Mapping[str, Any],
-    record: Mapping[str, Any] | None = None,
-    *,
-    time_zone_field: str | None = None,
-) -> Record:
+def canonical_patch_to_sf(entity: str, changed: Mapping[str, Any], record: Mapping[str, Any] | None = None, *,
+                          time_zone_field: str | None = None) -> Record:
     """The PATCH body for the changed canonical fields (name -> new value, None clears).
     `record`, the full new canonical record, supplies what related fields need: moving an
     event's start also sends its end and all-day flag; clearing a family name writes the
@@ -682,9 +616,8 @@ def modified_at_of(record_or_header: Mapping[str, Any]) -> str | None:
     h = _header(record_or_header)
     if h is not None and h.get("commitTimestamp") is not None:
         return tz.format_instant(datetime.fromtimestamp(int(h["commitTimestamp"]) / 1000, UTC))
-    return tz.normalise_instant(
-        _text(record_or_header.get("LastModifiedDate")) or _text(record_or_header.get("SystemModstamp"))
-    )
+    return tz.normalise_instant(_text(record_or_header.get("LastModifiedDate"))
+                                or _text(record_or_header.get("SystemModstamp")))
 
 
 def fields_not_stored(entity: str, *, time_zone_field: str | None = None) -> frozenset[str]:
@@ -695,9 +628,8 @@ def fields_not_stored(entity: str, *, time_zone_field: str | None = None) -> fro
     if entity == "event":
         return frozenset() if time_zone_field else frozenset({"time_zone"})
     if entity == "email":
-        return frozenset(
-            {"from_address", "to_addresses", "cc_addresses", "sent_at", "internet_message_id", "attachments"}
-        )
+        return frozenset({"from_address", "to_addresses", "cc_addresses", "sent_at", "internet_message_id",
+                          "attachments"})
     return frozenset()
 
 

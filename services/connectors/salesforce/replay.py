@@ -38,9 +38,8 @@ class MemoryReplayStore:
 
 
 class DurableReplayStorage(ReplayMarkerStorage):
-    def __init__(
-        self, store: ReplayStore | None, *, start: int | Mapping[str, int] | None = None, default: int = NEW_EVENTS
-    ) -> None:
+    def __init__(self, store: ReplayStore | None, *, start: int | Mapping[str, int] | None = None,
+                 default: int = NEW_EVENTS) -> None:
         super().__init__()
         self.store = store
         self.start = start

@@ -99,11 +99,8 @@ def _chunks(items: Sequence[Any], n: int) -> Iterable[Sequence[Any]]:
 
 def _save_result(row: Mapping[str, Any]) -> SaveResult:
     errors = tuple(
-        SaveError(
-            str(e.get("statusCode") or e.get("errorCode") or ""),
-            str(e.get("message", "")),
-            tuple(e.get("fields") or ()),
-        )
+        SaveError(str(e.get("statusCode") or e.get("errorCode") or ""), str(e.get("message", "")),
+                  tuple(e.get("fields") or ()))
         for e in row.get("errors") or ()
     )
     return SaveResult(row.get("id"), bool(row.get("success")), row.get("created"), errors)
@@ -174,20 +171,16 @@ class SalesforceRest:
         raises the mapped connector error for anything but 2xx/300."""
         token = await self.auth.token()
         for attempt in (1, 2):
-            hdrs = {
-                "Authorization": token.authorization(),
-                "Sforce-Call-Options": f"client={self.client_id}",
-                "Accept": "application/json",
-            }
+            hdrs = {"Authorization": token.authorization(), "Sforce-Call-Options": f"client={self.client_id}",
+                    "Accept": "application/json"}
             if json is not None:
                 hdrs["Content-Type"] = "application/json"
             hdrs.update(headers or {})
             data = orjson.dumps(json) if json is not None else None
             self.calls += 1
             try:
-                async with self._http().request(
-                    method, token.instance_url + path, data=data, params=params, headers=hdrs, timeout=self._timeout
-                ) as resp:
+                async with self._http().request(method, token.instance_url + path, data=data, params=params,
+                                                headers=hdrs, timeout=self._timeout) as resp:
                     status = resp.status
                     self._track_limits(resp.headers)
                     content = await resp.read()
@@ -225,23 +218,21 @@ class SalesforceRest:
         return dict(body)
 
     async def create(self, sobject: str, fields: Mapping[str, Any]) -> str:
-        _, body = await self.request(
-            "POST", f"{self.base}/sobjects/{sobject}", json=dict(fields), what=f"create {sobject}"
-        )
+        _, body = await self.request("POST", f"{self.base}/sobjects/{sobject}", json=dict(fields),
+                                     what=f"create {sobject}")
         return str(body["id"])
 
-    async def update(
-        self, sobject: str, record_id: str, fields: Mapping[str, Any], if_unmodified_since: str | None = None
-    ) -> None:
+    async def update(self, sobject: str, record_id: str, fields: Mapping[str, Any],
+                     if_unmodified_since: str | None = None) -> None:
         headers = {"If-Unmodified-Since": http_date(if_unmodified_since)} if if_unmodified_since else None
-        await self.request(
-            "PATCH", self._row(sobject, record_id), json=dict(fields), headers=headers, what=f"update {sobject}"
-        )
+        await self.request("PATCH", self._row(sobject, record_id), json=dict(fields), headers=headers,
+                           what=f"update {sobject}")
 
     async def delete(self, sobject: str, record_id: str) -> None:
         await self.request("DELETE", self._row(sobject, record_id), what=f"delete {sobject}")
 
-    async def upsert(self, sobject: str, ext_field: str, ext_value: str, fields: Mapping[str, Any]) -> tuple[str, bool]:
+    async def upsert(self, sobject: str, ext_field: str, ext_value: str, fields: Mapping[str, Any]
+                     ) -> tuple[str, bool]:
         """Create or update by external id; returns (id, created)."""
         body = {k: v for k, v in fields.items() if k not in ("Id", ext_field, "attributes")}
         path = f"{self.base}/sobjects/{sobject}/{ext_field}/{quote(ext_value, safe='')}"
@@ -252,9 +243,8 @@ class SalesforceRest:
             return str(rec["Id"]), False
         return str(answer["id"]), bool(answer.get("created", status == 201))
 
-    async def get_by_external_id(
-        self, sobject: str, ext_field: str, ext_value: str, fields: Sequence[str] | None = None
-    ) -> dict[str, Any]:
+    async def get_by_external_id(self, sobject: str, ext_field: str, ext_value: str,
+                                 fields: Sequence[str] | None = None) -> dict[str, Any]:
         params = {"fields": ",".join(fields)} if fields else None
         path = f"{self.base}/sobjects/{sobject}/{ext_field}/{quote(ext_value, safe='')}"
         _, body = await self.request("GET", path, params=params, what=f"get {sobject} by {ext_field}")
@@ -266,17 +256,15 @@ class SalesforceRest:
         """Ids changed (by SystemModstamp) in [start, end] (at most 30 days back), and the
         latest date the answer covers."""
         params = {"start": _iso(start), "end": _iso(end)}
-        _, body = await self.request(
-            "GET", f"{self.base}/sobjects/{sobject}/updated/", params=params, what=f"get_updated {sobject}"
-        )
+        _, body = await self.request("GET", f"{self.base}/sobjects/{sobject}/updated/", params=params,
+                                     what=f"get_updated {sobject}")
         return list(body.get("ids", [])), str(body.get("latestDateCovered", ""))
 
     async def get_deleted(self, sobject: str, start: str, end: str) -> list[tuple[str, str]]:
         """(id, deletedDate) of records deleted in [start, end] (at most 15 days back)."""
         params = {"start": _iso(start), "end": _iso(end)}
-        _, body = await self.request(
-            "GET", f"{self.base}/sobjects/{sobject}/deleted/", params=params, what=f"get_deleted {sobject}"
-        )
+        _, body = await self.request("GET", f"{self.base}/sobjects/{sobject}/deleted/", params=params,
+                                     what=f"get_deleted {sobject}")
         return [(str(r["id"]), str(r["deletedDate"])) for r in body.get("deletedRecords", [])]
 
     # --- SOQL ------------------------------------------------------------------------------
@@ -293,9 +281,8 @@ class SalesforceRest:
 
     async def _query(self, resource: str, soql: str) -> AsyncIterator[dict[str, Any]]:
         headers = {"Sforce-Query-Options": f"batchSize={self.query_batch_size}"} if self.query_batch_size else None
-        _, page = await self.request(
-            "GET", f"{self.base}/{resource}", params={"q": soql}, headers=headers, what=resource
-        )
+        _, page = await self.request("GET", f"{self.base}/{resource}", params={"q": soql}, headers=headers,
+                                     what=resource)
         while True:
             for rec in page.get("records", []):
                 yield rec
@@ -306,67 +293,43 @@ class SalesforceRest:
 
     # --- sObject Collections ---------------------------------------------------------------
 
-    async def _collection(
-        self,
-        method: str,
-        path: str,
-        sobject: str | None,
-        records: Sequence[Mapping[str, Any]],
-        all_or_none: bool,
-        what: str,
-    ) -> list[SaveResult]:
+    async def _collection(self, method: str, path: str, sobject: str | None, records: Sequence[Mapping[str, Any]],
+                          all_or_none: bool, what: str) -> list[SaveResult]:
         out: list[SaveResult] = []
         for chunk in _chunks(records, COLLECTION_LIMIT):
             body = {
                 "allOrNone": all_or_none,
-                "records": [
-                    {
-                        "attributes": {"type": sobject or r["attributes"]["type"]},
-                        **{k: v for k, v in r.items() if k != "attributes"},
-                    }
-                    for r in chunk
-                ],
+                "records": [{"attributes": {"type": sobject or r["attributes"]["type"]},
+                             **{k: v for k, v in r.items() if k != "attributes"}} for r in chunk],
             }
             _, answer = await self.request(method, path, json=body, what=what)
             out.extend(_save_result(row) for row in answer)
         return out
 
-    async def create_many(
-        self, sobject: str, records: Sequence[Mapping[str, Any]], all_or_none: bool = False
-    ) -> list[SaveResult]:
+    async def create_many(self, sobject: str, records: Sequence[Mapping[str, Any]],
+                          all_or_none: bool = False) -> list[SaveResult]:
         """Create records, 200 per call; all_or_none applies per call of 200."""
-        return await self._collection(
-            "POST", f"{self.base}/composite/sobjects", sobject, records, all_or_none, f"create_many {sobject}"
-        )
+        return await self._collection("POST", f"{self.base}/composite/sobjects", sobject, records, all_or_none,
+                                      f"create_many {sobject}")
 
-    async def update_many(
-        self, sobject: str, records: Sequence[Mapping[str, Any]], all_or_none: bool = False
-    ) -> list[SaveResult]:
+    async def update_many(self, sobject: str, records: Sequence[Mapping[str, Any]],
+                          all_or_none: bool = False) -> list[SaveResult]:
         """Update records (each holds its "Id"), 200 per call."""
-        return await self._collection(
-            "PATCH", f"{self.base}/composite/sobjects", sobject, records, all_or_none, f"update_many {sobject}"
-        )
+        return await self._collection("PATCH", f"{self.base}/composite/sobjects", sobject, records, all_or_none,
+                                      f"update_many {sobject}")
 
-    async def upsert_many(
-        self, sobject: str, ext_field: str, records: Sequence[Mapping[str, Any]], all_or_none: bool = False
-    ) -> list[SaveResult]:
+    async def upsert_many(self, sobject: str, ext_field: str, records: Sequence[Mapping[str, Any]],
+                          all_or_none: bool = False) -> list[SaveResult]:
         """Upsert by external id (each record holds `ext_field`); results carry `created`."""
-        return await self._collection(
-            "PATCH",
-            f"{self.base}/composite/sobjects/{sobject}/{ext_field}",
-            sobject,
-            records,
-            all_or_none,
-            f"upsert_many {sobject}",
-        )
+        return await self._collection("PATCH", f"{self.base}/composite/sobjects/{sobject}/{ext_field}", sobject,
+                                      records, all_or_none, f"upsert_many {sobject}")
 
     async def delete_many(self, ids: Sequence[str], all_or_none: bool = False) -> list[SaveResult]:
         out: list[SaveResult] = []
         for chunk in _chunks(ids, COLLECTION_LIMIT):
             params = {"ids": ",".join(chunk), "allOrNone": "true" if all_or_none else "false"}
-            _, answer = await self.request(
-                "DELETE", f"{self.base}/composite/sobjects", params=params, what="delete_many"
-            )
+            _, answer = await self.request("DELETE", f"{self.base}/composite/sobjects", params=params,
+                                           what="delete_many")
             out.extend(_save_result(row) for row in answer)
         return out
 
@@ -375,9 +338,8 @@ class SalesforceRest:
         out: list[dict[str, Any] | None] = []
         for chunk in _chunks(ids, COLLECTION_LIMIT):
             params = {"ids": ",".join(chunk), "fields": ",".join(fields)}
-            _, answer = await self.request(
-                "GET", f"{self.base}/composite/sobjects/{sobject}", params=params, what=f"get_many {sobject}"
-            )
+            _, answer = await self.request("GET", f"{self.base}/composite/sobjects/{sobject}", params=params,
+                                           what=f"get_many {sobject}")
             out.extend(answer)
         return out
 
@@ -388,12 +350,8 @@ class SalesforceRest:
         ContentDocument and the ContentDocumentLink to the parent. The file type comes from the
         name's extension (ContentVersion has no content-type field)."""
         title = name.rsplit(".", 1)[0] if "." in name else name
-        body = {
-            "Title": title,
-            "PathOnClient": name,
-            "FirstPublishLocationId": parent_id,
-            "VersionData": base64.b64encode(data).decode(),
-        }
+        body = {"Title": title, "PathOnClient": name, "FirstPublishLocationId": parent_id,
+                "VersionData": base64.b64encode(data).decode()}
         cv_id = await self.create("ContentVersion", body)
         rec = await self.get("ContentVersion", cv_id, ["ContentDocumentId"])
         log.debug("salesforce_file_uploaded", parent_id=parent_id, size=len(data), content_type=content_type)
@@ -401,13 +359,10 @@ class SalesforceRest:
 
     async def upload_attachment(self, parent_id: str, name: str, content_type: str, data: bytes) -> str:
         """The classic Attachment alternative; returns the 00P... id."""
-        return await self.create(
-            "Attachment",
-            {"ParentId": parent_id, "Name": name, "ContentType": content_type, "Body": base64.b64encode(data).decode()},
-        )
+        return await self.create("Attachment", {"ParentId": parent_id, "Name": name, "ContentType": content_type,
+                                                "Body": base64.b64encode(data).decode()})
 
     async def download_file(self, content_version_id: str) -> bytes:
-        _, body = await self.request(
-            "GET", self._row("ContentVersion", content_version_id) + "/VersionData", raw=True, what="download file"
-        )
+        _, body = await self.request("GET", self._row("ContentVersion", content_version_id) + "/VersionData",
+                                     raw=True, what="download file")
         return bytes(body)

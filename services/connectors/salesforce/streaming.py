@@ -240,9 +240,8 @@ class CdcStream:
             await _quiet_close(client)
             error = exc.error or ""
             if is_replay_error(error):
-                raise CursorExpired(
-                    f"salesforce replay id no longer valid: {exc.error_message}", code="INVALID_REPLAY_ID"
-                ) from None
+                raise CursorExpired(f"salesforce replay id no longer valid: {exc.error_message}",
+                                    code="INVALID_REPLAY_ID") from None
             if exc.error_code == 400 or (exc.error_code == 403 and "Unknown client" not in error):
                 # An unknown channel or a missing CDC permission: reconnecting will not help.
                 raise PermanentError(f"salesforce streaming refused: {error}", code=str(exc.error_code)) from None
@@ -306,13 +305,8 @@ class CdcStream:
                     raise TransientError(f"salesforce streaming keeps failing: {type(exc).__name__}") from None
                 self.reopens += 1
                 delay = min(30.0, self.reopen_backoff_s * 2 ** (failures - 1))
-                log.warning(
-                    "salesforce_stream_reopen",
-                    error=type(exc).__name__,
-                    detail=str(exc)[:200],
-                    failures=failures,
-                    delay_s=delay,
-                )
+                log.warning("salesforce_stream_reopen", error=type(exc).__name__, detail=str(exc)[:200],
+                            failures=failures, delay_s=delay)
                 await asyncio.sleep(delay)
 
     async def next(self) -> CdcMessage:

@@ -44,19 +44,12 @@ async def _body(request: web.Request) -> dict[str, Any]:
 def _find_container(mb: Mailbox, kind: str, ref: str | None) -> Container:
     ckind = CONTAINER_OF[kind]
     if not ref:
-        default = {
-            "contact": mb.default_contact_folder,
-            "event": mb.calendar_id,
-            "task": mb.default_todo_list,
-            "message": "inbox",
-        }[kind]
+        default = {"contact": mb.default_contact_folder, "event": mb.calendar_id, "task": mb.default_todo_list,
+                   "message": "inbox"}[kind]
         return mb.container(default, ckind)
     for c in mb.containers.values():
-        if c.kind == ckind and (
-            c.id == ref
-            or (c.well_known or "").lower() == ref.lower()
-            or str(c.data.get("displayName", "")).lower() == ref.lower()
-        ):
+        if c.kind == ckind and (c.id == ref or (c.well_known or "").lower() == ref.lower()
+                                or str(c.data.get("displayName", "")).lower() == ref.lower()):
             return c
     raise GraphError(404, "ErrorItemNotFound", f"no {ckind} {ref!r}")
 
@@ -127,12 +120,9 @@ async def add_attachment(request: web.Request, state: EmulatorState) -> Any:
     mb = _mailbox(request, state)
     it = mb.item(request.match_info["item"])
     body = await _body(request)
-    att = Attachment(
-        new_id("AAMkA"),
-        str(body.get("name") or "file.bin"),
-        str(body.get("contentType") or "application/octet-stream"),
-        base64.b64decode(body.get("contentBase64") or ""),
-    )
+    att = Attachment(new_id("AAMkA"), str(body.get("name") or "file.bin"),
+                     str(body.get("contentType") or "application/octet-stream"),
+                     base64.b64decode(body.get("contentBase64") or ""))
     state.store.add_attachment(mb, it, att)
     return web.json_response(att.render(with_bytes=False), status=201)
 
@@ -164,13 +154,9 @@ async def set_faults(request: web.Request, state: EmulatorState) -> Any:
     if "concurrency_limit" in body:
         limit = body["concurrency_limit"]
         state.config.concurrency_limit = None if limit is None else int(limit)
-    return {
-        "throttle_remaining": f.throttle_remaining,
-        "unavailable_remaining": f.unavailable_remaining,
-        "delay_ms": f.delay_ms,
-        "drop_notifications": f.drop_notifications,
-        "concurrency_limit": state.config.concurrency_limit,
-    }
+    return {"throttle_remaining": f.throttle_remaining, "unavailable_remaining": f.unavailable_remaining,
+            "delay_ms": f.delay_ms, "drop_notifications": f.drop_notifications,
+            "concurrency_limit": state.config.concurrency_limit}
 
 
 async def expire_tokens(request: web.Request, state: EmulatorState) -> Any:

@@ -36,13 +36,11 @@ class GraphAdminClient:
     async def categories(self, mailbox: str) -> list[dict[str, Any]]:
         return await self._call("GET", self._mb(mailbox) + "/categories")
 
-    async def create_item(
-        self, mailbox: str, kind: str, data: dict[str, Any], container: str | None = None
-    ) -> dict[str, Any]:
+    async def create_item(self, mailbox: str, kind: str, data: dict[str, Any],
+                          container: str | None = None) -> dict[str, Any]:
         """kind: contact | event | task | message; container: id, well-known name or displayName."""
-        return await self._call(
-            "POST", self._mb(mailbox) + "/items", {"kind": kind, "container": container, "data": data}
-        )
+        return await self._call("POST", self._mb(mailbox) + "/items",
+                                {"kind": kind, "container": container, "data": data})
 
     async def get_item(self, mailbox: str, item_id: str) -> dict[str, Any]:
         return await self._call("GET", f"{self._mb(mailbox)}/items/{item_id}")
@@ -55,18 +53,13 @@ class GraphAdminClient:
 
     async def move_item(self, mailbox: str, item_id: str, destination: str, *, keep_id: bool = False) -> dict[str, Any]:
         """keep_id: the id stays the same, as Outlook's immutable ids do (exsf asks for them)."""
-        return await self._call(
-            "POST", f"{self._mb(mailbox)}/items/{item_id}/move", {"destination": destination, "keepId": keep_id}
-        )
+        return await self._call("POST", f"{self._mb(mailbox)}/items/{item_id}/move",
+                                {"destination": destination, "keepId": keep_id})
 
-    async def add_attachment(
-        self, mailbox: str, item_id: str, name: str, content_type: str, content_base64: str
-    ) -> dict[str, Any]:
-        return await self._call(
-            "POST",
-            f"{self._mb(mailbox)}/items/{item_id}/attachments",
-            {"name": name, "contentType": content_type, "contentBase64": content_base64},
-        )
+    async def add_attachment(self, mailbox: str, item_id: str, name: str, content_type: str,
+                             content_base64: str) -> dict[str, Any]:
+        return await self._call("POST", f"{self._mb(mailbox)}/items/{item_id}/attachments",
+                                {"name": name, "contentType": content_type, "contentBase64": content_base64})
 
     async def faults(self, **settings: Any) -> dict[str, Any]:
         """throttle={count, retry_after, mailbox}, unavailable={count, retry_after, mailbox},

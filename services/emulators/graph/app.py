@@ -43,29 +43,18 @@ def _ctx(request: web.Request, body: bytes, app_id: str) -> Ctx:
     raw_path, _, raw_query = request.raw_path.partition("?")
     path = raw_path[len(API_ROOT) :] if raw_path.startswith(API_ROOT) else raw_path
     path = re.sub(r"/{2,}", "/", path)
-    return Ctx(
-        method=request.method,
-        segments=normalise_segments(path),
-        query=parse_query(raw_query),
-        headers={k.lower(): v for k, v in request.headers.items()},
-        body=body,
-        base_url=f"{request.scheme}://{request.host}{API_ROOT}",
-        app_id=app_id,
-        state=request.app[STATE_KEY],
-        path=path,
-    )
+    return Ctx(method=request.method, segments=normalise_segments(path), query=parse_query(raw_query),
+               headers={k.lower(): v for k, v in request.headers.items()}, body=body,
+               base_url=f"{request.scheme}://{request.host}{API_ROOT}", app_id=app_id,
+               state=request.app[STATE_KEY], path=path)
 
 
 async def api_handler(request: web.Request) -> web.Response:
     state = request.app[STATE_KEY]
     app_id = state.tokens.app_of(request.headers.get("Authorization"))
     if app_id is None:
-        err = GraphError(
-            401,
-            "InvalidAuthenticationToken",
-            "Access token is empty or invalid.",
-            {"WWW-Authenticate": 'Bearer realm="", authorization_uri="emulator", client_id="emulator"'},
-        )
+        err = GraphError(401, "InvalidAuthenticationToken", "Access token is empty or invalid.",
+                         {"WWW-Authenticate": 'Bearer realm="", authorization_uri="emulator", client_id="emulator"'})
         return _to_web(err.to_resp())
     ctx = _ctx(request, await request.read(), app_id)
     router = request.app[ROUTER_KEY]
@@ -96,29 +85,22 @@ async def upload_handler(request: web.Request) -> web.Response:
         return _to_web(GraphError(400, "InvalidContentRange", "Content-Range is required.").to_resp())
     start, end, total = (int(x) for x in m.groups())
     if total != session.size or start != len(session.data) or end - start + 1 != len(chunk):
-        return _to_web(
-            GraphError(
-                416,
-                "InvalidRange",
-                "The Content-Range does not match the expected range.",
-            ).to_resp()
-        )
+        return _to_web(GraphError(416, "InvalidRange", "The Content-Range does not match the expected range.",
+                                  ).to_resp())
     if len(chunk) > state.config.upload_chunk_limit:
         return _to_web(GraphError(413, "RequestEntityTooLarge", "A chunk may be at most 4 MB.").to_resp())
     session.data.extend(chunk)
     if len(session.data) < session.size:
         # Outlook reports the next offset without a trailing "-" (msgraph-core relies on that).
-        return web.json_response(
-            {"expirationDateTime": session.expires, "nextExpectedRanges": [str(len(session.data))]}
-        )
+        return web.json_response({"expirationDateTime": session.expires,
+                                  "nextExpectedRanges": [str(len(session.data))]})
     del state.uploads[token]
     mb = state.store.mailbox(session.mailbox)
     it = mb.item(session.message_id)
     att = Attachment(new_id("AAMkA"), session.name, session.content_type, bytes(session.data))
     state.store.add_attachment(mb, it, att)
-    location = (
-        f"{request.scheme}://{request.host}{API_ROOT}/users('{mb.user_id}')/messages('{it.id}')/attachments('{att.id}')"
-    )
+    location = (f"{request.scheme}://{request.host}{API_ROOT}/users('{mb.user_id}')/messages('{it.id}')"
+                f"/attachments('{att.id}')")
     return web.Response(status=201, headers={"Location": location})
 
 
@@ -139,12 +121,8 @@ def create_app(config: GraphEmulatorConfig) -> web.Application:
     return app
 
 
-async def serve(
-    host: str = "127.0.0.1",
-    port: int = 0,
-    mailboxes: tuple[str, ...] | list[str] = (),
-    config: GraphEmulatorConfig | None = None,
-) -> tuple[web.AppRunner, str]:
+async def serve(host: str = "127.0.0.1", port: int = 0, mailboxes: tuple[str, ...] | list[str] = (),
+                config: GraphEmulatorConfig | None = None) -> tuple[web.AppRunner, str]:
     """Start the emulator; returns the runner (call `await runner.cleanup()`) and the server
     root URL, e.g. http://127.0.0.1:54321 (API at root + /v1.0). port=0 picks a free port."""
     cfg = config or GraphEmulatorConfig()
@@ -169,16 +147,11 @@ def main_args(port: int, mailboxes: list[str] | tuple[str, ...], host: str = "12
     return {"host": host, "port": port, "mailboxes": tuple(mailboxes) or GraphEmulatorConfig().mailboxes}
 
 
-async def run_forever(
-    host: str = "127.0.0.1",
-    port: int = 8081,
-    mailboxes: tuple[str, ...] = (),
-    config: GraphEmulatorConfig | None = None,
-) -> None:
+async def run_forever(host: str = "127.0.0.1", port: int = 8081, mailboxes: tuple[str, ...] = (),
+                      config: GraphEmulatorConfig | None = None) -> None:
     runner, url = await serve(host, port, mailboxes, config)
-    print(
-        f"Graph emulator at {url}{API_ROOT} (token: {url}/<tenant>/oauth2/v2.0/token, admin: {url}/_admin)", flush=True
-    )
+    print(f"Graph emulator at {url}{API_ROOT} (token: {url}/<tenant>/oauth2/v2.0/token, admin: {url}/_admin)",
+          flush=True)
     try:
         await asyncio.Event().wait()
     finally:

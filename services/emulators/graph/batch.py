@@ -39,17 +39,9 @@ def _sub_ctx(outer: Ctx, req: dict[str, Any]) -> Ctx:
         raise GraphError(400, "BadRequest", "Invalid batch request body.")
     if raw and "content-type" not in headers:
         raise GraphError(400, "BadRequest", "Content-Type header must be specified for a request with a body.")
-    return Ctx(
-        method=str(req.get("method") or "GET").upper(),
-        segments=normalise_segments(path),
-        query=parse_query(parts.query),
-        headers=headers,
-        body=raw,
-        base_url=outer.base_url,
-        app_id=outer.app_id,
-        state=outer.state,
-        path=path,
-    )
+    return Ctx(method=str(req.get("method") or "GET").upper(), segments=normalise_segments(path),
+               query=parse_query(parts.query), headers=headers, body=raw, base_url=outer.base_url,
+               app_id=outer.app_id, state=outer.state, path=path)
 
 
 def _response(req_id: str, resp: Resp) -> dict[str, Any]:
@@ -99,9 +91,8 @@ async def run_batch(router: Router, outer: Ctx) -> Resp:
             if (await run(dep))["status"] >= 400:
                 failed = True
         if failed:
-            err = GraphError(
-                424, "FailedDependency", "The request was not executed because a request it depends on failed."
-            )
+            err = GraphError(424, "FailedDependency",
+                             "The request was not executed because a request it depends on failed.")
             results[req_id] = _response(req_id, err.to_resp())
         else:
             try:

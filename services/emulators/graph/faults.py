@@ -113,17 +113,15 @@ class Counters:
         if first_open is not None:
             first_open.next_request_at = now
 
-    def rejected(
-        self, mailbox: str, client: str, status: int, retry_after: int | None, method: str = "", path: str = ""
-    ) -> None:
+    def rejected(self, mailbox: str, client: str, status: int, retry_after: int | None, method: str = "",
+                 path: str = "") -> None:
         c = self.of(mailbox)
         if status == 429:
             c.throttled += 1
         else:
             c.unavailable += 1
-        rec = ThrottleRecord(
-            client, mailbox.lower(), status, retry_after, time.monotonic(), request=f"{method.upper()} {path}"
-        )
+        rec = ThrottleRecord(client, mailbox.lower(), status, retry_after, time.monotonic(),
+                             request=f"{method.upper()} {path}")
         c.throttle_log.append(rec)
         self._pending.setdefault((client, mailbox.lower(), f"{method.upper()} {path}"), []).append(rec)
 

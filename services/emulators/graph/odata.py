@@ -69,11 +69,8 @@ def render_item(query: dict[str, str], it: Item, base: dict[str, Any] | None = N
         out.pop("linkedResources")
     wanted = ext_expand(query)
     if wanted is not None:
-        props = [
-            {"id": pid, "value": val}
-            for key, (pid, val) in it.ext.items()
-            if not wanted or key in {w.lower() for w in wanted}
-        ]
+        props = [{"id": pid, "value": val} for key, (pid, val) in it.ext.items()
+                 if not wanted or key in {w.lower() for w in wanted}]
         out["singleValueExtendedProperties"] = props
     return apply_select(query, out)
 
@@ -82,13 +79,8 @@ def apply_select(query: dict[str, str], out: dict[str, Any]) -> dict[str, Any]:
     raw = query.get("$select")
     if not raw:
         return out
-    keep = {s.strip() for s in raw.split(",") if s.strip()} | {
-        "id",
-        "@odata.etag",
-        "@odata.type",
-        "singleValueExtendedProperties",
-        "@removed",
-    }
+    keep = {s.strip() for s in raw.split(",") if s.strip()} | {"id", "@odata.etag", "@odata.type",
+                                                                 "singleValueExtendedProperties", "@removed"}
     return {k: v for k, v in out.items() if k in keep}
 
 

@@ -22,9 +22,8 @@ async def execute(router: Router, ctx: Ctx) -> Resp:
         mailbox = GLOBAL
         if "user" in params:
             mailbox = state.store.mailbox(params["user"]).address.lower()
-        state.counters.request(
-            mailbox, ctx.method, ctx.app_id, ctx.path, is_retry=ctx.header("retry-attempt") is not None
-        )
+        state.counters.request(mailbox, ctx.method, ctx.app_id, ctx.path,
+                               is_retry=ctx.header("retry-attempt") is not None)
         retry_after = state.faults.take_throttle(mailbox)
         if retry_after is not None:
             state.counters.rejected(mailbox, ctx.app_id, 429, retry_after, ctx.method, ctx.path)
@@ -32,12 +31,8 @@ async def execute(router: Router, ctx: Ctx) -> Resp:
         unavailable, ra = state.faults.take_unavailable(mailbox)
         if unavailable:
             state.counters.rejected(mailbox, ctx.app_id, 503, ra, ctx.method, ctx.path)
-            raise GraphError(
-                503,
-                "ServiceUnavailable",
-                "The service is temporarily unavailable.",
-                {"Retry-After": str(ra)} if ra is not None else {},
-            )
+            raise GraphError(503, "ServiceUnavailable", "The service is temporarily unavailable.",
+                             {"Retry-After": str(ra)} if ra is not None else {})
         limit = state.config.concurrency_limit
         key = (ctx.app_id, mailbox)
         if limit is not None and mailbox != GLOBAL and state.inflight.get(key, 0) >= limit:

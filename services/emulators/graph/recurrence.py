@@ -13,11 +13,8 @@ MAX_OCCURRENCES = 2000
 
 
 def _nth_weekday(year: int, month: int, weekdays: list[int], index: str) -> date | None:
-    days = [
-        date(year, month, d)
-        for d in range(1, calendar.monthrange(year, month)[1] + 1)
-        if date(year, month, d).weekday() in weekdays
-    ]
+    days = [date(year, month, d) for d in range(1, calendar.monthrange(year, month)[1] + 1)
+            if date(year, month, d).weekday() in weekdays]
     if not days:
         return None
     i = _INDEX.get(index, 0)

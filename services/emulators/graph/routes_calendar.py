@@ -46,9 +46,8 @@ def zone(name: str | None) -> ZoneInfo:
     try:
         return ZoneInfo(_WINDOWS_ZONES.get(n.lower(), n))
     except (ZoneInfoNotFoundError, ValueError):
-        raise GraphError(
-            400, "TimeZoneNotSupportedException", f"A valid TimeZone value must be specified: {n}."
-        ) from None
+        raise GraphError(400, "TimeZoneNotSupportedException", f"A valid TimeZone value must be specified: {n}.") \
+            from None
 
 
 def parse_local(value: str) -> datetime:
@@ -94,9 +93,8 @@ def normalise(payload: dict[str, Any], current: dict[str, Any] | None = None) ->
         if all_day:
             local = parse_local(str(dtz["dateTime"]))
             if local.time() != datetime.min.time():
-                raise GraphError(
-                    400, "ErrorPropertyValidationFailure", "All-day events must start and end at midnight."
-                )
+                raise GraphError(400, "ErrorPropertyValidationFailure",
+                                 "All-day events must start and end at midnight.")
             p[key] = {"dateTime": local.strftime(_FMT), "timeZone": tz_name}
         else:
             p[key] = _utc_dict(_to_utc(dtz))
@@ -138,22 +136,10 @@ def event_defaults(mb: Mailbox, payload: dict[str, Any]) -> dict[str, Any]:
     p.setdefault("subject", "")
     p.setdefault("body", {"contentType": "text", "content": ""})
     p.setdefault("bodyPreview", str((p.get("body") or {}).get("content", ""))[:255])
-    for key, val in (
-        ("isAllDay", False),
-        ("showAs", "busy"),
-        ("sensitivity", "normal"),
-        ("importance", "normal"),
-        ("isCancelled", False),
-        ("isOrganizer", True),
-        ("isReminderOn", True),
-        ("reminderMinutesBeforeStart", 15),
-        ("responseRequested", True),
-        ("isDraft", False),
-        ("isOnlineMeeting", False),
-        ("attendees", []),
-        ("locations", []),
-        ("recurrence", None),
-    ):
+    for key, val in (("isAllDay", False), ("showAs", "busy"), ("sensitivity", "normal"), ("importance", "normal"),
+                     ("isCancelled", False), ("isOrganizer", True), ("isReminderOn", True),
+                     ("reminderMinutesBeforeStart", 15), ("responseRequested", True), ("isDraft", False),
+                     ("isOnlineMeeting", False), ("attendees", []), ("locations", []), ("recurrence", None)):
         p.setdefault(key, val)
     p.setdefault("location", {"displayName": "", "locationType": "default"})
     p.setdefault("responseStatus", {"response": "organizer", "time": "0001-01-01T00:00:00Z"})
@@ -204,9 +190,8 @@ def _instances(ev: Item, ws: datetime, we: datetime) -> list[tuple[str, date | N
     return out
 
 
-def _render_instance(
-    query: dict[str, str], headers: dict[str, str], ev: Item, inst_id: str, data: dict[str, Any]
-) -> dict[str, Any]:
+def _render_instance(query: dict[str, str], headers: dict[str, str], ev: Item, inst_id: str,
+                     data: dict[str, Any]) -> dict[str, Any]:
     out = ev.render()
     out.update(present(copy.deepcopy(data), tz_pref(headers)))
     if inst_id != ev.id:
@@ -226,12 +211,9 @@ def render_event(query: dict[str, str], headers: dict[str, str], ev: Item) -> di
 def _window(params: dict[str, str]) -> tuple[datetime, datetime]:
     s, e = params.get("startdatetime"), params.get("enddatetime")
     if not s or not e:
-        raise GraphError(
-            400,
-            "ErrorInvalidParameter",
-            "This request requires a time window specified by the query string parameters "
-            "StartDateTime and EndDateTime.",
-        )
+        raise GraphError(400, "ErrorInvalidParameter",
+                         "This request requires a time window specified by the query string parameters "
+                         "StartDateTime and EndDateTime.")
     return parse_instant(s), parse_instant(e)
 
 
@@ -269,12 +251,9 @@ async def _create_event(ctx: Ctx) -> Resp:
     body = ctx.json()
     tx = body.get("transactionId")
     if tx and any(it.kind == EVENT and it.data.get("transactionId") == tx for it in mb.items.values()):
-        raise GraphError(
-            400,
-            "ErrorDuplicateTransactionId",
-            "Your request can't be completed. The TransactionId specified in the request has already "
-            "been used to create a different event.",
-        )
+        raise GraphError(400, "ErrorDuplicateTransactionId",
+                         "Your request can't be completed. The TransactionId specified in the request has already "
+                         "been used to create a different event.")
     payload = normalise(event_defaults(mb, body))
     ev = ctx.state.store.create_item(mb, EVENT, mb.calendar_id, payload)
     return Resp(201, apply_select(ctx.query, render_event(ctx.query, ctx.headers, ev)), {"ETag": ev.etag})

@@ -72,11 +72,8 @@ def defaults_for(kind: str, payload: dict[str, Any]) -> dict[str, Any]:
 def register(router: Router) -> None:
     u = "users/{user}"
     # -- containers
-    for kind, path in (
-        ("contactFolder", f"{u}/contactFolders"),
-        ("mailFolder", f"{u}/mailFolders"),
-        ("todoList", f"{u}/todo/lists"),
-    ):
+    for kind, path in (("contactFolder", f"{u}/contactFolders"), ("mailFolder", f"{u}/mailFolders"),
+                       ("todoList", f"{u}/todo/lists")):
         router.add("GET", path, _list_containers(kind))
         router.add("POST", path, _create_container(kind))
         router.add("GET", path + "/{folder}", _get_container(kind))
@@ -254,18 +251,11 @@ async def _add_attachment(ctx: Ctx) -> Resp:
     except (binascii.Error, ValueError):
         raise GraphError(400, "ErrorInvalidRequest", "contentBytes is not valid base64.") from None
     if len(content) >= ctx.state.config.inline_attachment_limit:
-        raise GraphError(
-            413,
-            "ErrorRequestEntityTooLarge",
-            "The attachment is too large for an inline POST; use createUploadSession.",
-        )
-    att = Attachment(
-        new_id("AAMkA"),
-        str(body.get("name") or "attachment"),
-        str(body.get("contentType") or "application/octet-stream"),
-        content,
-        bool(body.get("isInline", False)),
-    )
+        raise GraphError(413, "ErrorRequestEntityTooLarge",
+                         "The attachment is too large for an inline POST; use createUploadSession.")
+    att = Attachment(new_id("AAMkA"), str(body.get("name") or "attachment"),
+                     str(body.get("contentType") or "application/octet-stream"), content,
+                     bool(body.get("isInline", False)))
     ctx.state.store.add_attachment(mb, it, att)
     return Resp(201, att.render())
 
@@ -279,19 +269,12 @@ async def _create_upload_session(ctx: Ctx) -> Resp:
         raise GraphError(400, "ErrorInvalidRequest", "AttachmentItem needs attachmentType file, name and size.")
     token = new_token()
     expires = (datetime.now(UTC) + timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M:%S.0000000Z")
-    ctx.state.uploads[token] = UploadSession(
-        mb.address, it.id, str(spec["name"]), size, str(spec.get("contentType") or "application/octet-stream"), expires
-    )
+    ctx.state.uploads[token] = UploadSession(mb.address, it.id, str(spec["name"]),
+                                             size, str(spec.get("contentType") or "application/octet-stream"), expires)
     root = ctx.base_url.rsplit("/v1.0", 1)[0]
-    return Resp(
-        201,
-        {
-            "@odata.context": f"{ctx.base_url}/$metadata#microsoft.graph.uploadSession",
-            "uploadUrl": f"{root}/_upload/{token}",
-            "expirationDateTime": expires,
-            "nextExpectedRanges": ["0-"],
-        },
-    )
+    return Resp(201, {"@odata.context": f"{ctx.base_url}/$metadata#microsoft.graph.uploadSession",
+                      "uploadUrl": f"{root}/_upload/{token}", "expirationDateTime": expires,
+                      "nextExpectedRanges": ["0-"]})
 
 
 # -- master categories --------------------------------------------------------------

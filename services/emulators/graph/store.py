@@ -28,21 +28,9 @@ ODATA_TYPE = {
     MESSAGE: "#microsoft.graph.message",
 }
 # Properties the server owns; a client sending them in POST/PATCH does not set them.
-_SERVER_OWNED = {
-    "id",
-    "changeKey",
-    "createdDateTime",
-    "lastModifiedDateTime",
-    "@odata.etag",
-    "@odata.type",
-    "@odata.context",
-    "parentFolderId",
-    "singleValueExtendedProperties",
-    "attachments",
-    "type",
-    "seriesMasterId",
-    "occurrenceId",
-}
+_SERVER_OWNED = {"id", "changeKey", "createdDateTime", "lastModifiedDateTime", "@odata.etag", "@odata.type",
+                 "@odata.context", "parentFolderId", "singleValueExtendedProperties", "attachments", "type",
+                 "seriesMasterId", "occurrenceId"}
 
 
 def now_iso() -> str:
@@ -169,16 +157,11 @@ class Mailbox:
     def container(self, container_id: str, kind: str) -> Container:
         c = self.containers.get(container_id)
         if c is None:
-            c = next(
-                (x for x in self.containers.values() if x.well_known and x.well_known.lower() == container_id.lower()),
-                None,
-            )
+            c = next((x for x in self.containers.values()
+                      if x.well_known and x.well_known.lower() == container_id.lower()), None)
         if c is None or c.kind != kind:
-            raise GraphError(
-                404,
-                "ErrorItemNotFound" if kind != "todoList" else "NotFound",
-                "The specified object was not found in the store.",
-            )
+            raise GraphError(404, "ErrorItemNotFound" if kind != "todoList" else "NotFound",
+                             "The specified object was not found in the store.")
         return c
 
     def item(self, item_id: str, kind: str | None = None) -> Item:
@@ -223,34 +206,20 @@ class Store:
         cal = self._add_container(mb, "calendar", {"name": "Calendar", "isDefaultCalendar": True}, "calendar")
         mb.calendar_id = cal.id
         tasks = self._add_container(
-            mb,
-            "todoList",
-            {"displayName": "Tasks", "isOwner": True, "isShared": False, "wellknownListName": "defaultList"},
-            "defaultList",
-        )
+            mb, "todoList", {"displayName": "Tasks", "isOwner": True, "isShared": False,
+                             "wellknownListName": "defaultList"}, "defaultList")
         mb.default_todo_list = tasks.id
         msg_root = new_id("AAMkRoot")
-        for name, well_known in (
-            ("Inbox", "inbox"),
-            ("Drafts", "drafts"),
-            ("Sent Items", "sentitems"),
-            ("Deleted Items", "deleteditems"),
-            ("Archive", "archive"),
-        ):
+        for name, well_known in (("Inbox", "inbox"), ("Drafts", "drafts"), ("Sent Items", "sentitems"),
+                                 ("Deleted Items", "deleteditems"), ("Archive", "archive")):
             self._add_container(mb, "mailFolder", self._mail_folder_data(name, msg_root), well_known)
         self.mailboxes[key] = mb
         return mb
 
     @staticmethod
     def _mail_folder_data(name: str, parent: str) -> dict[str, Any]:
-        return {
-            "displayName": name,
-            "parentFolderId": parent,
-            "childFolderCount": 0,
-            "unreadItemCount": 0,
-            "totalItemCount": 0,
-            "isHidden": False,
-        }
+        return {"displayName": name, "parentFolderId": parent, "childFolderCount": 0, "unreadItemCount": 0,
+                "totalItemCount": 0, "isHidden": False}
 
     def _add_container(self, mb: Mailbox, kind: str, data: dict[str, Any], well_known: str | None = None) -> Container:
         c = Container(id=new_id("AAMkF"), kind=kind, data=data, well_known=well_known)
@@ -269,11 +238,8 @@ class Store:
         name = data.get("displayName")
         if not isinstance(name, str) or not name:
             raise GraphError(400, "ErrorInvalidRequest", "displayName is required.")
-        if any(
-            c.kind == kind and c.data.get("displayName", "").lower() == name.lower()
-            for c in mb.containers.values()
-            if c.well_known is None or kind == "mailFolder"
-        ):
+        if any(c.kind == kind and c.data.get("displayName", "").lower() == name.lower()
+               for c in mb.containers.values() if c.well_known is None or kind == "mailFolder"):
             raise GraphError(409, "ErrorFolderExists", "A folder with the specified name already exists.")
         if kind == "mailFolder":
             root = next(c for c in mb.containers.values() if c.well_known == "inbox").data["parentFolderId"]
@@ -294,17 +260,8 @@ class Store:
     def create_item(self, mb: Mailbox, kind: str, container_id: str, payload: dict[str, Any]) -> Item:
         container = mb.container(container_id, CONTAINER_OF[kind])
         ts = now_iso()
-        it = Item(
-            id=new_id("AAMkI"),
-            kind=kind,
-            container=container.id,
-            data=_clean(payload),
-            change_key=new_change_key(),
-            created=ts,
-            modified=ts,
-            seq=mb.next_seq(),
-            ext=_split_ext(payload),
-        )
+        it = Item(id=new_id("AAMkI"), kind=kind, container=container.id, data=_clean(payload),
+                  change_key=new_change_key(), created=ts, modified=ts, seq=mb.next_seq(), ext=_split_ext(payload))
         it.created_seq = it.seq
         mb.items[it.id] = it
         self._notify(mb, it, "created")
@@ -380,8 +337,6 @@ def check_if_match(it: Item, if_match: str | None) -> None:
     given = given.strip('"')
     if given != it.change_key:
         raise GraphError(
-            412,
-            "ErrorIrresolvableConflict",
+            412, "ErrorIrresolvableConflict",
             "The send or update operation could not be performed because the change key passed in the request "
-            "does not match the current change key for the item.",
-        )
+            "does not match the current change key for the item.")

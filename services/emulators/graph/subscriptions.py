@@ -23,12 +23,8 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 _RESOURCE_TYPE = {CONTACT: "Contacts", EVENT: "Events", MESSAGE: "Messages", TASK: "Tasks"}
-_ODATA = {
-    CONTACT: "#Microsoft.Graph.Contact",
-    EVENT: "#Microsoft.Graph.Event",
-    MESSAGE: "#Microsoft.Graph.Message",
-    TASK: "#Microsoft.Graph.TodoTask",
-}
+_ODATA = {CONTACT: "#Microsoft.Graph.Contact", EVENT: "#Microsoft.Graph.Event", MESSAGE: "#Microsoft.Graph.Message",
+          TASK: "#Microsoft.Graph.TodoTask"}
 
 
 @dataclass
@@ -80,9 +76,8 @@ def _parse_expiration(value: Any, max_minutes: int) -> datetime:
     if dt <= now:
         raise GraphError(400, "ValidationError", "Subscription expiration must be in the future.")
     if dt > now + timedelta(minutes=max_minutes):
-        raise GraphError(
-            400, "ValidationError", f"Subscription expiration can only be {max_minutes} minutes in the future."
-        )
+        raise GraphError(400, "ValidationError",
+                         f"Subscription expiration can only be {max_minutes} minutes in the future.")
     return dt
 
 
@@ -122,22 +117,15 @@ class SubscriptionManager:
         timeout = aiohttp.ClientTimeout(total=self.state.config.validation_timeout_s)
         failure = "Subscription validation request failed. Response must exactly match validationToken query parameter."
         try:
-            async with session.post(
-                f"{url}{sep}validationToken={quote(token)}",
-                data=b"",
-                headers={"Content-Type": "text/plain; charset=utf-8"},
-                timeout=timeout,
-            ) as r:
+            async with session.post(f"{url}{sep}validationToken={quote(token)}", data=b"",
+                                    headers={"Content-Type": "text/plain; charset=utf-8"}, timeout=timeout) as r:
                 text = await r.text()
                 if r.status != 200 or text != token:
                     raise GraphError(400, "ValidationError", failure)
         except (aiohttp.ClientError, TimeoutError):
-            raise GraphError(
-                400,
-                "ValidationError",
-                "Subscription validation request failed. Notification endpoint must respond with 200 OK "
-                "to validation request.",
-            ) from None
+            raise GraphError(400, "ValidationError",
+                             "Subscription validation request failed. Notification endpoint must respond with 200 OK "
+                             "to validation request.") from None
 
     async def create(self, ctx: Ctx) -> Resp:
         body = ctx.json()
@@ -155,19 +143,9 @@ class SubscriptionManager:
         await self._validate(str(body["notificationUrl"]))
         if body.get("lifecycleNotificationUrl"):
             await self._validate(str(body["lifecycleNotificationUrl"]))
-        sub = Subscription(
-            str(uuid.uuid4()),
-            str(body["resource"]),
-            changes,
-            str(body["notificationUrl"]),
-            body.get("lifecycleNotificationUrl"),
-            client_state,
-            expiration,
-            ctx.app_id,
-            mailbox,
-            kind,
-            container,
-        )
+        sub = Subscription(str(uuid.uuid4()), str(body["resource"]), changes, str(body["notificationUrl"]),
+                           body.get("lifecycleNotificationUrl"), client_state, expiration, ctx.app_id, mailbox, kind,
+                           container)
         self.subs[sub.id] = sub
         return Resp(201, sub.render())
 
@@ -208,34 +186,22 @@ class SubscriptionManager:
         mb = self.state.store.mailboxes.get(notice.mailbox.lower())
         user_id = mb.user_id if mb else notice.mailbox
         for sub in list(self.subs.values()):
-            if (
-                sub.mailbox.lower() != notice.mailbox.lower()
-                or sub.kind != notice.kind
-                or (sub.container is not None and sub.container != notice.container)
-                or notice.change_type not in sub.change_types
-                or sub.expiration <= now
-            ):
+            if (sub.mailbox.lower() != notice.mailbox.lower() or sub.kind != notice.kind
+                    or (sub.container is not None and sub.container != notice.container)
+                    or notice.change_type not in sub.change_types or sub.expiration <= now):
                 continue
             resource = f"Users/{user_id}/{_RESOURCE_TYPE[notice.kind]}/{notice.item_id}"
-            payload = {
-                "value": [
-                    {
-                        "id": uuid.uuid4().hex[:16],
-                        "subscriptionId": sub.id,
-                        "subscriptionExpirationDateTime": _iso(sub.expiration),
-                        "clientState": sub.client_state,
-                        "changeType": notice.change_type,
-                        "resource": resource,
-                        "tenantId": self.state.config.tenant_id,
-                        "resourceData": {
-                            "@odata.type": _ODATA[notice.kind],
-                            "@odata.id": resource,
-                            "@odata.etag": notice.etag,
-                            "id": notice.item_id,
-                        },
-                    }
-                ]
-            }
+            payload = {"value": [{
+                "id": uuid.uuid4().hex[:16],
+                "subscriptionId": sub.id,
+                "subscriptionExpirationDateTime": _iso(sub.expiration),
+                "clientState": sub.client_state,
+                "changeType": notice.change_type,
+                "resource": resource,
+                "tenantId": self.state.config.tenant_id,
+                "resourceData": {"@odata.type": _ODATA[notice.kind], "@odata.id": resource,
+                                 "@odata.etag": notice.etag, "id": notice.item_id},
+            }]}
             self._post_later(sub.notification_url, payload, "change")
 
     def lifecycle(self, sub_id: str, event: str) -> None:
@@ -244,17 +210,9 @@ class SubscriptionManager:
         sub = self._sub(sub_id)
         if not sub.lifecycle_url:
             raise GraphError(400, "BadRequest", "the subscription has no lifecycleNotificationUrl")
-        payload = {
-            "value": [
-                {
-                    "subscriptionId": sub.id,
-                    "subscriptionExpirationDateTime": _iso(sub.expiration),
-                    "tenantId": self.state.config.tenant_id,
-                    "clientState": sub.client_state,
-                    "lifecycleEvent": event,
-                }
-            ]
-        }
+        payload = {"value": [{"subscriptionId": sub.id, "subscriptionExpirationDateTime": _iso(sub.expiration),
+                              "tenantId": self.state.config.tenant_id, "clientState": sub.client_state,
+                              "lifecycleEvent": event}]}
         if event == "subscriptionRemoved":
             self.subs.pop(sub.id, None)
         self._post_later(sub.lifecycle_url, payload, "lifecycle")

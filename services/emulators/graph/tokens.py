@@ -37,14 +37,9 @@ class IssuedTokens:
 
 
 def _aad_error(status: int, error: str, description: str) -> web.Response:
-    body = {
-        "error": error,
-        "error_description": description,
-        "error_codes": [7000215],
-        "timestamp": time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime()),
-        "trace_id": "emulator",
-        "correlation_id": "emulator",
-    }
+    body = {"error": error, "error_description": description, "error_codes": [7000215],
+            "timestamp": time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime()),
+            "trace_id": "emulator", "correlation_id": "emulator"}
     return web.json_response(body, status=status)
 
 
@@ -66,6 +61,5 @@ async def token_endpoint(request: web.Request) -> web.Response:
         return _aad_error(400, "invalid_tenant", "AADSTS90002: Tenant not found.")
     token = state.tokens.issue(client_id)
     life = state.tokens.lifetime_s
-    return web.json_response(
-        {"token_type": "Bearer", "expires_in": life, "ext_expires_in": life, "access_token": token}
-    )
+    return web.json_response({"token_type": "Bearer", "expires_in": life, "ext_expires_in": life,
+                              "access_token": token})

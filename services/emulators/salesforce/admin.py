@@ -59,7 +59,6 @@ class AdminApi:
                 return resp
             except SfError as exc:
                 return json_response(exc.rest_body(), exc.status)
-
         return run
 
     @staticmethod
@@ -88,13 +87,13 @@ class AdminApi:
         return json_response({"ok": True})
 
     async def users(self, request: web.Request) -> web.Response:
-        return json_response(
-            [{"username": u.username, "id": u.id, "name": u.name} for u in self.emu.org.users.values()]
-        )
+        return json_response([{"username": u.username, "id": u.id, "name": u.name}
+                              for u in self.emu.org.users.values()])
 
     async def add_user(self, request: web.Request) -> web.Response:
         body = await self._body(request)
-        u = self.emu.org.add_user(str(body["username"]), str(body.get("password") or self.emu.config.default_password))
+        u = self.emu.org.add_user(str(body["username"]), str(body.get("password") or
+                                                               self.emu.config.default_password))
         return json_response({"username": u.username, "id": u.id}, 201)
 
     async def refresh_token(self, request: web.Request) -> web.Response:
@@ -165,9 +164,8 @@ class AdminApi:
         for name in ("request_limit", "unavailable", "drop_long_polls"):
             if name in body:
                 setattr(f, name, int(body[name]))
-        return json_response(
-            {"request_limit": f.request_limit, "unavailable": f.unavailable, "drop_long_polls": f.drop_long_polls}
-        )
+        return json_response({"request_limit": f.request_limit, "unavailable": f.unavailable,
+                              "drop_long_polls": f.drop_long_polls})
 
     async def expire_tokens(self, request: web.Request) -> web.Response:
         body = await self._body(request)
@@ -215,9 +213,8 @@ class AdminApi:
         return json_response({"pruned": n, "pruned_upto": bus.pruned_upto})
 
     async def events(self, request: web.Request) -> web.Response:
-        return json_response(
-            [{"replay_id": ev.replay_id, "entity": ev.entity, "payload": ev.payload} for ev in self.emu.bus.events]
-        )
+        return json_response([{"replay_id": ev.replay_id, "entity": ev.entity, "payload": ev.payload}
+                              for ev in self.emu.bus.events])
 
     async def writes(self, request: web.Request) -> web.Response:
         return json_response(list(self.emu.counters.recent_writes))

@@ -40,14 +40,13 @@ class SalesforceAdmin:
         return str((await self.call("POST", f"/records/{sobject}", {"fields": fields, "as_user": as_user}))["id"])
 
     async def seed(self, sobject: str, records: list[dict[str, Any]], as_user: str | None = None) -> list[str]:
-        return list(
-            (await self.call("POST", "/seed", {"sobject": sobject, "records": records, "as_user": as_user}))["ids"]
-        )
+        return list((await self.call("POST", "/seed", {"sobject": sobject, "records": records,
+                                                       "as_user": as_user}))["ids"])
 
-    async def update(
-        self, sobject: str, record_id: str, fields: dict[str, Any], as_user: str | None = None
-    ) -> dict[str, Any]:
-        return dict(await self.call("PATCH", f"/records/{sobject}/{record_id}", {"fields": fields, "as_user": as_user}))
+    async def update(self, sobject: str, record_id: str, fields: dict[str, Any], as_user: str | None = None
+                     ) -> dict[str, Any]:
+        return dict(await self.call("PATCH", f"/records/{sobject}/{record_id}", {"fields": fields,
+                                                                                 "as_user": as_user}))
 
     async def delete(self, sobject: str, record_id: str) -> None:
         await self.call("DELETE", f"/records/{sobject}/{record_id}")
@@ -66,11 +65,8 @@ class SalesforceAdmin:
         return dict(await self.call("POST", "/faults", dict(counts)))
 
     async def expire_tokens(self, username: str | None = None, refresh_tokens: bool = False) -> int:
-        return int(
-            (await self.call("POST", "/expire_tokens", {"username": username, "refresh_tokens": refresh_tokens}))[
-                "expired"
-            ]
-        )
+        return int((await self.call("POST", "/expire_tokens", {"username": username,
+                                                               "refresh_tokens": refresh_tokens}))["expired"])
 
     async def expire_sessions(self) -> int:
         return int((await self.call("POST", "/expire_sessions"))["expired"])
@@ -82,11 +78,8 @@ class SalesforceAdmin:
         await self.call("POST", "/clock", {"advance_s": seconds})
 
     async def gap(self, sobject: str, record_id: str, change_type: str = "GAP_UPDATE") -> int:
-        return int(
-            (await self.call("POST", "/cdc/gap", {"sobject": sobject, "id": record_id, "change_type": change_type}))[
-                "replay_id"
-            ]
-        )
+        return int((await self.call("POST", "/cdc/gap", {"sobject": sobject, "id": record_id,
+                                                         "change_type": change_type}))["replay_id"])
 
     async def overflow(self, sobject: str) -> int:
         return int((await self.call("POST", "/cdc/overflow", {"sobject": sobject}))["replay_id"])

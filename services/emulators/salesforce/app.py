@@ -40,7 +40,8 @@ class SalesforceEmulator:
         self.token_endpoint = TokenEndpoint(self.org, self.tokens, self.config, self.counters)
 
     def _new_org(self) -> Org:
-        return Org(self.user_specs, default_password=self.config.default_password, api_version=self.config.api_version)
+        return Org(self.user_specs, default_password=self.config.default_password,
+                   api_version=self.config.api_version)
 
     def reset(self) -> None:
         self.cometd.expire_sessions()
@@ -80,12 +81,8 @@ def _free_port(host: str) -> int:
         return int(s.getsockname()[1])
 
 
-async def serve(
-    host: str = "localhost",
-    port: int = 0,
-    users: Sequence[str] = ("alice@contoso.test",),
-    config: SalesforceEmulatorConfig | None = None,
-) -> tuple[web.AppRunner, str]:
+async def serve(host: str = "localhost", port: int = 0, users: Sequence[str] = ("alice@contoso.test",),
+                config: SalesforceEmulatorConfig | None = None) -> tuple[web.AppRunner, str]:
     """Start the emulator; returns the runner (call `await runner.cleanup()`) and its base URL.
     `runner.app[EMULATOR]` is the `SalesforceEmulator`. Serve on a host name, not an IP:
     aiohttp's cookie jar ignores cookies from IP hosts (reference C15)."""
@@ -105,12 +102,8 @@ async def serve(
     return runner, base_url
 
 
-async def run_forever(
-    host: str = "localhost",
-    port: int = 8082,
-    users: Sequence[str] = ("alice@contoso.test",),
-    config: SalesforceEmulatorConfig | None = None,
-) -> None:
+async def run_forever(host: str = "localhost", port: int = 8082, users: Sequence[str] = ("alice@contoso.test",),
+                      config: SalesforceEmulatorConfig | None = None) -> None:
     runner, _ = await serve(host, port, users, config)
     try:
         await asyncio.Event().wait()

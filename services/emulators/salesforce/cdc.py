@@ -37,10 +37,8 @@ class StoredEvent:
 
     def message(self, channel: str) -> dict[str, Any]:
         # The channel must be the subscribed name (the client keys replay markers by it, C13).
-        return {
-            "channel": channel,
-            "data": {"schema": self.schema, "payload": self.payload, "event": {"replayId": self.replay_id}},
-        }
+        return {"channel": channel,
+                "data": {"schema": self.schema, "payload": self.payload, "event": {"replayId": self.replay_id}}}
 
 
 def _cdc_value(sobject: str, name: str, value: Any) -> Any:

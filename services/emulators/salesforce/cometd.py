@@ -32,10 +32,8 @@ _ALPHABET = string.ascii_lowercase + string.digits
 
 
 def invalid_replay_error(replay_id: object) -> str:
-    return (
-        f"400::The replayId {replay_id} you provided was invalid.  Please provide a valid ID, -2 to replay "
-        "all events, or -1 to replay only new events."
-    )
+    return (f"400::The replayId {replay_id} you provided was invalid.  Please provide a valid ID, -2 to replay "
+            "all events, or -1 to replay only new events.")
 
 
 @dataclass
@@ -57,14 +55,8 @@ class _Drop(Exception):
 
 
 class CometdServer:
-    def __init__(
-        self,
-        bus: ChangeEventBus,
-        tokens: TokenStore,
-        faults: Faults,
-        counters: Counters,
-        config: SalesforceEmulatorConfig,
-    ) -> None:
+    def __init__(self, bus: ChangeEventBus, tokens: TokenStore, faults: Faults, counters: Counters,
+                 config: SalesforceEmulatorConfig) -> None:
         self.bus, self.tokens, self.faults, self.counters, self.config = bus, tokens, faults, counters, config
         self.clients: dict[str, _Client] = {}
         self.channels = cdc_channels()
@@ -92,11 +84,8 @@ class CometdServer:
 
     def _sweep(self) -> None:
         now = time.monotonic()
-        for cid in [
-            cid
-            for cid, c in self.clients.items()
-            if c.holding == 0 and now - c.last_seen > self.config.client_timeout_s
-        ]:
+        for cid in [cid for cid, c in self.clients.items()
+                    if c.holding == 0 and now - c.last_seen > self.config.client_timeout_s]:
             self.clients.pop(cid).gone = True
 
     # --- HTTP ------------------------------------------------------------------------------
@@ -144,9 +133,8 @@ class CometdServer:
         reply["advice"] = {"reconnect": "none", "interval": 0}
         return reply
 
-    async def _process(
-        self, messages: list[dict[str, Any]], user_id: str, request: web.Request
-    ) -> list[dict[str, Any]]:
+    async def _process(self, messages: list[dict[str, Any]], user_id: str, request: web.Request
+                       ) -> list[dict[str, Any]]:
         replies: list[dict[str, Any] | None] = [None] * len(messages)
         connects: list[int] = []
         for i, m in enumerate(messages):
@@ -181,14 +169,9 @@ class CometdServer:
         self.clients[cid] = _Client(cid, user_id)
         r = _base_reply(m)
         r.update(
-            successful=True,
-            version="1.0",
-            minimumVersion="1.0",
-            clientId=cid,
-            supportedConnectionTypes=["long-polling"],
-            ext={"replay": True, "payload.format": True},
-            reestablish=False,
-            advice=self._advice(),
+            successful=True, version="1.0", minimumVersion="1.0", clientId=cid,
+            supportedConnectionTypes=["long-polling"], ext={"replay": True, "payload.format": True},
+            reestablish=False, advice=self._advice(),
         )
         return r
 
@@ -214,7 +197,8 @@ class CometdServer:
         r = _base_reply(m)
         r["subscription"] = sub
         if sub not in self.channels:
-            r.update(successful=False, error=f"400::The channel you requested to subscribe to does not exist {{{sub}}}")
+            r.update(successful=False,
+                     error=f"400::The channel you requested to subscribe to does not exist {{{sub}}}")
             return r
         replay = (m.get("ext") or {}).get("replay") or {}
         replay_id = replay.get(sub, -1)

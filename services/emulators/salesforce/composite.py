@@ -46,7 +46,7 @@ class CollectionsApi:
     async def _body(self, call: Call) -> tuple[bool, list[dict[str, Any]]]:
         body = await call.json()
         if not isinstance(body, dict) or not isinstance(body.get("records"), list):
-            raise SfError(400, "JSON_PARSER_ERROR", 'Expected {"allOrNone": bool, "records": [...]}')
+            raise SfError(400, "JSON_PARSER_ERROR", "Expected {\"allOrNone\": bool, \"records\": [...]}")
         records = body["records"]
         self._check_size(len(records))
         if not all(isinstance(r, dict) for r in records):
@@ -56,11 +56,8 @@ class CollectionsApi:
     def _check_size(self, n: int) -> None:
         limit = self.gate.config.collection_limit
         if n > limit:
-            raise SfError(
-                400,
-                "EXCEEDED_ID_LIMIT",
-                f"record limit reached. cannot submit more than {limit} records into this call",
-            )
+            raise SfError(400, "EXCEEDED_ID_LIMIT",
+                          f"record limit reached. cannot submit more than {limit} records into this call")
 
     def _run(self, call: Call, all_or_none: bool, ops: list[Op], ids_hint: list[str | None]) -> web.Response:
         tx = Transaction(call.ctx)
@@ -105,9 +102,9 @@ class CollectionsApi:
         def op_for(rec: dict[str, Any]) -> Op:
             def op(tx: Transaction) -> tuple[str | None, bool | None]:
                 if "Id" in rec:
-                    raise SfError(400, "INVALID_FIELD_FOR_INSERT_UPDATE", "cannot specify Id in an insert call", ["Id"])
+                    raise SfError(400, "INVALID_FIELD_FOR_INSERT_UPDATE", "cannot specify Id in an insert call",
+                                  ["Id"])
                 return self.org.create(tx, self._type(rec), rec).id, None
-
             return op
 
         return self._run(call, all_or_none, [op_for(r) for r in records], [None] * len(records))
@@ -123,7 +120,6 @@ class CollectionsApi:
                 if not ids.is_valid(rid):
                     raise SfError(400, "MALFORMED_ID", f"Record ID: id value of incorrect type: {rid}", ["Id"])
                 return self.org.update(tx, self._type(rec), rid, rec).id, None
-
             return op
 
         hints = [r.get("Id") if isinstance(r.get("Id"), str) else None for r in records]
@@ -133,11 +129,8 @@ class CollectionsApi:
         d = sobject_or_404(call.request.match_info["sobject"])
         f = d.field(call.request.match_info["field"])
         if f is None or not f.external_id:
-            raise SfError(
-                404,
-                "NOT_FOUND",
-                f"Provided external ID field does not exist or is not accessible: {call.request.match_info['field']}",
-            )
+            raise SfError(404, "NOT_FOUND", "Provided external ID field does not exist or is not accessible: "
+                          f"{call.request.match_info['field']}")
         all_or_none, records = await self._body(call)
 
         def op_for(rec: dict[str, Any]) -> Op:
@@ -153,7 +146,6 @@ class CollectionsApi:
                     body.pop(f.name, None)
                     return self.org.update(tx, d.name, existing.id, body).id, False
                 return self.org.create(tx, d.name, body).id, True
-
             return op
 
         return self._run(call, all_or_none, [op_for(r) for r in records], [None] * len(records))
@@ -176,7 +168,6 @@ class CollectionsApi:
                 if rec.deleted:
                     raise SfError(404, "ENTITY_IS_DELETED", "entity is deleted")
                 return self.org.delete(tx, rec.sobject, rec.id).id, None
-
             return op
 
         return self._run(call, all_or_none, [op_for(i) for i in id_list], list(id_list))

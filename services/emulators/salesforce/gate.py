@@ -54,14 +54,12 @@ def call_client(header: str | None) -> str | None:
 
 
 class RestGate:
-    def __init__(
-        self, org: Org, tokens: TokenStore, faults: Faults, counters: Counters, config: SalesforceEmulatorConfig
-    ) -> None:
+    def __init__(self, org: Org, tokens: TokenStore, faults: Faults, counters: Counters,
+                 config: SalesforceEmulatorConfig) -> None:
         self.org, self.tokens, self.faults, self.counters, self.config = org, tokens, faults, counters, config
 
-    def wrap(
-        self, kind: str, handler: Handler, *, collections: bool = False
-    ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    def wrap(self, kind: str, handler: Handler, *, collections: bool = False
+             ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         async def run(request: web.Request) -> web.StreamResponse:
             resp = await self._run(kind, handler, request, collections)
             resp.headers["Sforce-Limit-Info"] = f"api-usage={self.counters.rest_calls}/{self.config.daily_api_limit}"
@@ -69,7 +67,8 @@ class RestGate:
 
         return run
 
-    async def _run(self, kind: str, handler: Handler, request: web.Request, collections: bool) -> web.StreamResponse:
+    async def _run(self, kind: str, handler: Handler, request: web.Request, collections: bool
+                   ) -> web.StreamResponse:
         user = self.tokens.validate(request.headers.get("Authorization"))
         if user is None:
             return json_response(SfError(401, "INVALID_SESSION_ID", "Session expired or invalid").rest_body(), 401)
@@ -78,19 +77,16 @@ class RestGate:
         if collections:
             self.counters.collections_calls += 1
         if self.faults.take("request_limit") or self.counters.rest_calls > self.config.daily_api_limit:
-            return json_response(
-                SfError(403, "REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded.").rest_body(), 403
-            )
+            return json_response(SfError(403, "REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded.").rest_body(),
+                                 403)
         if self.faults.take("unavailable"):
             return json_response(
-                SfError(503, "SERVER_UNAVAILABLE", "Server temporarily unavailable, try again later").rest_body(), 503
-            )
+                SfError(503, "SERVER_UNAVAILABLE", "Server temporarily unavailable, try again later").rest_body(), 503)
         client = call_client(request.headers.get("Sforce-Call-Options"))
         if request.method in WRITE_METHODS:
             self.counters.write_clients[client or ""] += 1
             self.counters.recent_writes.append(
-                {"method": request.method, "kind": kind, "path": request.path, "client": client}
-            )
+                {"method": request.method, "kind": kind, "path": request.path, "client": client})
         version = request.match_info.get("version", self.config.api_version)
         ctx = WriteContext(user.id, "rest", version, client)
         try:

@@ -73,11 +73,8 @@ class TokenStore:
 
 
 def _error(code: str, description: str, status: int = 400) -> web.Response:
-    return web.Response(
-        status=status,
-        body=orjson.dumps({"error": code, "error_description": description}),
-        content_type="application/json",
-    )
+    return web.Response(status=status, body=orjson.dumps({"error": code, "error_description": description}),
+                        content_type="application/json")
 
 
 class TokenEndpoint:

@@ -72,16 +72,9 @@ class RestApi:
     async def describe(self, call: Call) -> web.Response:
         d = sobject_or_404(call.request.match_info["sobject"])
         fields = [
-            {
-                "name": f.name,
-                "type": f.type,
-                "createable": f.createable,
-                "updateable": f.updateable,
-                "nillable": not f.required,
-                "externalId": f.external_id,
-                "length": f.max_length or 0,
-                "picklistValues": [{"value": v, "active": True} for v in f.picklist],
-            }
+            {"name": f.name, "type": f.type, "createable": f.createable, "updateable": f.updateable,
+             "nillable": not f.required, "externalId": f.external_id, "length": f.max_length or 0,
+             "picklistValues": [{"value": v, "active": True} for v in f.picklist]}
             for f in d.fields.values()
         ]
         return json_response({"name": d.name, "fields": fields})
@@ -131,9 +124,8 @@ class RestApi:
     def _by_ext(self, d: SObjectDef, field_name: str, value: str) -> Rec | None:
         f = d.field(field_name)
         if f is None or not (f.external_id or f.name == "Id"):
-            raise SfError(
-                404, "NOT_FOUND", f"Provided external ID field does not exist or is not accessible: {field_name}"
-            )
+            raise SfError(404, "NOT_FOUND", f"Provided external ID field does not exist or is not accessible: "
+                          f"{field_name}")
         if f.name == "Id":
             if not ids.is_valid(value):
                 raise SfError(400, "MALFORMED_ID", f"Id in upsert is not valid: {value}", ["Id"])
@@ -198,9 +190,8 @@ class RestApi:
             raise SfError(400, "INVALID_REPLICATION_DATE", "start and end must be valid date-times") from None
         now = self.org.now_ms()
         if end <= start or start < now - max_days * 86_400_000:
-            raise SfError(
-                400, "INVALID_REPLICATION_DATE", f"start must be before end and within the last {max_days} days"
-            )
+            raise SfError(400, "INVALID_REPLICATION_DATE",
+                          f"start must be before end and within the last {max_days} days")
         return start, min(end, now)
 
     async def updated(self, call: Call) -> web.Response:
@@ -212,15 +203,11 @@ class RestApi:
     async def deleted(self, call: Call) -> web.Response:
         d = sobject_or_404(call.request.match_info["sobject"])
         start, end = self._window(call, 15)
-        hits = [
-            {"id": r.id, "deletedDate": r.fields["SystemModstamp"]}
-            for r in self.org.of_type(d.name)
-            if r.deleted and start <= r.modstamp_ms <= end
-        ]
+        hits = [{"id": r.id, "deletedDate": r.fields["SystemModstamp"]} for r in self.org.of_type(d.name)
+                if r.deleted and start <= r.modstamp_ms <= end]
         earliest = timefmt.rest(self.org.now_ms() - 15 * 86_400_000)
-        return json_response(
-            {"deletedRecords": hits, "earliestDateAvailable": earliest, "latestDateCovered": timefmt.rest(end)}
-        )
+        return json_response({"deletedRecords": hits, "earliestDateAvailable": earliest,
+                              "latestDateCovered": timefmt.rest(end)})
 
     # --- SOQL ------------------------------------------------------------------------------
 
@@ -263,7 +250,7 @@ class RestApi:
     async def query_more(self, call: Call) -> web.Response:
         locator = call.request.match_info["locator"]
         head, _, off = locator.rpartition("-")
-        cursor = head[len("01gDn0000") :].lstrip("0") or "0"
+        cursor = head[len("01gDn0000"):].lstrip("0") or "0"
         rows = self._cursors.get(cursor)
         if rows is None or not off.isdigit():
             raise SfError(400, "INVALID_QUERY_LOCATOR", "invalid query locator")

@@ -63,14 +63,8 @@ def _system(owner: bool = True) -> list[FieldDef]:
     return out
 
 
-def _obj(
-    name: str,
-    fields: list[FieldDef],
-    *,
-    cdc: bool = False,
-    compounds: dict[str, dict[str, str]] | None = None,
-    owner: bool = True,
-) -> SObjectDef:
+def _obj(name: str, fields: list[FieldDef], *, cdc: bool = False, compounds: dict[str, dict[str, str]] | None = None,
+         owner: bool = True) -> SObjectDef:
     return SObjectDef(name, {f.name: f for f in _system(owner) + fields}, cdc=cdc, compounds=compounds or {})
 
 

@@ -23,30 +23,8 @@ _TOKEN_RE = re.compile(
     )""",
     re.VERBOSE,
 )
-KEYWORDS = {
-    "SELECT",
-    "FROM",
-    "WHERE",
-    "AND",
-    "OR",
-    "NOT",
-    "IN",
-    "LIKE",
-    "ORDER",
-    "BY",
-    "ASC",
-    "DESC",
-    "LIMIT",
-    "OFFSET",
-    "NULLS",
-    "FIRST",
-    "LAST",
-    "NULL",
-    "TRUE",
-    "FALSE",
-    "INCLUDES",
-    "EXCLUDES",
-}
+KEYWORDS = {"SELECT", "FROM", "WHERE", "AND", "OR", "NOT", "IN", "LIKE", "ORDER", "BY", "ASC", "DESC", "LIMIT",
+            "OFFSET", "NULLS", "FIRST", "LAST", "NULL", "TRUE", "FALSE", "INCLUDES", "EXCLUDES"}
 
 
 def malformed(msg: str) -> SfError:
@@ -77,7 +55,7 @@ def tokenize(text: str) -> list[Tok]:
     while pos < len(text):
         m = _TOKEN_RE.match(text, pos)
         if not m or m.end() == pos:
-            raise malformed(f"unexpected token: '{text[pos : pos + 20].strip()}'")
+            raise malformed(f"unexpected token: '{text[pos:pos + 20].strip()}'")
         kind = m.lastgroup or ""
         value = m.group(kind)
         if kind == "word" and value.upper() in KEYWORDS:
@@ -113,12 +91,9 @@ class _Parser:
         assert self.sobj is not None
         f = self.sobj.field(name)
         if f is None:
-            raise SfError(
-                400,
-                "INVALID_FIELD",
-                f"No such column '{name}' on entity '{self.sobj.name}'. If you are attempting to use a "
-                "custom field, be sure to append the '__c' after the custom field name.",
-            )
+            raise SfError(400, "INVALID_FIELD",
+                          f"No such column '{name}' on entity '{self.sobj.name}'. If you are attempting to use a "
+                          "custom field, be sure to append the '__c' after the custom field name.")
         return f
 
     def parse(self) -> Query:
@@ -238,17 +213,13 @@ class _Parser:
             return t.value == "TRUE"
         if f.type == "datetime":
             if t.kind != "dt":
-                raise malformed(
-                    f"value of filter criterion for field '{f.name}' must be of type dateTime "
-                    "and should not be enclosed in quotes"
-                )
+                raise malformed(f"value of filter criterion for field '{f.name}' must be of type dateTime "
+                                "and should not be enclosed in quotes")
             return timefmt.parse_datetime(t.value)
         if f.type == "date":
             if t.kind != "date":
-                raise malformed(
-                    f"value of filter criterion for field '{f.name}' must be of type date "
-                    "and should not be enclosed in quotes"
-                )
+                raise malformed(f"value of filter criterion for field '{f.name}' must be of type date "
+                                "and should not be enclosed in quotes")
             return t.value
         if t.kind == "num":
             if f.type not in ("int", "double"):
@@ -300,14 +271,12 @@ def parse(text: str) -> Query:
     return _Parser(text).parse()
 
 
-def apply_order(
-    rows: list[Any], order: list[tuple[FieldDef, bool, bool]], getter: Callable[[Any, FieldDef], Any]
-) -> list[Any]:
+def apply_order(rows: list[Any], order: list[tuple[FieldDef, bool, bool]],
+                getter: Callable[[Any, FieldDef], Any]) -> list[Any]:
     # Stable sorts from the last key to the first give a multi-key order with mixed directions.
     for f, desc, nulls_first in reversed(order):
         present = [r for r in rows if getter(r, f) is not None]
         nulls = [r for r in rows if getter(r, f) is None]
-
         def key(r: Any, f: FieldDef = f) -> Any:
             return _norm(f, getter(r, f))
 

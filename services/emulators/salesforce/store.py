@@ -229,9 +229,8 @@ class Org:
         ext = {k: rid for k in self._ext_keys.get(rid, ())}
         tx.undo.append((rid, copy.deepcopy(old) if old else None, ext))
 
-    def _emit(
-        self, tx: Transaction, rec: Rec, change_type: str, commit_ms: int, changed: list[str] | None = None
-    ) -> None:
+    def _emit(self, tx: Transaction, rec: Rec, change_type: str, commit_ms: int,
+              changed: list[str] | None = None) -> None:
         d = SOBJECTS[rec.sobject]
         if not d.cdc:
             return
@@ -244,18 +243,8 @@ class Org:
         else:
             values, fields = {}, []
         tx.changes.append(
-            Change(
-                rec.sobject,
-                rec.id,
-                change_type,
-                commit_ms,
-                tx.ctx.user_id,
-                tx.ctx.change_origin,
-                tx.key,
-                len(tx.changes) + 1,
-                fields,
-                values,
-            )
+            Change(rec.sobject, rec.id, change_type, commit_ms, tx.ctx.user_id, tx.ctx.change_origin, tx.key,
+                   len(tx.changes) + 1, fields, values)
         )
 
     # --- writes ----------------------------------------------------------------------------
@@ -272,20 +261,14 @@ class Org:
         fields: dict[str, Any] = {n: None for n in d.fields if n not in ("Name", "MailingAddress")}
         fields.update(clean)
         fields.update(
-            Id=rid,
-            IsDeleted=False,
-            CreatedDate=stamp,
-            CreatedById=tx.ctx.user_id,
-            LastModifiedDate=stamp,
-            LastModifiedById=tx.ctx.user_id,
-            SystemModstamp=stamp,
+            Id=rid, IsDeleted=False, CreatedDate=stamp, CreatedById=tx.ctx.user_id, LastModifiedDate=stamp,
+            LastModifiedById=tx.ctx.user_id, SystemModstamp=stamp,
         )
         self._derive(d, fields, None, now)
         missing = [f.name for f in d.fields.values() if f.required and fields.get(f.name) in (None, "")]
         if missing:
-            raise SfError(
-                400, "REQUIRED_FIELD_MISSING", f"Required fields are missing: [{', '.join(missing)}]", missing
-            )
+            raise SfError(400, "REQUIRED_FIELD_MISSING", f"Required fields are missing: [{', '.join(missing)}]",
+                          missing)
         rec = Rec(d.name, rid, fields)
         self._check_unique(rec)
         self._remember(tx, rid)
@@ -296,24 +279,15 @@ class Org:
         self._emit(tx, rec, "CREATE", now)
         return rec
 
-    def update(
-        self,
-        tx: Transaction,
-        sobject_name: str,
-        record_id: str,
-        values: dict[str, Any],
-        if_unmodified_since_s: int | None = None,
-    ) -> Rec:
+    def update(self, tx: Transaction, sobject_name: str, record_id: str, values: dict[str, Any],
+               if_unmodified_since_s: int | None = None) -> Rec:
         d = self._def(sobject_name)
         rec = self.get(d.name, record_id)
         if if_unmodified_since_s is not None:
             # HTTP dates have second precision, so compare whole seconds (a weak validator).
             if timefmt.parse_datetime(rec.fields["LastModifiedDate"]) // 1000 > if_unmodified_since_s:
-                raise SfError(
-                    412,
-                    "PRECONDITION_FAILED",
-                    "The requested resource has been modified since the If-Unmodified-Since date",
-                )
+                raise SfError(412, "PRECONDITION_FAILED", "The requested resource has been modified since "
+                              "the If-Unmodified-Since date")
         clean = self._coerce_all(d, values, creating=False)
         self._remember(tx, rec.id)
         before = dict(rec.fields)
@@ -325,9 +299,8 @@ class Org:
         self._derive(d, fields, before, now)
         missing = [f.name for f in d.fields.values() if f.required and fields.get(f.name) in (None, "")]
         if missing:
-            raise SfError(
-                400, "REQUIRED_FIELD_MISSING", f"Required fields are missing: [{', '.join(missing)}]", missing
-            )
+            raise SfError(400, "REQUIRED_FIELD_MISSING", f"Required fields are missing: [{', '.join(missing)}]",
+                          missing)
         new = Rec(d.name, rec.id, fields)
         self._check_unique(new)
         self.records[rec.id] = new
@@ -389,13 +362,10 @@ class Org:
             if name == "Id" and not creating:
                 continue
             if not (f.createable if creating else f.updateable):
-                raise SfError(
-                    400,
-                    "INVALID_FIELD_FOR_INSERT_UPDATE",
-                    f"Unable to create/update fields: {f.name}. Please check the security settings of "
-                    "this field and verify that it is read/write for your profile or permission set.",
-                    [f.name],
-                )
+                raise SfError(400, "INVALID_FIELD_FOR_INSERT_UPDATE",
+                              f"Unable to create/update fields: {f.name}. Please check the security settings of "
+                              "this field and verify that it is read/write for your profile or permission set.",
+                              [f.name])
             out[f.name] = self._coerce(d, f, value)
         return out
 
@@ -403,12 +373,9 @@ class Org:
         if value is None or (value == "" and f.type not in ("string", "textarea")):
             return None
         t = f.type
-        bad = SfError(
-            400,
-            "JSON_PARSER_ERROR",
-            f"Cannot deserialize instance of {t} from value {str(value)[:40]!r} for field {f.name}",
-            [f.name],
-        )
+        bad = SfError(400, "JSON_PARSER_ERROR",
+                      f"Cannot deserialize instance of {t} from value {str(value)[:40]!r} for field {f.name}",
+                      [f.name])
         if t in ("string", "textarea", "email", "phone", "picklist"):
             if isinstance(value, bool) or not isinstance(value, str | int | float):
                 raise bad
@@ -416,19 +383,11 @@ class Org:
             if s == "":
                 return None
             if f.max_length and len(s) > f.max_length:
-                raise SfError(
-                    400,
-                    "STRING_TOO_LONG",
-                    f"{f.name}: data value too large: {s[:20]}... (max length={f.max_length})",
-                    [f.name],
-                )
+                raise SfError(400, "STRING_TOO_LONG", f"{f.name}: data value too large: {s[:20]}... "
+                              f"(max length={f.max_length})", [f.name])
             if t == "picklist" and f.picklist and s not in f.picklist:
-                raise SfError(
-                    400,
-                    "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST",
-                    f"{f.name}: bad value for restricted picklist field: {s}",
-                    [f.name],
-                )
+                raise SfError(400, "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST",
+                              f"{f.name}: bad value for restricted picklist field: {s}", [f.name])
             if t == "email" and not _EMAIL_RE.match(s):
                 raise SfError(400, "INVALID_EMAIL_ADDRESS", f"Email: invalid email address: {s}", [f.name])
             return s
@@ -476,13 +435,12 @@ class Org:
         prefix_types = {v: k for k, v in ids.PREFIXES.items()}
         target = prefix_types.get(rid[:3])
         if f.reference_to and target not in f.reference_to and not (target == "Contact" and f.name == "WhoId"):
-            raise SfError(400, "FIELD_INTEGRITY_EXCEPTION", f"{f.name}: id value of incorrect type: {rid}", [f.name])
+            raise SfError(400, "FIELD_INTEGRITY_EXCEPTION",
+                          f"{f.name}: id value of incorrect type: {rid}", [f.name])
         exists = (
             self.user_by_id(rid) is not None
             if target == "User"
-            else (rid in self.records and not self.records[rid].deleted)
-            if target in SOBJECTS
-            else True
+            else (rid in self.records and not self.records[rid].deleted) if target in SOBJECTS else True
         )
         if not exists:
             raise SfError(400, "INVALID_CROSS_REFERENCE_KEY", f"invalid cross reference id: {rid}", [f.name])
@@ -494,12 +452,8 @@ class Org:
                 continue
             other = self._ext_index.get((rec.sobject, name, v))
             if other and other != rec.id:
-                raise SfError(
-                    400,
-                    "DUPLICATE_VALUE",
-                    f"duplicate value found: {name} duplicates value on record with id: {other}",
-                    [name],
-                )
+                raise SfError(400, "DUPLICATE_VALUE",
+                              f"duplicate value found: {name} duplicates value on record with id: {other}", [name])
 
     def _index(self, rec: Rec) -> None:
         if rec.deleted:
@@ -570,30 +524,17 @@ class Org:
             self.records[doc.id] = Rec("ContentDocument", doc.id, doc_fields)
             return
         doc = self.create(tx, "ContentDocument", {"Title": f.get("Title"), "OwnerId": f.get("OwnerId")})
-        doc.fields.update(
-            LatestPublishedVersionId=rec.id,
-            FileExtension=f.get("FileExtension"),
-            FileType=f.get("FileType"),
-            ContentSize=f.get("ContentSize"),
-        )
+        doc.fields.update(LatestPublishedVersionId=rec.id, FileExtension=f.get("FileExtension"),
+                          FileType=f.get("FileType"), ContentSize=f.get("ContentSize"))
         f["ContentDocumentId"] = doc.id
         # The owner always gets a link; FirstPublishLocationId adds the record it was published to.
-        self.create(
-            tx,
-            "ContentDocumentLink",
-            {"ContentDocumentId": doc.id, "LinkedEntityId": f["OwnerId"], "ShareType": "I", "Visibility": "AllUsers"},
-        )
+        self.create(tx, "ContentDocumentLink",
+                    {"ContentDocumentId": doc.id, "LinkedEntityId": f["OwnerId"], "ShareType": "I",
+                     "Visibility": "AllUsers"})
         if f.get("FirstPublishLocationId") and f["FirstPublishLocationId"] != f["OwnerId"]:
-            self.create(
-                tx,
-                "ContentDocumentLink",
-                {
-                    "ContentDocumentId": doc.id,
-                    "LinkedEntityId": f["FirstPublishLocationId"],
-                    "ShareType": "V",
-                    "Visibility": "AllUsers",
-                },
-            )
+            self.create(tx, "ContentDocumentLink",
+                        {"ContentDocumentId": doc.id, "LinkedEntityId": f["FirstPublishLocationId"],
+                         "ShareType": "V", "Visibility": "AllUsers"})
 
 
 def _derive_event(fields: dict[str, Any], before: dict[str, Any] | None) -> None:
@@ -621,9 +562,8 @@ def _derive_event(fields: dict[str, Any], before: dict[str, Any] | None) -> None
         if day is None and fields.get("StartDateTime"):
             day = fields["StartDateTime"][:10]
         if day is None:
-            raise SfError(
-                400, "REQUIRED_FIELD_MISSING", "Required fields are missing: [ActivityDate]", ["ActivityDate"]
-            )
+            raise SfError(400, "REQUIRED_FIELD_MISSING", "Required fields are missing: [ActivityDate]",
+                          ["ActivityDate"])
         if changed("EndDateTime") and fields.get("EndDateTime") and not changed("DurationInMinutes"):
             days = (timefmt.date_to_ms(fields["EndDateTime"][:10]) - timefmt.date_to_ms(day)) // 86_400_000 + 1
         else:
@@ -641,26 +581,23 @@ def _derive_event(fields: dict[str, Any], before: dict[str, Any] | None) -> None
         return
     start_s = fields.get("StartDateTime")
     if not start_s:
-        raise SfError(400, "REQUIRED_FIELD_MISSING", "Required fields are missing: [StartDateTime]", ["StartDateTime"])
+        raise SfError(400, "REQUIRED_FIELD_MISSING", "Required fields are missing: [StartDateTime]",
+                      ["StartDateTime"])
     start = timefmt.parse_datetime(start_s)
     end_s = fields.get("EndDateTime")
     duration = fields.get("DurationInMinutes")
-    if (
-        end_s
-        and (changed("EndDateTime") or not changed("DurationInMinutes"))
-        and (changed("EndDateTime") or duration is None)
+    if end_s and (changed("EndDateTime") or not changed("DurationInMinutes")) and (
+        changed("EndDateTime") or duration is None
     ):
         end = timefmt.parse_datetime(end_s)
     elif duration is not None:
         end = start + int(duration) * 60_000
     else:
-        raise SfError(
-            400, "REQUIRED_FIELD_MISSING", "Required fields are missing: [DurationInMinutes]", ["DurationInMinutes"]
-        )
+        raise SfError(400, "REQUIRED_FIELD_MISSING", "Required fields are missing: [DurationInMinutes]",
+                      ["DurationInMinutes"])
     if end < start:
-        raise SfError(
-            400, "FIELD_INTEGRITY_EXCEPTION", "End Date Time: End time can't be before start time.", ["EndDateTime"]
-        )
+        raise SfError(400, "FIELD_INTEGRITY_EXCEPTION", "End Date Time: End time can't be before start time.",
+                      ["EndDateTime"])
     fields.update(
         StartDateTime=timefmt.rest(start),
         ActivityDateTime=timefmt.rest(start),

@@ -569,7 +569,7 @@ def test_a_delete_overtaking_its_create_leaves_a_tombstone_not_a_copy() -> None:
 
 def test_sweep_trims_only_tombstones_older_than_the_tenant_keeps_them() -> None:
     w = world()
-    x, s = linked_contact(w)
+    x, _ = linked_contact(w)
     w.ex_delete("t1", A, x)
     w.settle()
     tw = w.t["t1"]
