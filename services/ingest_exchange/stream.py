@@ -17,12 +17,13 @@ import orjson
 import structlog
 
 from services.connectors.exchange.client import ExchangeClient
+from services.connectors.exchange.mapping import is_series_instance
 from services.connectors.exchange.models import DeltaPage, DeltaStream, ItemKind
 from services.connectors.mapping_errors import MappingError
 from services.core.deadletter import deadletter_record
 from services.core.envelopes import ChangeEvent, encode
 from services.core.errors import AuthError, CursorExpired, NotFoundError, TransientError
-from services.core.metrics import API_CALLS, DEADLETTERS, ERRORS, EVENTS_PUBLISHED, THROTTLED
+from services.core.metrics import API_CALLS, DEADLETTERS, DROPPED, ERRORS, EVENTS_PUBLISHED, THROTTLED
 from services.core.processor import Output
 from services.core.tenant_shards import ShardPublisher
 from services.core.topics import Topics, cursor_key, tenant_key
@@ -153,6 +154,11 @@ class StreamWorker:
         out: list[ChangeEvent] = []
         dead: list[Output] = []
         for item in page.items:
+            if self.stream.kind == "events" and is_series_instance(item):
+                # calendarView delta lists each occurrence next to its seriesMaster: the
+                # series syncs as one item through the master (which holds `recurrence`).
+                DROPPED.labels("ingest-exchange", "series_instance").inc()
+                continue
             try:
                 out.append(ev.upsert_event(self.tenant_id, self.mailbox, self.stream, item, observed))
             except (MappingError, KeyError, ValueError) as exc:

@@ -26,12 +26,26 @@ def sobject_fields(entity: str, external_id_field: str | None = None) -> list[st
         names.add(external_id_field)
     if entity == "task":
         names.add("TaskSubtype")
+    if entity == "event":
+        names |= {"IsRecurrence", "RecurrenceActivityId"}
     return sorted(names)
 
 
 def is_email_task(record: dict[str, Any]) -> bool:
     """Tasks exsf made from emails are one-way (Exchange -> Salesforce): never ingested back."""
     return str(record.get("TaskSubtype") or "") == "Email"
+
+
+def not_synced(entity: str, record: dict[str, Any]) -> str | None:
+    """Why a record of a synced type is still not published (None: it is):
+    - an email task: exsf made it from an email, one-way;
+    - an occurrence Salesforce generated from a recurring Event: the series master (with
+      its recurrence) is what syncs; copying occurrences too would duplicate the series."""
+    if entity == "task" and is_email_task(record):
+        return "email_task"
+    if entity == "event" and mapping.is_series_occurrence(record):
+        return "series_occurrence"
+    return None
 
 
 def from_record(

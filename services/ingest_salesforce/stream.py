@@ -179,7 +179,7 @@ class SalesforceTenant(TenantRunner):
         async for rec in catch_up(
             self.rest, sobject, since, owners, ev.sobject_fields(entity, self.tenant.salesforce.external_id_field)
         ):
-            if entity == "task" and ev.is_email_task(rec):
+            if self._skip(entity, rec):
                 continue
             e = self._convert(
                 str(rec.get("Id")), rec, ev.from_record, self.tenant, entity, rec, observed, {"catch_up": True}
@@ -211,7 +211,7 @@ class SalesforceTenant(TenantRunner):
             ct = msg.change_type
             if ct == "CREATE":
                 for rid in msg.record_ids:
-                    if entity == "task" and ev.is_email_task(msg.payload):
+                    if self._skip(entity, msg.payload):
                         continue
                     e = self._convert(
                         rid, msg.payload, ev.from_create, self.tenant, entity, rid, msg.payload, msg.header, observed
@@ -255,12 +255,19 @@ class SalesforceTenant(TenantRunner):
         self.cursor = SfCursor(replay, since, self.cursor.loaded, self.cursor.catch_up)
         await self._publish(out, self.cursor)
 
+    @staticmethod
+    def _skip(entity: Entity, record: dict[str, Any]) -> bool:
+        reason = ev.not_synced(entity, record)
+        if reason is not None:
+            DROPPED.labels(SERVICE, reason).inc()
+        return reason is not None
+
     def _from_reread(
         self, entity: Entity, rid: str, rec: dict[str, Any] | None, owner_changed: bool, observed: str
     ) -> list[ChangeEvent]:
         if rec is None:
             return [ev.delete(self.tenant, entity, rid, ev.UNKNOWN_USER, f"deleted@{observed}", observed)]
-        if entity == "task" and ev.is_email_task(rec):
+        if self._skip(entity, rec):
             return []
         e = self._convert(rid, rec, ev.from_record, self.tenant, entity, rec, observed)
         if e is not None:

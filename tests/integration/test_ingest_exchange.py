@@ -72,7 +72,7 @@ async def world(bus: Bus, topic_prefix: str) -> AsyncIterator[World]:
             client_secret_ref="literal:s3cret",
         ),
         poll_seconds=3600,  # only the webhook can make changes arrive quickly
-        entities=("contact", "task", "email"),
+        entities=("contact", "event", "task", "email"),
     )
     await TenantRegistry(bus, topics.tenants).put(tenant)
     port = free_port()
@@ -98,7 +98,7 @@ async def world(bus: Bus, topic_prefix: str) -> AsyncIterator[World]:
 
 async def _enrolled(w: World) -> bool:
     t = w.service.tenants.get("contoso")
-    return t is not None and len(t.prepared) == 2 and all(x.rounds >= 1 for x in t.workers) and len(t.workers) == 10
+    return t is not None and len(t.prepared) == 2 and all(x.rounds >= 1 for x in t.workers) and len(t.workers) == 12
 
 
 async def test_enrolment_webhook_delete_and_move(world: World) -> None:
@@ -243,3 +243,41 @@ async def test_default_todo_list_tasks_sync_by_category(world: World) -> None:
     assert up.record is not None and up.record["subject"] == "Tagged" and up.user == BOB
     priv = await w.wait_for(lambda e: e.source_id == plain["id"], "untagged task reported without content")
     assert priv.op == "delete" and priv.origin["reason"] == "unlinked" and priv.record is None
+
+
+REC = {
+    "pattern": {"type": "weekly", "interval": 1, "daysOfWeek": ["monday"], "firstDayOfWeek": "sunday"},
+    "range": {"type": "numbered", "startDate": "2026-12-07", "numberOfOccurrences": 4},
+}
+
+
+async def test_a_recurring_series_syncs_as_its_master_only(world: World) -> None:
+    w = world
+    await eventually(lambda: _enrolled(w), "streaming")
+    series = await w.admin.create_item(
+        ALICE,
+        "event",
+        {
+            "subject": "Weekly sync",
+            "categories": ["Salesforce"],
+            "start": {"dateTime": "2026-12-07T09:00:00", "timeZone": "UTC"},
+            "end": {"dateTime": "2026-12-07T09:30:00", "timeZone": "UTC"},
+            "recurrence": REC,
+        },
+    )
+    single = await w.admin.create_item(
+        ALICE,
+        "event",
+        {
+            "subject": "One-off",
+            "categories": ["Salesforce"],
+            "start": {"dateTime": "2026-12-08T09:00:00", "timeZone": "UTC"},
+            "end": {"dateTime": "2026-12-08T09:30:00", "timeZone": "UTC"},
+        },
+    )
+    master = await w.wait_for(lambda e: e.source_id == series["id"], "the series master")
+    await w.wait_for(lambda e: e.source_id == single["id"], "the single event (published after the series)")
+    assert master.record is not None and master.record["recurrence"]["pattern"]["type"] == "weekly"
+    events = [e for e in await w.pull() if e.entity == "event"]
+    # calendarView delta also listed the 4 occurrences: none of them is published.
+    assert {e.source_id for e in events} == {series["id"], single["id"]}, [e.source_id for e in events]
