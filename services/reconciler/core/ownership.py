@@ -10,8 +10,9 @@ from typing import Any
 
 from services.core.envelopes import ChangeEvent, stable_id
 from services.reconciler.core import merge
-from services.reconciler.core.discard import discard
-from services.reconciler.core.plan import observe, plan
+from services.reconciler.core.dedupe import match_keys
+from services.reconciler.core.discard import discard, repoint
+from services.reconciler.core.plan import join, observe, plan
 from services.reconciler.core.state import (
     LinkRecord,
     SideState,
@@ -50,7 +51,9 @@ def follow_owner(w: Work, links: list[LinkRecord], ev: ChangeEvent, owner: str, 
         if r.status in ("pending", "linked") and our_copy(r.exchange) and (not owner or r.user.lower() != lower)
     ]
     if owner and successor is None and record is not None:
-        successor = owner_link(w, ev, owner, record, moving[0] if moving else None)
+        successor = adopting_link(w, ev, owner, record)
+        if successor is None:
+            successor = owner_link(w, ev, owner, record, moving[0] if moving else None)
     for r in moving:
         successor = move_out(w, r, successor, owner)
     done = {r.link_id for r in moving} | ({successor.link_id} if successor is not None else set())
@@ -64,7 +67,35 @@ def follow_owner(w: Work, links: list[LinkRecord], ev: ChangeEvent, owner: str, 
         else:
             w.save(replace(r, owner=owner))
     if successor is not None:
-        plan(w, w.save(successor))
+        successor = w.get(successor.link_id) or successor
+        plan(w, w.save(replace(successor, owner=owner)))
+
+
+def adopting_link(w: Work, ev: ChangeEvent, owner: str, record: dict[str, Any]) -> LinkRecord | None:
+    """The new owner already syncs a matching item, made in their mailbox while the record
+    was on its way to them, with a Salesforce record of our own (or one still being
+    created): that pair takes this record, ours is removed, and no second copy is made."""
+    ical = ev.origin.get("ical_uid")
+    for key in match_keys(ev.entity, owner, record, ical if isinstance(ical, str) else None):
+        for cand in w.find("key", key):
+            sf = cand.salesforce
+            if (
+                cand.entity != ev.entity
+                or cand.user.lower() != owner.lower()
+                or cand.status not in ("pending", "linked")
+                or cand.owner == ""
+                or sf.id == ev.source_id
+            ):
+                continue
+            if sf.alive and sf.created and sf.id:
+                repoint(w, sf.id, ev, record, key)
+                return w.get(cand.link_id)
+            if sf.id is None and sf.pending is not None and sf.pending.action == "create":
+                # Join now; the create's result then finds the link holding this record
+                # and removes what it made.
+                st = SideState(id=ev.source_id, version=ev.version, modified_at=event_time(ev), shadow=record)
+                return join(w, cand, replace(cand, salesforce=st), key)
+    return None
 
 
 def our_copy(ex: SideState) -> bool:
