@@ -292,7 +292,7 @@ def on_new_item(w: Work, ev: ChangeEvent, mailbox: str, record: dict[str, Any] |
                 w.record(
                     "dedupe", cand, reason="salesforce item matches a pending link", salesforce_id=ev.source_id, key=key
                 )
-                on_known(w, cand, ev, record)
+                on_known(w, replace(cand, owner=cand.owner or mailbox), ev, record)
                 return
         ours = [c for c in cands if c.salesforce.alive and c.salesforce.created]
         if ours:

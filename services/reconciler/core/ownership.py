@@ -30,7 +30,9 @@ def follow_owner(w: Work, links: list[LinkRecord], ev: ChangeEvent, owner: str, 
     if not live or any(ev.event_id in r.seen or is_older(t, r.salesforce.modified_at) for r in live):
         return
     known = {r.owner.lower() for r in live if r.owner is not None}
-    if not known or owner.lower() in known:
+    if (not known and owner) or owner.lower() in known:
+        # Unchanged, or first sight of an enrolled owner: remember it. (First sight of an
+        # owner who is not enrolled is a change: the record left enrolled hands.)
         for r in live:
             if r.owner != owner:
                 w.save(replace(r, owner=owner))
