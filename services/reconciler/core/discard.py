@@ -20,11 +20,19 @@ from services.reconciler.core.work import Work, add_retired, event_time
 
 
 def discard(
-    w: Work, owner: LinkRecord, s: Side, item_id: str, version: str | None, shadow: dict[str, Any] | None
+    w: Work,
+    owner: LinkRecord,
+    s: Side,
+    item_id: str,
+    version: str | None,
+    shadow: dict[str, Any] | None,
+    current: dict[str, Any] | None = None,
 ) -> None:
     """Delete a copy we made that turned out to duplicate an existing item. It gets its own
     record so the delete is tracked like any write (retried, conflict-checked), and edits
-    someone made to the copy meanwhile move to the links that replaced it."""
+    someone made to the copy meanwhile move to the links that replaced it (the links
+    holding `item_id` among their retired ids): those already in `current` (the copy as it
+    is now, when it differs from `shadow`, what we made) at once, later ones as they come."""
     lid = stable_id("discard", owner.tenant_id, owner.entity, s, item_id)
     if w.get(lid) is not None:
         return
@@ -38,7 +46,9 @@ def discard(
     )
     rec = rec.with_side(s, SideState(id=item_id, version=version, shadow=dict(shadow or {}), created=True))
     w.record("dedupe", owner, reason="removing our duplicate copy", side=s, duplicate_id=item_id, record=shadow)
-    w.save(discard_plan(w, rec))
+    rec = w.save(discard_plan(w, rec))
+    if current is not None and not merge.same(shadow, current):
+        discard_input(w, rec, s, current, version, None)
 
 
 def discard_plan(w: Work, rec: LinkRecord) -> LinkRecord:

@@ -36,9 +36,7 @@ def on_result(w: Work, r: CommandResult) -> None:
         # The pair ended while its create was in flight (the record moved to another
         # owner): nothing keeps what the create made.
         if r.status == "applied" and p.action == "create" and r.target_id and r.target_id not in side.retired:
-            made = merge.norm(link.entity, r.record) if r.record is not None else merge.norm(link.entity, p.fields)
-            discard(w, link, s, r.target_id, r.new_version, made)
-            link = link.with_side(s, replace(side, retired=add_retired(side.retired, r.target_id)))
+            link = discard_made(w, link, s, r, merge.norm(link.entity, p.fields))
         w.save(link)
         return
     if link.status == "discard":
@@ -117,6 +115,17 @@ def late_create(w: Work, link: LinkRecord, r: CommandResult) -> None:
     w.save(link.with_side(s, replace(side, retired=add_retired(side.retired, r.target_id))))
 
 
+def discard_made(w: Work, link: LinkRecord, s: Side, r: CommandResult, sent: dict[str, Any]) -> LinkRecord:
+    """Remove the item our create made (a second copy). A retried create returns the item as
+    it is now: what differs from what we sent is someone's edit, and moves to this link."""
+    assert r.target_id is not None
+    side = link.side(s)
+    link = w.save(link.with_side(s, replace(side, retired=add_retired(side.retired, r.target_id))))
+    current = merge.norm(link.entity, r.record) if r.record is not None else sent
+    discard(w, link, s, r.target_id, r.new_version, sent, current)
+    return w.get(link.link_id) or link
+
+
 def take_created(w: Work, link: LinkRecord, s: Side, r: CommandResult, sent: dict[str, Any]) -> LinkRecord:
     """Our create made item r.target_id on side s (the side had none)."""
     assert r.target_id is not None
@@ -127,9 +136,8 @@ def take_created(w: Work, link: LinkRecord, s: Side, r: CommandResult, sent: dic
         if existing is not None:
             # Another link got the original meanwhile (its event overtook our create):
             # ours is the copy. Follow the original, discard ours.
-            discard(w, link, s, r.target_id, r.new_version, record)
-            side = replace(side, retired=add_retired(side.retired, r.target_id))
-            link = link.with_side(s, side)
+            link = discard_made(w, link, s, r, sent)
+            side = link.side(s)
             if link.status == "unlinked":
                 sf = existing.salesforce
                 st = replace(side, id=sf.id, version=sf.version, modified_at=sf.modified_at, shadow=sf.shadow)
@@ -165,8 +173,7 @@ def applied(w: Work, link: LinkRecord, s: Side, p: Pending, r: CommandResult) ->
                 kept_id=side.id,
                 record=record or p.fields,
             )
-            discard(w, link, s, r.target_id, r.new_version, record or merge.norm(link.entity, p.fields))
-            return link.with_side(s, replace(side, retired=add_retired(side.retired, r.target_id)))
+            return discard_made(w, link.with_side(s, side), s, r, merge.norm(link.entity, p.fields))
         if side.id is None and r.target_id:
             return take_created(w, link, s, r, merge.norm(link.entity, p.fields))
         link = link.with_side(s, side)
