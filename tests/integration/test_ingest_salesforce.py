@@ -206,3 +206,37 @@ async def test_unmappable_cdc_record_is_dead_lettered_with_the_batch(world: Worl
     await eventually(dead, "dead letter")
     await dl.stop()
     assert b"not a date-time" in (recs[0].value or b"")
+
+
+async def test_a_recurring_event_is_published_as_its_series_master_only(world: World) -> None:
+    w = world
+    await w.start()
+    await eventually(lambda: _streaming(w), "stream subscribed")
+    series = await w.admin.create(
+        "Event",
+        {
+            "Subject": "Weekly sync",
+            "StartDateTime": "2026-12-07T09:00:00.000+0000",
+            "EndDateTime": "2026-12-07T09:30:00.000+0000",
+            "IsRecurrence": True,
+            "RecurrenceType": "RecursWeekly",
+            "RecurrenceInterval": 1,
+            "RecurrenceDayOfWeekMask": 2,  # Monday
+            "RecurrenceStartDateTime": "2026-12-07T09:00:00.000+0000",
+            "RecurrenceEndDateOnly": "2026-12-28",
+        },
+        as_user=ALICE,
+    )
+    single = await w.admin.create(
+        "Event",
+        {"Subject": "One-off", "StartDateTime": "2026-12-08T09:00:00.000+0000",
+         "EndDateTime": "2026-12-08T09:30:00.000+0000"},
+        as_user=ALICE,
+    )
+    children = [r["Id"] for r in await w.admin.call("GET", "/records/Event") if r.get("RecurrenceActivityId") == series]
+    assert len(children) == 4, "the org made one child per Monday"
+    master = (await w.wait_for(lambda e: e.source_id == series, "the series master"))[0]
+    await w.wait_for(lambda e: e.source_id == single, "the event created after the series")
+    assert master.record is not None and master.record["recurrence"]["pattern"]["type"] == "weekly"
+    published = {e.source_id for e in await w.pull() if e.entity == "event"}
+    assert published == {series, single}, "the generated occurrences are not separate items"

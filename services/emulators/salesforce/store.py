@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.emulators.salesforce import ids, timefmt
+from services.emulators.salesforce import ids, recurrence, timefmt
 from services.emulators.salesforce.errors import SfError, entity_deleted, invalid_field, not_found
 from services.emulators.salesforce.schema import (
     CLOSED_TASK_STATUSES,
@@ -30,6 +30,16 @@ from services.emulators.salesforce.schema import (
 _EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 # Fields a change event never carries (reference §2) or that are computed from components.
 NOT_IN_CHANGES = frozenset({"Id", "IsDeleted", "SystemModstamp", "Name", "MailingAddress"})
+
+# Legacy recurring Events: what a series master hands its child occurrences, what later edits
+# of the master carry over to them, and which master fields make the org rebuild the series.
+SERIES_COPIED = ("Subject", "Description", "Location", "OwnerId", "WhoId", "WhatId", "IsAllDayEvent", "IsPrivate",
+                 "ShowAs")
+SERIES_PROPAGATED = tuple(n for n in SERIES_COPIED if n != "IsAllDayEvent")
+SERIES_SHAPE = ("IsRecurrence", "RecurrenceType", "RecurrenceInterval", "RecurrenceDayOfWeekMask",
+                "RecurrenceDayOfMonth", "RecurrenceInstance", "RecurrenceMonthOfYear", "RecurrenceStartDateTime",
+                "RecurrenceEndDateOnly", "RecurrenceTimeZoneSidKey", "IsAllDayEvent", "StartDateTime", "EndDateTime",
+                "ActivityDate", "DurationInMinutes")
 
 
 @dataclass
@@ -111,6 +121,8 @@ class Org:
         self._last_ms = 0
         self._commit_number = 1_100_670_000_000
         self.listeners: list[Callable[[list[Change]], None]] = []
+        # Series master id -> the child occurrences deleted along with it (an undelete restores them).
+        self._series_deleted: dict[str, list[str]] = {}
         for spec in users:
             self.add_user(*parse_user_spec(spec, default_password))
 
@@ -249,7 +261,9 @@ class Org:
 
     # --- writes ----------------------------------------------------------------------------
 
-    def create(self, tx: Transaction, sobject_name: str, values: dict[str, Any]) -> Rec:
+    def create(self, tx: Transaction, sobject_name: str, values: dict[str, Any], *,
+               system: dict[str, Any] | None = None) -> Rec:
+        """`system`: read-only fields the org itself sets (not checked against createable)."""
         d = self._def(sobject_name)
         clean = self._coerce_all(d, values, creating=True)
         owner = clean.pop("OwnerId", None) or tx.ctx.user_id
@@ -260,6 +274,7 @@ class Org:
         stamp = timefmt.rest(now)
         fields: dict[str, Any] = {n: None for n in d.fields if n not in ("Name", "MailingAddress")}
         fields.update(clean)
+        fields.update(system or {})
         fields.update(
             Id=rid, IsDeleted=False, CreatedDate=stamp, CreatedById=tx.ctx.user_id, LastModifiedDate=stamp,
             LastModifiedById=tx.ctx.user_id, SystemModstamp=stamp,
@@ -277,6 +292,8 @@ class Org:
         self._store_blobs(d, rec)
         self._side_effects_create(tx, rec)
         self._emit(tx, rec, "CREATE", now)
+        if _is_series_master(rec):
+            self._expand_series(tx, rec)
         return rec
 
     def update(self, tx: Transaction, sobject_name: str, record_id: str, values: dict[str, Any],
@@ -311,6 +328,8 @@ class Org:
         if "LastModifiedDate" not in changed:
             changed.append("LastModifiedDate")
         self._emit(tx, new, "UPDATE", now, changed)
+        if _is_series_master(rec) or _is_series_master(new):
+            self._update_series(tx, before, new)
         return new
 
     def delete(self, tx: Transaction, sobject_name: str, record_id: str) -> Rec:
@@ -324,6 +343,11 @@ class Org:
         self.records[rec.id] = new
         self._unindex(rec.id)
         self._emit(tx, new, "DELETE", now)
+        if _is_series_master(rec):
+            children = self._series_children(rec.id)
+            for child in children:
+                self.delete(tx, "Event", child.id)
+            self._series_deleted[rec.id] = [c.id for c in children]
         return new
 
     def undelete(self, tx: Transaction, sobject_name: str, record_id: str) -> Rec:
@@ -341,7 +365,42 @@ class Org:
         self.records[rec.id] = new
         self._index(new)
         self._emit(tx, new, "UNDELETE", now)
+        if _is_series_master(new):
+            for child_id in self._series_deleted.get(new.id, []):
+                child = self.records.get(child_id)
+                if child is not None and child.deleted:
+                    self.undelete(tx, "Event", child_id)
         return new
+
+    # --- legacy recurring events ------------------------------------------------------------
+
+    def _series_children(self, master_id: str) -> list[Rec]:
+        return [r for r in self.records.values() if r.sobject == "Event" and not r.deleted
+                and r.fields.get("RecurrenceActivityId") == master_id]
+
+    def _expand_series(self, tx: Transaction, master: Rec) -> None:
+        """One child Event per occurrence, created in the master's transaction."""
+        common = {n: master.fields[n] for n in SERIES_COPIED if master.fields.get(n) is not None}
+        for times in recurrence.occurrences(master.fields):
+            self.create(tx, "Event", {**common, **times}, system={"RecurrenceActivityId": master.id})
+
+    def _update_series(self, tx: Transaction, before: dict[str, Any], master: Rec) -> None:
+        """A new pattern or new times rebuild the series; other edits reach the children that
+        still had the master's old value."""
+        after = master.fields
+        if any(after.get(n) != before.get(n) for n in SERIES_SHAPE):
+            for child in self._series_children(master.id):
+                self.delete(tx, "Event", child.id)
+            if after.get("IsRecurrence"):
+                self._expand_series(tx, master)
+            return
+        edited = [n for n in SERIES_PROPAGATED if after.get(n) != before.get(n)]
+        if not edited:
+            return
+        for child in self._series_children(master.id):
+            values = {n: after.get(n) for n in edited if child.fields.get(n) == before.get(n)}
+            if values:
+                self.update(tx, "Event", child.id, values)
 
     # --- helpers ---------------------------------------------------------------------------
 
@@ -535,6 +594,12 @@ class Org:
             self.create(tx, "ContentDocumentLink",
                         {"ContentDocumentId": doc.id, "LinkedEntityId": f["FirstPublishLocationId"],
                          "ShareType": "V", "Visibility": "AllUsers"})
+
+
+def _is_series_master(rec: Rec) -> bool:
+    """A legacy series master: IsRecurrence set, and not itself an occurrence of a series."""
+    return rec.sobject == "Event" and bool(rec.fields.get("IsRecurrence")) and not rec.fields.get(
+        "RecurrenceActivityId")
 
 
 def _derive_event(fields: dict[str, Any], before: dict[str, Any] | None) -> None:

@@ -11,10 +11,7 @@ from services.core.envelopes import CommandResult, Side
 from services.reconciler.core import merge
 from services.reconciler.core.discard import discard, discard_input
 from services.reconciler.core.plan import join, observe, other_record, plan
-from services.reconciler.core.state import (
-    LinkRecord,
-    Pending,
-)
+from services.reconciler.core.state import LinkRecord, Pending, other
 from services.reconciler.core.work import Work, add_retired, is_older
 
 
@@ -54,7 +51,10 @@ def on_result(w: Work, r: CommandResult) -> None:
         w.record(
             "failed", link, side=s, action=p.action, command_id=r.command_id, error=r.error or r.status, fields=p.fields
         )
-        link = w.save(link.with_side(s, replace(side, failed=r.error or r.status)))
+        # A create reported failed may still have happened (a writer that died after the
+        # call, then failed the redelivery): remember that until the side has an item.
+        uncertain = side.uncertain or (p.action == "create" and side.id is None)
+        link = w.save(link.with_side(s, replace(side, failed=r.error or r.status, uncertain=uncertain)))
         plan(w, link)  # a delete decision may have waited for this command
         return
 
@@ -143,9 +143,22 @@ def take_created(w: Work, link: LinkRecord, s: Side, r: CommandResult, sent: dic
                 st = replace(side, id=sf.id, version=sf.version, modified_at=sf.modified_at, shadow=sf.shadow)
                 return replace(link.with_side(s, st), desired=dict(sf.shadow or {}))
             return join(w, link, existing, "")
+    if side.uncertain and not merge.same(record, sent):
+        # An earlier attempt, reported failed, made the item with older content: what it
+        # holds is not an edit of what we sent now. Merge the two as records that never
+        # agreed (conflicts audited), then bring the item up to date.
+        o = link.side(other(s))
+        ex_rec, sf_rec = (record, link.desired) if s == "exchange" else (link.desired, record)
+        ex_t, sf_t = (r.modified_at, o.modified_at) if s == "exchange" else (o.modified_at, r.modified_at)
+        desired, conflicts = merge.join(link.entity, ex_rec, sf_rec, w.tenant.conflict_policy, ex_t, sf_t)
+        w.conflicts(link, conflicts)
+        st = replace(side, created=True, id=r.target_id, shadow=record, version=r.new_version, gone=False)
+        link = replace(link.with_side(s, replace(st, uncertain=False)), desired=desired)
+        refresh_waiters(w, link)
+        return link
     # What we sent is the shadow; anything else in the returned record is someone's edit
     # of the new item (a retried create returns the item as it is now).
-    link = link.with_side(s, replace(side, created=True, id=r.target_id, shadow=sent, gone=False))
+    link = link.with_side(s, replace(side, created=True, id=r.target_id, shadow=sent, gone=False, uncertain=False))
     if link.status == "unlinked":
         st = replace(link.side(s), shadow=record, version=r.new_version)
         return replace(link.with_side(s, st), desired=record)

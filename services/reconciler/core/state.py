@@ -47,6 +47,7 @@ class SideState:
     retired: tuple[str, ...] = ()  # ids this side used to have (deleted, re-pointed)
     failed: str | None = None  # last write error, cleared by the next attempt
     created: bool = False  # we created this item (so it may be replaced by a matching original)
+    uncertain: bool = False  # a create was reported failed, yet may have made an item
 
     @property
     def alive(self) -> bool:

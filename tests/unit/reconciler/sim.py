@@ -99,7 +99,10 @@ class World:
         self._clock = itertools.count(1)
         self.fail_next = 0
         self.blind_conflicts = False  # the writer cannot read the fresh record on a 412
-        self.sf_tags = True  # the Salesforce ingestor reports the external id (link id)
+        # The Salesforce ingestor reports the external id (link id) of records we made, as
+        # production does (the field is required: creates are upserts on it). Tests of
+        # content-only echo detection switch it off.
+        self.sf_tags = True
         # Values typed by simulated people: value -> superseded (the person saw it replaced
         # or deleted it). Unsuperseded values must survive, or sit in a conflict record.
         self.values: dict[str, bool] = {}

@@ -199,10 +199,6 @@ class Convergence(RuleBasedStateMachine):
             if any(e.source_id == ev.source_id and e.observed_at > ev.observed_at for e in q):
                 q.remove(ev)
 
-    @rule(tags=st.booleans())
-    def salesforce_ingestor_reports_link_ids(self, tags: bool) -> None:
-        self.world.sf_tags = tags
-
     @rule(blind=st.booleans())
     def writer_reads_on_conflict(self, blind: bool) -> None:
         self.world.blind_conflicts = blind

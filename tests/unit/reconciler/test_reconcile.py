@@ -585,3 +585,17 @@ def test_sweep_trims_only_tombstones_older_than_the_tenant_keeps_them() -> None:
     state = tw.state()  # rebuilt from the changelog
     assert dead.link_id not in state.links and not state.lookup("exchange", x)
     assert [r.exchange.id for r in state.links.values()] == [keep]
+
+
+def test_our_salesforce_create_is_recognised_by_content_without_a_link_id() -> None:
+    w = world()
+    w.sf_tags = False  # an ingestor that cannot report the external id
+    w.ex_create("t1", A, "contact", contact("Ann"))
+    w.step("t1", "exchange")
+    w.step("t1", "commands")  # the create lands; its CDC echo overtakes the result
+    w.step("t1", "salesforce")
+    assert not w.t["t1"].commands, "the echo of our own create starts nothing"
+    w.settle()
+    assert len(w.t["t1"].sf) == 1 and len(w.t["t1"].mailboxes[A]) == 1
+    assert only_link(w).status == "linked"
+    w.check()
