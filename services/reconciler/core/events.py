@@ -13,7 +13,7 @@ from services.reconciler.core.dedupe import match_keys
 from services.reconciler.core.discard import discard, discard_input, repoint
 from services.reconciler.core.email import on_email
 from services.reconciler.core.ownership import follow_owner
-from services.reconciler.core.plan import observe, plan
+from services.reconciler.core.plan import join, observe, other_record, plan
 from services.reconciler.core.state import (
     SEEN_LIMIT,
     LinkRecord,
@@ -44,6 +44,11 @@ def on_event(w: Work, ev: ChangeEvent) -> None:
         tagged = ev.origin.get("exsf_link_id")
         cand = w.get(tagged) if isinstance(tagged, str) else None
         if cand is not None and cand.entity == ev.entity and cand.side(ev.source).id is None:
+            if ev.source == "salesforce" and record is not None and cand.status in ("pending", "linked"):
+                existing = other_record(w, cand, ev.source_id)
+                if existing is not None:
+                    our_late_copy(w, cand, existing, ev, record)
+                    return
             if ev.source == "salesforce" or cand.user.lower() == user.mailbox.lower():
                 links = [cand]
         elif cand is not None and record is not None and is_stray_create(cand, ev, user.mailbox):
@@ -160,6 +165,19 @@ def on_known(w: Work, link: LinkRecord, ev: ChangeEvent, record: dict[str, Any] 
 
     link = observe(w, link, s, ev.source_id, record, ev.version, t)
     plan(w, w.save(link))
+
+
+def our_late_copy(w: Work, link: LinkRecord, existing: LinkRecord, ev: ChangeEvent, record: dict[str, Any]) -> None:
+    """The record our create made (found by its link id) shows up after another pair got a
+    record with the same key meanwhile (a create reported failed, then applied): ours is
+    the copy. Remove it (edits made to it move over) and join the other record."""
+    sf = link.salesforce
+    sent = merge.norm(link.entity, sf.pending.fields) if sf.pending and sf.pending.action == "create" else record
+    link = w.save(
+        link.with_side("salesforce", replace(sf, retired=add_retired(sf.retired, ev.source_id), uncertain=False))
+    )
+    discard(w, link, "salesforce", ev.source_id, ev.version, sent, record)
+    join(w, w.get(link.link_id) or link, existing, "")
 
 
 def is_stray_create(link: LinkRecord, ev: ChangeEvent, mailbox: str) -> bool:
