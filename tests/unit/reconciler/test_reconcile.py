@@ -599,3 +599,28 @@ def test_our_salesforce_create_is_recognised_by_content_without_a_link_id() -> N
     assert len(w.t["t1"].sf) == 1 and len(w.t["t1"].mailboxes[A]) == 1
     assert only_link(w).status == "linked"
     w.check()
+
+
+def test_a_create_reported_failed_that_landed_after_all_leaves_one_record() -> None:
+    w = world()
+    tw = w.t["t1"]
+    w.ex_create("t1", A, "contact", contact("Ann"))
+    w.step("t1", "exchange")
+    [create] = tw.commands
+    w.write("t1", create)  # the writer made the record, then died before its result
+    w.fail_next = 1  # and the redelivery failed
+    w.step("t1", "commands")
+    w.step("t1", "results")
+    assert len(tw.sf) == 1 and audit(w, "failed")
+    # Meanwhile Bob files the same contact: his pair creates a record of its own.
+    w.ex_create("t1", B, "contact", contact("Ann", job_title="CTO"))
+    w.step("t1", "exchange")
+    w.step("t1", "commands")
+    w.step("t1", "results")
+    assert len(tw.sf) == 2
+    # The first record's event (it carries Alice's link id) arrives last: it is the copy.
+    w.settle()
+    [kept] = tw.sf.values()
+    assert kept.record["job_title"] == "CTO"
+    assert {r.salesforce.id for r in links(w) if r.entity == "contact" and r.status == "linked"} == set(tw.sf)
+    w.check()
