@@ -54,6 +54,13 @@ def on_event(w: Work, ev: ChangeEvent) -> None:
         elif cand is not None and record is not None and is_stray_create(cand, ev, user.mailbox):
             stray_copy(w, cand, ev, record)
             return
+        elif cand is not None and record is not None and is_stray_record(cand, ev):
+            # Our create made it (reported failed, applied after all), but the pair holds
+            # another Salesforce record by now: this one is a copy.
+            sf = cand.salesforce
+            cand = w.save(cand.with_side("salesforce", replace(sf, retired=add_retired(sf.retired, ev.source_id))))
+            discard(w, cand, "salesforce", ev.source_id, ev.version, record)
+            return
     if not links:
         if ev.source == "salesforce" and "client=exsf" in str(ev.origin.get("change_origin") or ""):
             # Written by us, yet no link knows the id: our create, its result still on the
@@ -178,6 +185,17 @@ def our_late_copy(w: Work, link: LinkRecord, existing: LinkRecord, ev: ChangeEve
     )
     discard(w, link, "salesforce", ev.source_id, ev.version, sent, record)
     join(w, w.get(link.link_id) or link, existing, "")
+
+
+def is_stray_record(link: LinkRecord, ev: ChangeEvent) -> bool:
+    sf = link.salesforce
+    return (
+        ev.source == "salesforce"
+        and link.entity == ev.entity
+        and link.status in ("pending", "linked", "deleted")
+        and sf.id not in (None, ev.source_id)
+        and ev.source_id not in sf.retired
+    )
 
 
 def is_stray_create(link: LinkRecord, ev: ChangeEvent, mailbox: str) -> bool:
