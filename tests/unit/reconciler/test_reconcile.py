@@ -624,3 +624,24 @@ def test_a_create_reported_failed_that_landed_after_all_leaves_one_record() -> N
     assert kept.record["job_title"] == "CTO"
     assert {r.salesforce.id for r in links(w) if r.entity == "contact" and r.status == "linked"} == set(tw.sf)
     w.check()
+
+
+def test_a_late_record_of_a_pair_that_joined_another_one_is_removed() -> None:
+    w = world()
+    tw = w.t["t1"]
+    w.ex_create("t1", A, "contact", contact("Ann"))
+    w.step("t1", "exchange")
+    w.write("t1", tw.commands[0])  # made the record, died before the result
+    w.fail_next = 1
+    w.step("t1", "commands")
+    w.step("t1", "results")  # reported failed
+    late = tw.sf_queue.pop()  # the record's event is held back
+    w.ex_create("t1", B, "contact", contact("Ann", job_title="CTO"))
+    w.settle()  # Bob's pair creates a record; the sweep lets Alice's pair join it
+    alice = next(r for r in links(w) if r.user == A)
+    assert alice.status == "linked" and alice.salesforce.id != late.source_id
+    tw.sf_queue.append(late)
+    w.settle()
+    assert late.source_id not in tw.sf, "the late record was a copy"
+    assert len(tw.sf) == 1
+    w.check()
