@@ -26,8 +26,21 @@ def follow_owner(w: Work, links: list[LinkRecord], ev: ChangeEvent, owner: str, 
     the new owner gets one. Items that were a mailbox's own (not created by us) stay
     linked; if the new owner is not enrolled they stop syncing (unlinked, kept)."""
     sf_id, t = ev.source_id, event_time(ev)
-    live = [r for r in (w.get(x.link_id) or x for x in links) if r.status != "deleted" and r.salesforce.id == sf_id]
-    if not live or any(ev.event_id in r.seen or is_older(t, r.salesforce.modified_at) for r in live):
+    held = [r for r in (w.get(x.link_id) or x for x in links) if r.salesforce.id == sf_id]
+    live = [r for r in held if r.status != "deleted"]
+    if not live:
+        # Every pair of the record ended because it left their owner's hands (owner
+        # recorded, different from now): that does not keep it from its new owner.
+        ended = [r for r in held if r.owner is not None and r.owner.lower() != owner.lower()]
+        fresh = not any(ev.event_id in r.seen or is_older(t, r.salesforce.modified_at) for r in held)
+        if owner and record is not None and fresh and ended and len(ended) == len(held):
+            previous = sorted({r.owner or "" for r in ended})
+            w.record("owner_changed", ended[0], salesforce_id=sf_id, previous=previous, owner=owner)
+            for r in ended:
+                w.save(replace(r, owner=owner))
+            plan(w, owner_link(w, ev, owner, record, None))
+        return
+    if any(ev.event_id in r.seen or is_older(t, r.salesforce.modified_at) for r in live):
         return
     known = {r.owner.lower() for r in live if r.owner is not None}
     if (not known and owner) or owner.lower() in known:

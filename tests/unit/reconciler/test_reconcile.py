@@ -645,3 +645,22 @@ def test_a_late_record_of_a_pair_that_joined_another_one_is_removed() -> None:
     assert late.source_id not in tw.sf, "the late record was a copy"
     assert len(tw.sf) == 1
     w.check()
+
+
+def test_a_record_back_from_an_owner_who_is_not_enrolled_gets_a_copy_again() -> None:
+    w = world()
+    s = w.sf_create("t1", A, "contact", contact("Ann"))
+    w.settle()
+    assert len(w.t["t1"].mailboxes[A]) == 1
+    w.sf_reassign("t1", s, "005t1OUTSIDER")
+    w.settle()
+    assert w.t["t1"].mailboxes[A] == {}, "our copy left with the record"
+    w.sf_reassign("t1", s, B_SF)
+    w.settle()
+    [item] = w.t["t1"].mailboxes[B].values()
+    assert item.record["given_name"] == "Ann"
+    # And a matching contact made in Outlook later joins it instead of a second record.
+    w.ex_create("t1", A, "contact", contact("Ann"))
+    w.settle()
+    assert list(w.t["t1"].sf) == [s]
+    w.check()
