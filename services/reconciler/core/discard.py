@@ -27,6 +27,7 @@ def discard(
     version: str | None,
     shadow: dict[str, Any] | None,
     current: dict[str, Any] | None = None,
+    t: str | None = None,
 ) -> None:
     """Delete a copy we made that turned out to duplicate an existing item. It gets its own
     record so the delete is tracked like any write (retried, conflict-checked), and edits
@@ -48,7 +49,26 @@ def discard(
     w.record("dedupe", owner, reason="removing our duplicate copy", side=s, duplicate_id=item_id, record=shadow)
     rec = w.save(discard_plan(w, rec))
     if current is not None and not merge.same(shadow, current):
-        discard_input(w, rec, s, current, version, None)
+        discard_input(w, rec, s, current, version, t)
+
+
+def discard_copy(
+    w: Work,
+    link: LinkRecord,
+    s: Side,
+    item_id: str,
+    version: str | None,
+    sent: dict[str, Any],
+    current: dict[str, Any] | None = None,
+    t: str | None = None,
+) -> LinkRecord:
+    """A copy our create made for `link`: retire its id on the pair's side (so its late
+    events are stale and its edits find the pair), then discard it. Returns the pair as
+    it is after edits already in `current` moved over."""
+    side = link.side(s)
+    link = w.save(link.with_side(s, replace(side, retired=add_retired(side.retired, item_id))))
+    discard(w, link, s, item_id, version, sent, current, t)
+    return w.get(link.link_id) or link
 
 
 def discard_plan(w: Work, rec: LinkRecord) -> LinkRecord:

@@ -10,7 +10,7 @@ from typing import Any
 from services.core.envelopes import ChangeEvent, Side, stable_id
 from services.reconciler.core import merge
 from services.reconciler.core.dedupe import match_keys
-from services.reconciler.core.discard import discard, discard_input, repoint
+from services.reconciler.core.discard import discard, discard_copy, discard_input, repoint
 from services.reconciler.core.email import on_email
 from services.reconciler.core.ownership import follow_owner
 from services.reconciler.core.plan import join, observe, other_record, plan
@@ -57,9 +57,7 @@ def on_event(w: Work, ev: ChangeEvent) -> None:
         elif cand is not None and record is not None and is_stray_record(cand, ev):
             # Our create made it (reported failed, applied after all), but the pair holds
             # another Salesforce record by now: this one is a copy.
-            sf = cand.salesforce
-            cand = w.save(cand.with_side("salesforce", replace(sf, retired=add_retired(sf.retired, ev.source_id))))
-            discard(w, cand, "salesforce", ev.source_id, ev.version, record)
+            discard_copy(w, cand, "salesforce", ev.source_id, ev.version, record)
             return
     if not links:
         if ev.source == "salesforce" and "client=exsf" in str(ev.origin.get("change_origin") or ""):
@@ -180,11 +178,8 @@ def our_late_copy(w: Work, link: LinkRecord, existing: LinkRecord, ev: ChangeEve
     the copy. Remove it (edits made to it move over) and join the other record."""
     sf = link.salesforce
     sent = merge.norm(link.entity, sf.pending.fields) if sf.pending and sf.pending.action == "create" else record
-    link = w.save(
-        link.with_side("salesforce", replace(sf, retired=add_retired(sf.retired, ev.source_id), uncertain=False))
-    )
-    discard(w, link, "salesforce", ev.source_id, ev.version, sent, record)
-    join(w, w.get(link.link_id) or link, existing, "")
+    link = link.with_side("salesforce", replace(sf, uncertain=False))
+    join(w, discard_copy(w, link, "salesforce", ev.source_id, ev.version, sent, record), existing, "")
 
 
 def is_stray_record(link: LinkRecord, ev: ChangeEvent) -> bool:
@@ -218,13 +213,8 @@ def is_stray_create(link: LinkRecord, ev: ChangeEvent, mailbox: str) -> bool:
 def stray_copy(w: Work, link: LinkRecord, ev: ChangeEvent, record: dict[str, Any]) -> None:
     """Remove our second copy; edits someone already made to it move to the link."""
     assert link.exchange.pending is not None
-    ex = link.exchange
-    w.save(link.with_side("exchange", replace(ex, retired=add_retired(ex.retired, ev.source_id))))
     sent = merge.norm(link.entity, link.exchange.pending.fields)
-    discard(w, link, "exchange", ev.source_id, ev.version, sent)
-    rec = w.get(stable_id("discard", link.tenant_id, link.entity, "exchange", ev.source_id))
-    if rec is not None and not merge.same(sent, record):
-        discard_input(w, rec, "exchange", record, ev.version, event_time(ev))
+    discard_copy(w, link, "exchange", ev.source_id, ev.version, sent, record, event_time(ev))
 
 
 def unlinked_after_restore(w: Work, link: LinkRecord, ev: ChangeEvent) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 from services.core.envelopes import CommandResult, Side
 from services.reconciler.core import merge
-from services.reconciler.core.discard import discard, discard_input
+from services.reconciler.core.discard import discard, discard_copy, discard_input
 from services.reconciler.core.plan import join, observe, other_record, plan
 from services.reconciler.core.state import LinkRecord, Pending, other
 from services.reconciler.core.work import Work, add_retired, is_older
@@ -119,11 +119,8 @@ def discard_made(w: Work, link: LinkRecord, s: Side, r: CommandResult, sent: dic
     """Remove the item our create made (a second copy). A retried create returns the item as
     it is now: what differs from what we sent is someone's edit, and moves to this link."""
     assert r.target_id is not None
-    side = link.side(s)
-    link = w.save(link.with_side(s, replace(side, retired=add_retired(side.retired, r.target_id))))
     current = merge.norm(link.entity, r.record) if r.record is not None else sent
-    discard(w, link, s, r.target_id, r.new_version, sent, current)
-    return w.get(link.link_id) or link
+    return discard_copy(w, link, s, r.target_id, r.new_version, sent, current)
 
 
 def take_created(w: Work, link: LinkRecord, s: Side, r: CommandResult, sent: dict[str, Any]) -> LinkRecord:
