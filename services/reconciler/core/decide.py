@@ -43,7 +43,7 @@ from services.core.tenants import Tenant
 from services.reconciler.core import merge
 from services.reconciler.core.discard import discard_plan
 from services.reconciler.core.events import on_event
-from services.reconciler.core.plan import plan
+from services.reconciler.core.plan import plan, push_unlinked
 from services.reconciler.core.results import on_result
 from services.reconciler.core.state import (
     TenantState,
@@ -76,7 +76,11 @@ def sweep(state: TenantState, tenant: Tenant, now: str) -> Decision:
     cutoff = now_t - timedelta(days=tenant.tombstone_days) if now_t else None
     for lid in sorted(state.links):
         link = w.get(lid)
-        if link is None or link.status == "unlinked":
+        if link is None:
+            continue
+        if link.status == "unlinked":
+            if link.salesforce.failed:  # a write of edits carried from a discarded copy
+                push_unlinked(w, replace(link, salesforce=replace(link.salesforce, failed=None)))
             continue
         if link.status == "deleted":
             t = merge.parse_time(link.updated_at)

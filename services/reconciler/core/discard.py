@@ -9,7 +9,7 @@ from typing import Any
 
 from services.core.envelopes import ChangeEvent, Side, stable_id
 from services.reconciler.core import merge
-from services.reconciler.core.plan import observe, plan
+from services.reconciler.core.plan import observe, plan, push_unlinked
 from services.reconciler.core.state import (
     SEEN_LIMIT,
     LinkRecord,
@@ -91,7 +91,7 @@ def discard_input(
         return
     old = side.shadow or {}
     assert side.id is not None
-    successors = [c for c in w.find(s, side.id) if c.status in ("pending", "linked") and side.id in c.side(s).retired]
+    successors = [c for c in w.find(s, side.id) if side.id in c.side(s).retired and takes_edits(c, s)]
     if not successors and not merge.same(old, fresh):
         w.record("discarded_edit", rec, side=s, target_id=side.id, record=fresh, before=old)
     for succ in successors:
@@ -100,9 +100,22 @@ def discard_input(
             succ.entity, succ.desired, old, fresh, s, w.tenant.conflict_policy, t, o.modified_at
         )
         w.conflicts(succ, conflicts)
-        plan(w, w.save(replace(succ, desired=desired)))
+        succ = w.save(replace(succ, desired=desired))
+        if succ.status == "unlinked":
+            push_unlinked(w, succ)
+        else:
+            plan(w, succ)
     rec = rec.with_side(s, replace(side, shadow=fresh, version=version, modified_at=t or side.modified_at))
     w.save(discard_plan(w, rec))
+
+
+def takes_edits(link: LinkRecord, s: Side) -> bool:
+    """Can edits made to a discarded copy on side s move to this link? A pair that left
+    its mailbox (unlinked) still holds its Salesforce record, which takes edits made to a
+    Salesforce copy; a parked pair's record belongs to someone exsf does not sync."""
+    if link.status in ("pending", "linked"):
+        return True
+    return link.status == "unlinked" and s == "salesforce" and not link.parked and link.salesforce.id is not None
 
 
 def repoint(w: Work, s_old: str, ev: ChangeEvent, record: dict[str, Any], key: str) -> None:
@@ -130,8 +143,13 @@ def repoint(w: Work, s_old: str, ev: ChangeEvent, record: dict[str, Any], key: s
         fresh = SideState(retired=add_retired(link.salesforce.retired, s_old))
         link = replace(link.with_side("salesforce", fresh), seen=(*link.seen, ev.event_id)[-SEEN_LIMIT:])
         if link.status == "unlinked":
+            # No mailbox item to sync, but someone may have edited our copy in Salesforce:
+            # what the copy holds and the original lacks moves to the original; where both
+            # hold a value the original keeps its own (the conflict is audited).
+            desired, conflicts = merge.join(link.entity, old_side.shadow or {}, record, "salesforce-wins", None, None)
+            w.conflicts(link, conflicts, "salesforce-wins")
             st = replace(fresh, id=ev.source_id, version=ev.version, modified_at=t, shadow=record)
-            w.save(replace(link.with_side("salesforce", st), desired=record))
+            push_unlinked(w, replace(link.with_side("salesforce", st), desired=desired))
             continue
         link = observe(w, link, "salesforce", ev.source_id, record, ev.version, t)
         plan(w, w.save(link))

@@ -13,7 +13,7 @@ from services.reconciler.core.dedupe import match_keys
 from services.reconciler.core.discard import discard, discard_copy, discard_input, repoint
 from services.reconciler.core.email import on_email
 from services.reconciler.core.ownership import follow_owner
-from services.reconciler.core.plan import join, observe, other_record, plan
+from services.reconciler.core.plan import follow_unlinked, join, observe, other_record, plan, push_unlinked
 from services.reconciler.core.state import (
     SEEN_LIMIT,
     LinkRecord,
@@ -40,6 +40,7 @@ def on_event(w: Work, ev: ChangeEvent) -> None:
         return  # Salesforce email tasks never sync back
     record = merge.norm(ev.entity, ev.record) if ev.op == "upsert" else None
     links = w.find(ev.source, ev.source_id)
+    ours: LinkRecord | None = None  # the link whose create made this item (found by our tag)
     if not links:
         tagged = ev.origin.get("exsf_link_id")
         cand = w.get(tagged) if isinstance(tagged, str) else None
@@ -50,14 +51,15 @@ def on_event(w: Work, ev: ChangeEvent) -> None:
                     our_late_copy(w, cand, existing, ev, record)
                     return
             if ev.source == "salesforce" or cand.user.lower() == user.mailbox.lower():
-                links = [cand]
+                links, ours = [cand], cand
         elif cand is not None and record is not None and is_stray_create(cand, ev, user.mailbox):
             stray_copy(w, cand, ev, record)
             return
         elif cand is not None and record is not None and is_stray_record(cand, ev):
-            # Our create made it (reported failed, applied after all), but the pair holds
-            # another Salesforce record by now: this one is a copy.
-            discard_copy(w, cand, "salesforce", ev.source_id, ev.version, record)
+            # Our create made it, but the pair holds another Salesforce record by now (it
+            # matched an original while the create was in flight, or the create was
+            # reported failed and applied after all): this one is a copy.
+            stray_record(w, cand, ev, record)
             return
     if not links:
         if ev.source == "salesforce" and "client=exsf" in str(ev.origin.get("change_origin") or ""):
@@ -70,6 +72,16 @@ def on_event(w: Work, ev: ChangeEvent) -> None:
         follow_owner(w, links, ev, user.mailbox, record)
     for link in links:
         on_known(w, w.get(link.link_id) or link, ev, record)
+    if ours is not None:
+        mark_created(w, ours.link_id, ev.source, ev.source_id)
+
+
+def mark_created(w: Work, link_id: str, s: Side, item_id: str) -> None:
+    """The item our create made is linked (its echo came before the result): remember it is
+    our copy, so an original found later replaces it."""
+    link = w.get(link_id)
+    if link is not None and link.side(s).id == item_id and not link.side(s).created:
+        w.save(link.with_side(s, replace(link.side(s), created=True)))
 
 
 def on_ownerless(w: Work, ev: ChangeEvent) -> None:
@@ -160,10 +172,8 @@ def on_known(w: Work, link: LinkRecord, ev: ChangeEvent, record: dict[str, Any] 
     assert record is not None
     if link.status == "unlinked":
         if s == "salesforce":
-            # Keep following the Salesforce record so a re-linked item merges against
-            # its current content and the dedupe key stays true.
-            st = replace(side, id=side.id or ev.source_id, shadow=record, version=ev.version, modified_at=t, gone=False)
-            w.save(replace(link.with_side(s, st), desired=record))
+            link = link.with_side(s, replace(side, id=side.id or ev.source_id))
+            push_unlinked(w, follow_unlinked(w, link, record, ev.version, t))
         else:
             relink(w, link, ev, record)
         return
@@ -191,6 +201,19 @@ def is_stray_record(link: LinkRecord, ev: ChangeEvent) -> bool:
         and sf.id not in (None, ev.source_id)
         and ev.source_id not in sf.retired
     )
+
+
+def stray_record(w: Work, link: LinkRecord, ev: ChangeEvent, record: dict[str, Any]) -> None:
+    p = link.salesforce.pending
+    if p is not None and p.action == "create":
+        # What differs from what we sent is someone's edit of the copy: it moves over.
+        sent = merge.norm(link.entity, p.fields)
+        discard_copy(w, link, "salesforce", ev.source_id, ev.version, sent, record, event_time(ev))
+        return
+    # What our create sent is no longer known, so an edit of the copy cannot be told
+    # apart from it: the copy's content stays in the audit.
+    w.record("discarded_edit", link, side="salesforce", target_id=ev.source_id, record=record, before=None)
+    discard_copy(w, link, "salesforce", ev.source_id, ev.version, record)
 
 
 def is_stray_create(link: LinkRecord, ev: ChangeEvent, mailbox: str) -> bool:

@@ -70,7 +70,7 @@ def follow_owner(w: Work, links: list[LinkRecord], ev: ChangeEvent, owner: str, 
         if successor is None:
             successor = owner_link(w, ev, owner, record, moving[0] if moving else None)
     for r in moving:
-        successor = move_out(w, r, successor, owner)
+        successor = move_out(w, r, successor, owner, t)
     done = {r.link_id for r in moving} | ({successor.link_id} if successor is not None else set())
     for r in live:
         if r.link_id in done:
@@ -78,7 +78,9 @@ def follow_owner(w: Work, links: list[LinkRecord], ev: ChangeEvent, owner: str, 
         r = w.get(r.link_id) or r
         if not owner and r.status in ("pending", "linked"):
             w.record("unlink", r, reason="salesforce owner not enrolled", salesforce_id=sf_id, record=r.desired)
-            w.save(replace(r, status="unlinked", owner=owner, parked=r.exchange.alive))
+            w.save(replace(watermark(r, t), status="unlinked", owner=owner, parked=r.exchange.alive))
+        elif not owner:
+            w.save(replace(watermark(r, t), owner=owner))
         else:
             w.save(replace(r, owner=owner))
     if successor is not None:
@@ -144,7 +146,13 @@ def owner_link(w: Work, ev: ChangeEvent, owner: str, record: dict[str, Any], src
     return w.save(link)
 
 
-def move_out(w: Work, link: LinkRecord, successor: LinkRecord | None, owner: str) -> LinkRecord | None:
+def watermark(link: LinkRecord, t: str | None) -> LinkRecord:
+    """The owner change at `t` is the record's latest known state: an event from before it
+    (delivered late) must not count as the record coming back to an earlier owner."""
+    return replace(link, salesforce=replace(link.salesforce, modified_at=t or link.salesforce.modified_at))
+
+
+def move_out(w: Work, link: LinkRecord, successor: LinkRecord | None, owner: str, t: str | None) -> LinkRecord | None:
     """Remove our copy from a previous owner's mailbox."""
     ex = link.exchange
     if successor is not None and ex.id:
@@ -162,5 +170,6 @@ def move_out(w: Work, link: LinkRecord, successor: LinkRecord | None, owner: str
             record=link.desired,
             reason="owner changed before the edit reached salesforce",
         )
-    w.save(replace(link, status="deleted", owner=owner, exchange=replace(ex, retired=add_retired(ex.retired, ex.id))))
+    ended = replace(link, status="deleted", owner=owner, exchange=replace(ex, retired=add_retired(ex.retired, ex.id)))
+    w.save(watermark(ended, t))
     return successor

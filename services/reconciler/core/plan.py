@@ -50,6 +50,47 @@ def observe(
     return replace(link.with_side(s, st), desired=desired)
 
 
+def follow_unlinked(
+    w: Work, link: LinkRecord, record: dict[str, Any], version: str | None, t: str | None
+) -> LinkRecord:
+    """An unlinked pair keeps following its Salesforce record, so a re-linked item merges
+    against its current content and the dedupe key stays true. Edits carried to it from a
+    discarded copy of ours wait in `desired` until written: a newer version merges with
+    them instead of replacing them, and the live record wins a field both changed (the
+    carried value stays in the conflict audit)."""
+    side = link.salesforce
+    conflicts: list[merge.Conflict] = []
+    if side.shadow is None:
+        desired = dict(record)
+    else:
+        desired, conflicts = merge.absorb(
+            link.entity, link.desired, side.shadow, record, "salesforce", "salesforce-wins", t, None
+        )
+    w.conflicts(link, conflicts, "salesforce-wins")
+    st = replace(side, shadow=record, version=version, modified_at=t or side.modified_at, gone=False)
+    return replace(link.with_side("salesforce", st), desired=desired)
+
+
+def push_unlinked(w: Work, link: LinkRecord) -> LinkRecord:
+    """Write what an unlinked pair's Salesforce record lacks of `desired` (edits carried
+    from a discarded copy). The mailbox side is out of scope and is never written."""
+    sf = link.salesforce
+    if (
+        link.status != "unlinked"
+        or link.parked
+        or link.entity == "email"
+        or sf.id is None
+        or sf.gone
+        or sf.pending is not None
+        or sf.failed is not None
+        or sf.shadow is None
+        or merge.same(sf.shadow, link.desired)
+    ):
+        return w.save(link)
+    fields = merge.patch(link.entity, sf.shadow, link.desired)
+    return w.save(w.command(link, "salesforce", "update", sf.id, fields, sf.version))
+
+
 def plan(w: Work, link: LinkRecord) -> LinkRecord:
     if link.status in ("unlinked", "deleted", "discard"):
         return link

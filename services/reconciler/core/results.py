@@ -10,7 +10,7 @@ from typing import Any
 from services.core.envelopes import CommandResult, Side
 from services.reconciler.core import merge
 from services.reconciler.core.discard import discard, discard_copy, discard_input
-from services.reconciler.core.plan import join, observe, other_record, plan
+from services.reconciler.core.plan import follow_unlinked, join, observe, other_record, plan, push_unlinked
 from services.reconciler.core.state import LinkRecord, Pending, other
 from services.reconciler.core.work import Work, add_retired, is_older
 
@@ -70,15 +70,11 @@ def on_result(w: Work, r: CommandResult) -> None:
         link = applied(w, link, s, p, r)
     elif r.status == "conflict":
         if r.record is not None and r.new_version != side.version and not is_older(r.modified_at, side.modified_at):
-            link = observe(
-                w,
-                link,
-                s,
-                side.id or r.target_id or "",
-                merge.norm(link.entity, r.record),
-                r.new_version,
-                r.modified_at,
-            )
+            fresh = merge.norm(link.entity, r.record)
+            if link.status == "unlinked" and s == "salesforce":
+                link = follow_unlinked(w, link, fresh, r.new_version, r.modified_at)
+            else:
+                link = observe(w, link, s, side.id or r.target_id or "", fresh, r.new_version, r.modified_at)
         elif side.version == p.expected_version:
             # Fresh content unknown: its change event will come and re-plan; planning now
             # would only repeat the same stale write.
@@ -86,7 +82,10 @@ def on_result(w: Work, r: CommandResult) -> None:
             return
     else:  # gone: deleted meanwhile; for an update that carried an edit, planning restores it
         link = link.with_side(s, replace(side, gone=True, modified_at=r.modified_at or side.modified_at))
-    if link.status in ("unlinked", "deleted"):
+    if link.status == "unlinked":
+        push_unlinked(w, link)
+        return
+    if link.status == "deleted":
         w.save(link)
         return
     plan(w, w.save(link))
@@ -133,12 +132,13 @@ def take_created(w: Work, link: LinkRecord, s: Side, r: CommandResult, sent: dic
         if existing is not None:
             # Another link got the original meanwhile (its event overtook our create):
             # ours is the copy. Follow the original, discard ours.
-            link = discard_made(w, link, s, r, sent)
-            side = link.side(s)
             if link.status == "unlinked":
+                # Point at the original first, so edits already made to our copy move to it.
                 sf = existing.salesforce
                 st = replace(side, id=sf.id, version=sf.version, modified_at=sf.modified_at, shadow=sf.shadow)
-                return replace(link.with_side(s, st), desired=dict(sf.shadow or {}))
+                link = w.save(replace(link.with_side(s, st), desired=dict(sf.shadow or {})))
+                return discard_made(w, link, s, r, sent)
+            link = discard_made(w, link, s, r, sent)
             return join(w, link, existing, "")
     if side.uncertain and not merge.same(record, sent):
         # An earlier attempt, reported failed, made the item with older content: what it
@@ -186,7 +186,9 @@ def applied(w: Work, link: LinkRecord, s: Side, p: Pending, r: CommandResult) ->
             return discard_made(w, link.with_side(s, side), s, r, merge.norm(link.entity, p.fields))
         if side.id is None and r.target_id:
             return take_created(w, link, s, r, merge.norm(link.entity, p.fields))
-        link = link.with_side(s, side)
+        # Its echo linked the item before this result: the result proves the item is
+        # ours, a copy that an original found later must replace.
+        link = link.with_side(s, replace(side, created=side.created or side.id == r.target_id))
         refresh_waiters(w, link)
         return link
     # update
@@ -209,7 +211,7 @@ def fan_out(w: Work, link: LinkRecord, sf_id: str, record: dict[str, Any], versi
         if sib.status == "deleted" or sib.salesforce.gone:
             continue
         if sib.status == "unlinked":
-            w.save(replace(sib, salesforce=replace(sib.salesforce, shadow=record, version=version), desired=record))
+            push_unlinked(w, follow_unlinked(w, sib, record, version, t))
             continue
         plan(w, w.save(observe(w, sib, "salesforce", sf_id, record, version, t)))
 

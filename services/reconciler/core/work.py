@@ -109,7 +109,7 @@ class Work:
         pending = Pending(cmd.command_id, action, fields, expected_version)
         return replace(link.with_side(target, replace(side, pending=pending, failed=None)), seq=seq)
 
-    def conflicts(self, link: LinkRecord, conflicts: list[merge.Conflict]) -> None:
+    def conflicts(self, link: LinkRecord, conflicts: list[merge.Conflict], policy: str | None = None) -> None:
         for c in conflicts:
             self.record(
                 "conflict",
@@ -119,7 +119,7 @@ class Work:
                 salesforce_value=c.salesforce_value,
                 winner=c.winner,
                 losing_value=c.losing_value,
-                policy=self.tenant.conflict_policy,
+                policy=policy or self.tenant.conflict_policy,
             )
 
     def forget(self, link: LinkRecord) -> None:

@@ -372,6 +372,97 @@ def test_salesforce_original_found_after_we_created_a_copy_wins_and_the_copy_goe
     w.check()
 
 
+@pytest.mark.parametrize("result_first", [True, False])
+def test_a_copy_whose_echo_came_before_its_result_still_gives_way_to_the_late_original(result_first: bool) -> None:
+    # Long-run counterexamples: the echo linked our copy, so it was not known as ours and
+    # the original was kept aside as a Salesforce duplicate.
+    w = world()
+    w.ex_create("t1", A, "contact", contact("Ann"))
+    s = w.sf_create("t1", A, "contact", contact("Ann", job_title="CTO"))
+    original = w.t["t1"].sf_queue.pop()
+    drain(w, "exchange")
+    drain(w, "commands")
+    drain(w, "salesforce")  # our create's echo, before its result
+    assert only_link(w).salesforce.created
+    if result_first:
+        drain(w, "results")
+    w.t["t1"].sf_queue.append(original)
+    w.settle()
+    assert list(w.t["t1"].sf) == [s]
+    assert only_link(w).salesforce.id == s
+    w.check()
+
+
+def test_an_edit_of_our_copy_seen_before_its_result_moves_to_the_original_the_pair_joined() -> None:
+    # Long-run counterexample: the copy's content was taken for what we sent, so its
+    # edit went with it.
+    w = world()
+    x = w.ex_create("t1", A, "contact", contact("Ann"))
+    s = w.sf_create("t1", A, "contact", contact("Ann", job_title="CTO"))
+    original = w.t["t1"].sf_queue.pop()
+    drain(w, "exchange")  # create in flight ...
+    w.t["t1"].sf_queue.append(original)
+    drain(w, "salesforce")  # ... when the original turns up: the pair joins it
+    assert only_link(w).salesforce.id == s
+    w.write("t1", w.t["t1"].commands[0])  # the create lands anyway; its result is late
+    [copy] = [i for i in w.t["t1"].sf if i != s]
+    w.sf_edit("t1", copy, "notes", "typed on the copy")
+    w.t["t1"].sf_queue.pop(0)  # the copy's first event is coalesced away
+    drain(w, "salesforce")  # the copy's event comes before the create's result
+    w.settle()
+    assert list(w.t["t1"].sf) == [s]
+    assert w.t["t1"].sf[s].record["notes"] == "typed on the copy"
+    assert w.t["t1"].mailboxes[A][x].record["notes"] == "typed on the copy"
+    w.check()
+
+
+def test_edits_to_our_copy_of_an_unlinked_pair_move_to_the_late_original() -> None:
+    # Long-run counterexample: the copy's Salesforce edit was deleted with the copy.
+    w = world()
+    x = w.ex_create("t1", A, "contact", contact("Ann"))
+    s = w.sf_create("t1", A, "contact", contact("Ann Roe", job_title="CTO"))
+    original = w.t["t1"].sf_queue.pop()  # its event is late: we create a copy
+    drain(w, "exchange")
+    drain(w, "commands")
+    [copy] = [i for i in w.t["t1"].sf if i != s]
+    w.sf_edit("t1", copy, "notes", "met at the fair")  # someone edits our copy
+    w.sf_edit("t1", copy, "given_name", "Annie")
+    w.ex_move_out("t1", A, x)
+    w.settle()
+    assert only_link(w).status == "unlinked"
+    w.t["t1"].sf_queue.append(original)
+    w.settle()
+    assert list(w.t["t1"].sf) == [s]
+    rec = w.t["t1"].sf[s].record
+    assert rec["notes"] == "met at the fair"  # what the original lacked moves to it
+    assert (rec["given_name"], rec["job_title"]) == ("Ann Roe", "CTO")  # the original keeps its own
+    [c] = audit(w, "conflict")
+    assert (c["field"], c["losing_value"], c["policy"]) == ("given_name", "Annie", "salesforce-wins")
+    assert w.t["t1"].moved_out[0][2].record.get("notes") is None  # the mailbox is out of scope
+    w.check()
+
+
+def test_a_later_edit_of_a_discarded_copy_reaches_an_unlinked_pairs_record() -> None:
+    w = world()
+    x = w.ex_create("t1", A, "contact", contact("Ann"))
+    s = w.sf_create("t1", A, "contact", contact("Ann", job_title="CTO"))
+    original = w.t["t1"].sf_queue.pop()
+    drain(w, "exchange")
+    drain(w, "commands")
+    drain(w, "results")
+    [copy] = [i for i in w.t["t1"].sf if i != s]
+    w.ex_move_out("t1", A, x)
+    drain(w, "exchange")
+    w.t["t1"].sf_queue.append(original)
+    drain(w, "salesforce")  # the copy's delete is decided, not yet written
+    w.sf_edit("t1", copy, "notes", "typed just before it went")
+    w.settle()
+    assert list(w.t["t1"].sf) == [s]
+    assert w.t["t1"].sf[s].record["notes"] == "typed just before it went"
+    assert not audit(w, "discarded_edit")
+    w.check()
+
+
 def test_tasks_match_by_subject_due_date_and_owner() -> None:
     w = world()
     task = {"subject": "Call back", "due_date": "2026-03-01", "body": "x"}
@@ -663,4 +754,24 @@ def test_a_record_back_from_an_owner_who_is_not_enrolled_gets_a_copy_again() -> 
     w.ex_create("t1", A, "contact", contact("Ann"))
     w.settle()
     assert list(w.t["t1"].sf) == [s]
+    w.check()
+
+
+@pytest.mark.parametrize("synced_first", [True, False])
+def test_an_event_from_before_the_record_left_enrolled_hands_does_not_bring_it_back(synced_first: bool) -> None:
+    # Long-run counterexample: a late edit event (owner still enrolled then) re-created
+    # our copy after the record had passed to someone who is not enrolled.
+    w = world()
+    s = w.sf_create("t1", A, "contact", contact("Ann"))
+    if synced_first:
+        w.settle()
+    w.sf_edit("t1", s, "notes", "before the handover")
+    late = w.t["t1"].sf_queue.pop()
+    w.sf_reassign("t1", s, "005t1OUTSIDER")
+    w.settle()
+    assert w.t["t1"].mailboxes[A] == {}
+    w.t["t1"].sf_queue.append(late)
+    w.settle()
+    assert w.t["t1"].mailboxes[A] == {}, "the record still belongs to someone not enrolled"
+    assert not [a for a in audit(w, "owner_changed") if a["owner"] == A]
     w.check()
