@@ -53,6 +53,21 @@ def linked_contact(w: World) -> tuple[str, str]:
     return x, link.salesforce.id
 
 
+def original_held_back(w: World, **original: str) -> tuple[str, str, ChangeEvent]:
+    """A mailbox contact and a matching Salesforce original whose event is held back, so
+    the reconciler decides to create a copy. Returns (mailbox id, original id, its event)."""
+    x = w.ex_create("t1", A, "contact", contact("Ann"))
+    s = w.sf_create("t1", A, "contact", contact("Ann", **original))
+    held = w.t["t1"].sf_queue.pop()
+    drain(w, "exchange")
+    return x, s, held
+
+
+def copy_of(w: World, original: str) -> str:
+    [copy] = [i for i in w.t["t1"].sf if i != original]
+    return copy
+
+
 # --- linking ---------------------------------------------------------------------------------
 
 
@@ -377,10 +392,7 @@ def test_a_copy_whose_echo_came_before_its_result_still_gives_way_to_the_late_or
     # Long-run counterexamples: the echo linked our copy, so it was not known as ours and
     # the original was kept aside as a Salesforce duplicate.
     w = world()
-    w.ex_create("t1", A, "contact", contact("Ann"))
-    s = w.sf_create("t1", A, "contact", contact("Ann", job_title="CTO"))
-    original = w.t["t1"].sf_queue.pop()
-    drain(w, "exchange")
+    _, s, original = original_held_back(w, job_title="CTO")
     drain(w, "commands")
     drain(w, "salesforce")  # our create's echo, before its result
     assert only_link(w).salesforce.created
@@ -397,16 +409,12 @@ def test_an_edit_of_our_copy_seen_before_its_result_moves_to_the_original_the_pa
     # Long-run counterexample: the copy's content was taken for what we sent, so its
     # edit went with it.
     w = world()
-    x = w.ex_create("t1", A, "contact", contact("Ann"))
-    s = w.sf_create("t1", A, "contact", contact("Ann", job_title="CTO"))
-    original = w.t["t1"].sf_queue.pop()
-    drain(w, "exchange")  # create in flight ...
+    x, s, original = original_held_back(w, job_title="CTO")  # create in flight ...
     w.t["t1"].sf_queue.append(original)
     drain(w, "salesforce")  # ... when the original turns up: the pair joins it
     assert only_link(w).salesforce.id == s
     w.write("t1", w.t["t1"].commands[0])  # the create lands anyway; its result is late
-    [copy] = [i for i in w.t["t1"].sf if i != s]
-    w.sf_edit("t1", copy, "notes", "typed on the copy")
+    w.sf_edit("t1", copy_of(w, s), "notes", "typed on the copy")
     w.t["t1"].sf_queue.pop(0)  # the copy's first event is coalesced away
     drain(w, "salesforce")  # the copy's event comes before the create's result
     w.settle()
@@ -419,12 +427,9 @@ def test_an_edit_of_our_copy_seen_before_its_result_moves_to_the_original_the_pa
 def test_edits_to_our_copy_of_an_unlinked_pair_move_to_the_late_original() -> None:
     # Long-run counterexample: the copy's Salesforce edit was deleted with the copy.
     w = world()
-    x = w.ex_create("t1", A, "contact", contact("Ann"))
-    s = w.sf_create("t1", A, "contact", contact("Ann Roe", job_title="CTO"))
-    original = w.t["t1"].sf_queue.pop()  # its event is late: we create a copy
-    drain(w, "exchange")
+    x, s, original = original_held_back(w, given_name="Ann Roe", job_title="CTO")
     drain(w, "commands")
-    [copy] = [i for i in w.t["t1"].sf if i != s]
+    copy = copy_of(w, s)
     w.sf_edit("t1", copy, "notes", "met at the fair")  # someone edits our copy
     w.sf_edit("t1", copy, "given_name", "Annie")
     w.ex_move_out("t1", A, x)
@@ -444,13 +449,10 @@ def test_edits_to_our_copy_of_an_unlinked_pair_move_to_the_late_original() -> No
 
 def test_a_later_edit_of_a_discarded_copy_reaches_an_unlinked_pairs_record() -> None:
     w = world()
-    x = w.ex_create("t1", A, "contact", contact("Ann"))
-    s = w.sf_create("t1", A, "contact", contact("Ann", job_title="CTO"))
-    original = w.t["t1"].sf_queue.pop()
-    drain(w, "exchange")
+    x, s, original = original_held_back(w, job_title="CTO")
     drain(w, "commands")
     drain(w, "results")
-    [copy] = [i for i in w.t["t1"].sf if i != s]
+    copy = copy_of(w, s)
     w.ex_move_out("t1", A, x)
     drain(w, "exchange")
     w.t["t1"].sf_queue.append(original)
