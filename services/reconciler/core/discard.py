@@ -45,7 +45,8 @@ def discard(
         status="discard",
         desired=dict(shadow or {}),
     )
-    rec = rec.with_side(s, SideState(id=item_id, version=version, shadow=dict(shadow or {}), created=True))
+    st = SideState(id=item_id, version=version, modified_at=t, shadow=dict(shadow or {}), created=True)
+    rec = rec.with_side(s, st)
     w.record("dedupe", owner, reason="removing our duplicate copy", side=s, duplicate_id=item_id, record=shadow)
     rec = w.save(discard_plan(w, rec))
     if current is not None and not merge.same(shadow, current):
@@ -153,4 +154,4 @@ def repoint(w: Work, s_old: str, ev: ChangeEvent, record: dict[str, Any], key: s
             continue
         link = observe(w, link, "salesforce", ev.source_id, record, ev.version, t)
         plan(w, w.save(link))
-    discard(w, links[0], "salesforce", s_old, old_side.version, old_side.shadow)
+    discard(w, links[0], "salesforce", s_old, old_side.version, old_side.shadow, t=old_side.modified_at)

@@ -128,7 +128,7 @@ def on_known(w: Work, link: LinkRecord, ev: ChangeEvent, record: dict[str, Any] 
         if ev.op == "upsert" and side.id is None and ev.source_id not in side.retired:
             # Found by its tag: a create of ours landed after all (reported failed, then
             # applied by a redelivery) for a pair that is gone. Nothing must keep it.
-            discard(w, link, s, ev.source_id, ev.version, record)
+            discard(w, link, s, ev.source_id, ev.version, record, t=event_time(ev))
             w.save(link.with_side(s, replace(side, retired=add_retired(side.retired, ev.source_id))))
         return
     if ev.source_id in side.retired:
@@ -164,7 +164,7 @@ def on_known(w: Work, link: LinkRecord, ev: ChangeEvent, record: dict[str, Any] 
     if ev.op == "delete":
         link = link.with_side(s, replace(side, gone=True, modified_at=t, version=ev.version))
         if link.status == "unlinked":
-            w.save(link)
+            push_unlinked(w, link)
             return
         plan(w, w.save(link))
         return
@@ -189,7 +189,7 @@ def our_late_copy(w: Work, link: LinkRecord, existing: LinkRecord, ev: ChangeEve
     sf = link.salesforce
     sent = merge.norm(link.entity, sf.pending.fields) if sf.pending and sf.pending.action == "create" else record
     link = link.with_side("salesforce", replace(sf, uncertain=False))
-    join(w, discard_copy(w, link, "salesforce", ev.source_id, ev.version, sent, record), existing, "")
+    join(w, discard_copy(w, link, "salesforce", ev.source_id, ev.version, sent, record, event_time(ev)), existing, "")
 
 
 def is_stray_record(link: LinkRecord, ev: ChangeEvent) -> bool:
@@ -213,7 +213,7 @@ def stray_record(w: Work, link: LinkRecord, ev: ChangeEvent, record: dict[str, A
     # What our create sent is no longer known, so an edit of the copy cannot be told
     # apart from it: the copy's content stays in the audit.
     w.record("discarded_edit", link, side="salesforce", target_id=ev.source_id, record=record, before=None)
-    discard_copy(w, link, "salesforce", ev.source_id, ev.version, record)
+    discard_copy(w, link, "salesforce", ev.source_id, ev.version, record, t=event_time(ev))
 
 
 def is_stray_create(link: LinkRecord, ev: ChangeEvent, mailbox: str) -> bool:
@@ -254,7 +254,7 @@ def unlinked_after_restore(w: Work, link: LinkRecord, ev: ChangeEvent) -> None:
         reason="moved out of the folder; our restored copy is removed",
     )
     if ex.alive and ex.id:
-        discard(w, link, "exchange", ex.id, ex.version, ex.shadow)
+        discard(w, link, "exchange", ex.id, ex.version, ex.shadow, t=ex.modified_at)
     retired = tuple(i for i in add_retired(ex.retired, ex.id) if i != ev.source_id)
     unlinked = SideState(id=ev.source_id, modified_at=event_time(ev), retired=retired)
     w.save(

@@ -159,7 +159,7 @@ def move_out(w: Work, link: LinkRecord, successor: LinkRecord | None, owner: str
         st = successor.exchange
         successor = w.save(replace(successor, exchange=replace(st, retired=add_retired(st.retired, ex.id))))
     if ex.alive and ex.id:
-        discard(w, link, "exchange", ex.id, ex.version, ex.shadow)
+        discard(w, link, "exchange", ex.id, ex.version, ex.shadow, t=ex.modified_at)
     unsent = not merge.same(link.desired, link.salesforce.shadow)
     if unsent and (successor is None or not merge.same(link.desired, successor.desired)):
         w.record(

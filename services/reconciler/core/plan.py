@@ -79,13 +79,20 @@ def push_unlinked(w: Work, link: LinkRecord) -> LinkRecord:
         link.status != "unlinked"
         or link.parked
         or link.entity == "email"
-        or sf.id is None
-        or sf.gone
         or sf.pending is not None
         or sf.failed is not None
-        or sf.shadow is None
-        or merge.same(sf.shadow, link.desired)
     ):
+        return w.save(link)
+    if sf.gone and unseen_values(link):
+        # Edit beats delete: the record was deleted, but an edit made after that to our
+        # copy of it (removed as a duplicate) reached this pair and no delete saw it.
+        w.record("restore", link, side="salesforce", deleted_id=sf.id, record=link.desired, base=link.base)
+        link = link.with_side(
+            "salesforce", SideState(retired=add_retired(sf.retired, sf.id), modified_at=sf.modified_at)
+        )
+        link = w.save(plan_create(w, w.save(link), "salesforce"))
+        return link if link.salesforce.pending is not None else push_unlinked(w, link)
+    if sf.id is None or sf.gone or sf.shadow is None or merge.same(sf.shadow, link.desired):
         return w.save(link)
     fields = merge.patch(link.entity, sf.shadow, link.desired)
     return w.save(w.command(link, "salesforce", "update", sf.id, fields, sf.version))

@@ -110,7 +110,7 @@ def late_create(w: Work, link: LinkRecord, r: CommandResult) -> None:
         return
     if link.entity == "email":
         return  # an email task is never deleted by us
-    discard(w, link, s, r.target_id, r.new_version, record)
+    discard(w, link, s, r.target_id, r.new_version, record, t=r.modified_at)
     w.save(link.with_side(s, replace(side, retired=add_retired(side.retired, r.target_id))))
 
 
@@ -119,7 +119,7 @@ def discard_made(w: Work, link: LinkRecord, s: Side, r: CommandResult, sent: dic
     it is now: what differs from what we sent is someone's edit, and moves to this link."""
     assert r.target_id is not None
     current = merge.norm(link.entity, r.record) if r.record is not None else sent
-    return discard_copy(w, link, s, r.target_id, r.new_version, sent, current)
+    return discard_copy(w, link, s, r.target_id, r.new_version, sent, current, r.modified_at)
 
 
 def take_created(w: Work, link: LinkRecord, s: Side, r: CommandResult, sent: dict[str, Any]) -> LinkRecord:

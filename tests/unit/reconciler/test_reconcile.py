@@ -777,3 +777,27 @@ def test_an_event_from_before_the_record_left_enrolled_hands_does_not_bring_it_b
     assert w.t["t1"].mailboxes[A] == {}, "the record still belongs to someone not enrolled"
     assert not [a for a in audit(w, "owner_changed") if a["owner"] == A]
     w.check()
+
+
+def test_an_edit_carried_to_a_pair_that_left_its_mailbox_beats_the_delete_of_its_record() -> None:
+    # Long-run counterexample: a retried create made a second copy after someone deleted
+    # the first; an edit of that copy moved to the pair, whose record was deleted and
+    # whose mailbox item had left the folder: the edit had nowhere left to go.
+    w = world()
+    x = w.ex_create("t1", A, "contact", contact("Ann"))
+    w.ex_move_out("t1", A, x)
+    w.step("t1", "exchange")
+    create = w.t["t1"].commands[0]
+    w.write("t1", create)  # the writer dies before its result ...
+    [first] = w.t["t1"].sf
+    w.sf_delete("t1", first)
+    w.write("t1", create)  # ... and the retry makes a new record
+    [second] = w.t["t1"].sf
+    w.sf_edit("t1", second, "job_title", "CFO")
+    w.step("t1", "salesforce")  # the first record's echo links it
+    w.settle()
+    [kept] = w.t["t1"].sf.values()
+    assert kept.record["job_title"] == "CFO"
+    assert [a["side"] for a in audit(w, "restore")] == ["salesforce"]
+    assert w.t["t1"].moved_out[0][2].record.get("job_title") is None  # the mailbox stays out of it
+    w.check()
