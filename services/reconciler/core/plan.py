@@ -83,15 +83,17 @@ def push_unlinked(w: Work, link: LinkRecord) -> LinkRecord:
         or sf.failed is not None
     ):
         return w.save(link)
-    if sf.gone and unseen_values(link):
-        # Edit beats delete: the record was deleted, but an edit made after that to our
-        # copy of it (removed as a duplicate) reached this pair and no delete saw it.
-        w.record("restore", link, side="salesforce", deleted_id=sf.id, record=link.desired, base=link.base)
-        link = link.with_side(
-            "salesforce", SideState(retired=add_retired(sf.retired, sf.id), modified_at=sf.modified_at)
-        )
-        link = w.save(plan_create(w, w.save(link), "salesforce"))
-        return link if link.salesforce.pending is not None else push_unlinked(w, link)
+    if (sf.gone or sf.id is None) and unseen_values(link):
+        # Edit beats delete: the record was deleted (or its restore is still to be made),
+        # but an edit made later to our copy of it (removed as a duplicate) reached this
+        # pair and no delete saw it.
+        if sf.gone:
+            w.record("restore", link, side="salesforce", deleted_id=sf.id, record=link.desired, base=link.base)
+            fresh = SideState(retired=add_retired(sf.retired, sf.id), modified_at=sf.modified_at)
+            link = w.save(link.with_side("salesforce", fresh))
+        link = w.save(plan_create(w, link, "salesforce"))
+        joined = link.salesforce.id is not None and link.salesforce.pending is None
+        return push_unlinked(w, link) if joined else link
     if sf.id is None or sf.gone or sf.shadow is None or merge.same(sf.shadow, link.desired):
         return w.save(link)
     fields = merge.patch(link.entity, sf.shadow, link.desired)

@@ -7,9 +7,9 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from services.core.envelopes import CommandResult, Side
+from services.core.envelopes import CommandResult, Side, stable_id
 from services.reconciler.core import merge
-from services.reconciler.core.discard import discard, discard_copy, discard_input
+from services.reconciler.core.discard import discard, discard_copy, discard_input, discard_plan
 from services.reconciler.core.plan import follow_unlinked, join, observe, other_record, plan, push_unlinked
 from services.reconciler.core.state import LinkRecord, Pending, other
 from services.reconciler.core.work import Work, add_retired, is_older
@@ -39,10 +39,15 @@ def on_result(w: Work, r: CommandResult) -> None:
     if link.status == "discard":
         if r.status in ("applied", "gone"):
             w.save(replace(link.with_side(s, replace(side, gone=True)), status="deleted"))
+            retry_successors(w, s, side.id)
         elif r.status == "failed":
             w.save(link.with_side(s, replace(side, failed=r.error or "failed")))
         elif r.record is not None:
             discard_input(w, link, s, merge.norm(link.entity, r.record), r.new_version, r.modified_at)
+        elif side.version != p.expected_version:
+            # A newer version was seen (and its edits carried) while the delete was in
+            # flight: delete that one.
+            w.save(discard_plan(w, link))
         else:
             w.save(link)  # wait for the change event with the fresh content
         return
@@ -89,6 +94,24 @@ def on_result(w: Work, r: CommandResult) -> None:
         w.save(link)
         return
     plan(w, w.save(link))
+
+
+def removing(w: Work, link: LinkRecord, s: Side, item_id: str) -> bool:
+    """Is `item_id` a copy of ours whose removal (a discard record) is still under way?"""
+    rec = w.get(stable_id("discard", link.tenant_id, link.entity, s, item_id))
+    return rec is not None and rec.status == "discard"
+
+
+def retry_successors(w: Work, s: Side, item_id: str | None) -> None:
+    """A copy is gone: links whose create found it while it was being removed create now."""
+    for succ in w.find(s, item_id) if item_id else []:
+        side = succ.side(s)
+        if item_id in side.retired and side.id is None and side.failed and side.pending is None:
+            succ = replace(succ.with_side(s, replace(side, failed=None)))
+            if succ.status == "unlinked":
+                push_unlinked(w, succ)
+            elif succ.status in ("pending", "linked"):
+                plan(w, w.save(succ))
 
 
 def late_create(w: Work, link: LinkRecord, r: CommandResult) -> None:
@@ -171,6 +194,11 @@ def applied(w: Work, link: LinkRecord, s: Side, p: Pending, r: CommandResult) ->
         return link.with_side(s, replace(side, gone=True, modified_at=r.modified_at or side.modified_at))
     if p.action == "create":
         if r.target_id and r.target_id in side.retired and side.id is None:
+            if removing(w, link, s, r.target_id):
+                # Idempotent creates find an item by our link id: this one is a copy of
+                # ours still being removed. Create again once it is gone (or at the sweep),
+                # rather than take it for deleted and restore in a loop.
+                return link.with_side(s, replace(side, failed="a copy with this link id is still being removed"))
             return link.with_side(s, replace(side, id=r.target_id, gone=True))  # created, then deleted already
         if side.id is not None and r.target_id and side.id != r.target_id:
             # The link was attached to a matching item meanwhile; ours is a second copy.

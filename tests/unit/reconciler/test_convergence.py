@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import os
 
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, precondition, rule
 
+from tests.unit.reconciler.histories import HISTORIES
 from tests.unit.reconciler.sim import EDITABLE, World, make_tenant, sf_key
 
 TENANTS = [make_tenant("t1", "latest-wins"), make_tenant("t2", "exchange-wins")]
@@ -239,3 +241,11 @@ Convergence.TestCase.settings = settings(
     report_multiple_bugs=False,
 )
 TestConvergence = Convergence.TestCase
+
+
+@pytest.mark.parametrize("name", sorted(HISTORIES))
+def test_histories_the_long_run_failed_on_converge(name: str) -> None:
+    machine = Convergence()
+    for step, kwargs in HISTORIES[name]:
+        getattr(machine, step)(**kwargs)
+    machine.teardown()
