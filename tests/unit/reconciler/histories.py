@@ -137,4 +137,12 @@ HISTORIES: dict[str, list[Step]] = {
         ("sf_edit", {"f": 394, "k": 143, "tid": "t1"}),
         ("sf_reassign", {"k": 1077, "tid": "t2", "u": 1}),
     ],
+    "owner_changes_of_a_copy_being_removed": [
+        ("ex_create_contact", {"email": "ann@acme.test", "tid": "t1", "u": 0}),
+        ("process", {"k": 0, "overtake": False, "q": "exchange", "tid": "t1", "times": 1}),
+        ("writer_crash", {"tid": "t1"}),
+        ("sf_reassign", {"k": 3956, "tid": "t1", "u": 1}),
+        ("sf_reassign", {"k": 3975, "tid": "t1", "u": 0}),
+        ("sf_delete", {"k": 229, "tid": "t1"}),
+    ],
 }
