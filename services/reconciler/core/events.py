@@ -106,6 +106,12 @@ def on_ownerless(w: Work, ev: ChangeEvent) -> None:
         w.save(tomb)
         return
     if ev.op == "delete" and ev.origin.get("reason") == "unlinked":
+        for r in links:
+            if r.status == "discard" and r.salesforce.id == ev.source_id:
+                # Our copy was being removed, but someone handed it to an owner exsf does
+                # not sync: it is theirs now, and its changes will not reach us.
+                w.record("dedupe", r, reason="copy passed to an owner not enrolled; kept", duplicate_id=r.salesforce.id)
+                w.save(replace(r, status="deleted"))
         follow_owner(w, links, ev, "", None)
         return
     for link in links:

@@ -145,4 +145,14 @@ HISTORIES: dict[str, list[Step]] = {
         ("sf_reassign", {"k": 3975, "tid": "t1", "u": 0}),
         ("sf_delete", {"k": 229, "tid": "t1"}),
     ],
+    "copy_being_removed_passes_to_an_owner_not_enrolled": [
+        ("ex_create_contact", {"email": "ann@acme.test", "tid": "t1", "u": 0}),
+        ("process", {"k": 0, "overtake": False, "q": "exchange", "tid": "t1", "times": 1}),
+        ("writer_crash", {"tid": "t1"}),
+        ("sf_delete", {"k": 1551, "tid": "t1"}),
+        ("writer_crash", {"tid": "t1"}),
+        ("process", {"k": 0, "overtake": False, "q": "salesforce", "tid": "t1", "times": 4}),
+        ("sf_reassign", {"k": 404, "tid": "t1", "u": 2}),
+        ("writer_reads_on_conflict", {"blind": True}),
+    ],
 }
