@@ -268,8 +268,9 @@ def plan_delete(w: Work, link: LinkRecord) -> LinkRecord:
             record=link.desired,
         )
         return w.save(replace(link, status="unlinked"))
-    if merge.has_new_content(alive.shadow, link.base, gone.shadow):
-        # Edit beats delete: recreate on the side that deleted, with the merged record.
+    if merge.has_new_content(alive.shadow, link.base, gone.shadow) or unseen_values(link):
+        # Edit beats delete: recreate on the side that deleted, with the merged record
+        # (also for an edit no side holds yet: one carried from a copy removed since).
         retired = add_retired(gone.retired, gone.id)
         w.record(
             "restore", link, side=s, deleted_id=gone.id, record=link.desired, base=link.base, surviving=alive.shadow

@@ -155,4 +155,14 @@ HISTORIES: dict[str, list[Step]] = {
         ("sf_reassign", {"k": 404, "tid": "t1", "u": 2}),
         ("writer_reads_on_conflict", {"blind": True}),
     ],
+    "retried_create_after_the_pairs_record_was_deleted_edited_then_moved_out": [
+        ("ex_create_contact", {"email": "ann@acme.test", "tid": "t1", "u": 0}),
+        ("process", {"k": 0, "overtake": False, "q": "exchange", "tid": "t1", "times": 1}),
+        ("writer_crash", {"tid": "t1"}),
+        ("ex_move_out", {"k": 0, "tid": "t1"}),
+        ("sf_delete", {"k": 0, "tid": "t1"}),
+        ("writer_crash", {"tid": "t1"}),
+        ("sf_edit", {"f": 0, "k": 0, "tid": "t1"}),
+        ("process", {"k": 0, "overtake": False, "q": "salesforce", "tid": "t1", "times": 2}),
+    ],
 }
