@@ -10,8 +10,16 @@ from typing import Any
 from services.core.envelopes import CommandResult, Side, stable_id
 from services.reconciler.core import merge
 from services.reconciler.core.discard import discard, discard_copy, discard_input, discard_plan
-from services.reconciler.core.plan import follow_unlinked, join, observe, other_record, plan, push_unlinked
-from services.reconciler.core.state import LinkRecord, Pending, other
+from services.reconciler.core.plan import (
+    follow_unlinked,
+    join,
+    observe,
+    other_record,
+    plan,
+    push_unlinked,
+    unseen_values,
+)
+from services.reconciler.core.state import LinkRecord, Pending, SideState, other
 from services.reconciler.core.work import Work, add_retired, is_older
 
 
@@ -200,6 +208,16 @@ def applied(w: Work, link: LinkRecord, s: Side, p: Pending, r: CommandResult) ->
                 # rather than take it for deleted and restore in a loop.
                 return link.with_side(s, replace(side, failed="a copy with this link id is still being removed"))
             return link.with_side(s, replace(side, id=r.target_id, gone=True))  # created, then deleted already
+        sent = merge.norm(link.entity, p.fields)
+        edited = record is not None and not merge.same(record, sent)
+        if side.id is not None and side.gone and r.target_id and (edited or unseen_values(link)):
+            # The item the pair held meanwhile is deleted, and ours holds an edit no
+            # delete saw (made to it, or the one a restore carries): it is the pair's now.
+            w.record("adopt", link, side=s, target_id=r.target_id, reason="the item the pair held was deleted")
+            retired = add_retired(side.retired, side.id)
+            return take_created(
+                w, link.with_side(s, SideState(retired=retired, modified_at=side.modified_at)), s, r, sent
+            )
         if side.id is not None and r.target_id and side.id != r.target_id:
             # The link was attached to a matching item meanwhile; ours is a second copy.
             w.record(
