@@ -281,10 +281,13 @@ def relink(w: Work, link: LinkRecord, ev: ChangeEvent, record: dict[str, Any]) -
         id=ev.source_id, version=ev.version, modified_at=event_time(ev), shadow=record, retired=link.exchange.retired
     )
     sf = link.salesforce
+    # While unlinked, `desired` followed the Salesforce record and also holds edits carried
+    # from a discarded copy that are still on their way to it: join with that.
+    followed = link.desired or sf.shadow
     link = replace(link, status="pending", exchange=ex, base=None, base_hash=None, desired=record)
     if sf.alive and sf.shadow is not None:
         desired, conflicts = merge.join(
-            link.entity, record, sf.shadow, w.tenant.conflict_policy, event_time(ev), sf.modified_at
+            link.entity, record, followed or {}, w.tenant.conflict_policy, event_time(ev), sf.modified_at
         )
         w.conflicts(link, conflicts)
         link = replace(link, desired=desired)

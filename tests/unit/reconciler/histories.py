@@ -177,4 +177,15 @@ HISTORIES: dict[str, list[Step]] = {
         ("sf_edit", {"f": 0, "k": 0, "tid": "t1"}),
         ("process", {"k": 0, "overtake": False, "q": "salesforce", "tid": "t1", "times": 2}),
     ],
+    "relink_while_a_carried_edit_is_on_its_way": [
+        ("ex_create_contact", {"email": "ann@acme.test", "tid": "t1", "u": 0}),
+        ("process", {"k": 0, "overtake": False, "q": "exchange", "tid": "t1", "times": 1}),
+        ("writer_crash", {"tid": "t1"}),
+        ("ex_move_out", {"k": 0, "tid": "t1"}),
+        ("sf_delete", {"k": 0, "tid": "t1"}),
+        ("writer_crash", {"tid": "t1"}),
+        ("sf_edit", {"f": 0, "k": 0, "tid": "t1"}),
+        ("process", {"k": 0, "overtake": False, "q": "salesforce", "tid": "t1", "times": 1}),
+        ("ex_recategorise", {"k": 0, "tid": "t1"}),
+    ],
 }
