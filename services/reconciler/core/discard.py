@@ -75,7 +75,7 @@ def discard_copy(
 def discard_plan(w: Work, rec: LinkRecord) -> LinkRecord:
     s: Side = "exchange" if rec.exchange.id else "salesforce"
     side = rec.side(s)
-    if side.pending is not None or side.failed is not None or side.id is None:
+    if side.pending is not None or side.failed is not None or side.id is None or rec.parked:
         return rec
     if side.gone:
         return replace(rec, status="deleted")

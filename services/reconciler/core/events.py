@@ -107,11 +107,13 @@ def on_ownerless(w: Work, ev: ChangeEvent) -> None:
         return
     if ev.op == "delete" and ev.origin.get("reason") == "unlinked":
         for r in links:
-            if r.status == "discard" and r.salesforce.id == ev.source_id:
+            fresh = not is_older(event_time(ev), r.salesforce.modified_at)
+            if r.status == "discard" and r.salesforce.id == ev.source_id and not r.parked and fresh:
                 # Our copy was being removed, but someone handed it to an owner exsf does
-                # not sync: it is theirs now, and its changes will not reach us.
+                # not sync: its changes will not reach us, so a delete could only conflict.
+                # It waits, kept, until the record is back in enrolled hands.
                 w.record("dedupe", r, reason="copy passed to an owner not enrolled; kept", duplicate_id=r.salesforce.id)
-                w.save(replace(r, status="deleted"))
+                w.save(replace(r, parked=True, salesforce=replace(r.salesforce, modified_at=event_time(ev))))
         follow_owner(w, links, ev, "", None)
         return
     for link in links:
@@ -143,7 +145,9 @@ def on_known(w: Work, link: LinkRecord, ev: ChangeEvent, record: dict[str, Any] 
         return
     if link.status == "discard":
         if not is_older(t, side.modified_at) and side.version != ev.version:
-            discard_input(w, replace(link, seen=(*link.seen, ev.event_id)[-SEEN_LIMIT:]), s, record, ev.version, t)
+            # An event of the copy means it is in enrolled hands (again): remove it.
+            link = replace(link, parked=False, seen=(*link.seen, ev.event_id)[-SEEN_LIMIT:])
+            discard_input(w, link, s, record, ev.version, t)
         return
     if is_older(t, side.modified_at) or (ev.op == "upsert" and side.id == ev.source_id and side.version == ev.version):
         return

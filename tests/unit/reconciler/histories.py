@@ -188,4 +188,17 @@ HISTORIES: dict[str, list[Step]] = {
         ("process", {"k": 0, "overtake": False, "q": "salesforce", "tid": "t1", "times": 1}),
         ("ex_recategorise", {"k": 0, "tid": "t1"}),
     ],
+    "a_copy_being_removed_handed_out_and_back": [
+        ("ex_create_contact", {"email": "ann@acme.test", "tid": "t1", "u": 0}),
+        ("process", {"k": 0, "overtake": False, "q": "exchange", "tid": "t1", "times": 1}),
+        ("ex_move_out", {"k": 0, "tid": "t1"}),
+        ("writer_crash", {"tid": "t1"}),
+        ("sf_edit", {"f": 0, "k": 258, "tid": "t1"}),
+        ("sf_delete", {"k": 0, "tid": "t1"}),
+        ("writer_crash", {"tid": "t1"}),
+        ("sf_reassign", {"k": 548, "tid": "t1", "u": 2}),
+        ("ex_move_back", {"k": 754, "tid": "t1", "u": 0}),
+        ("ex_edit", {"f": 8333, "k": 2694, "tid": "t1"}),
+        ("sf_reassign", {"k": 3871, "tid": "t1", "u": 0}),
+    ],
 }
