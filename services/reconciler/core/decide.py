@@ -43,11 +43,12 @@ from services.core.tenants import Tenant
 from services.reconciler.core import merge
 from services.reconciler.core.discard import discard_plan
 from services.reconciler.core.events import on_event
-from services.reconciler.core.plan import plan, push_unlinked
+from services.reconciler.core.plan import plan
 from services.reconciler.core.results import on_result
 from services.reconciler.core.state import (
     TenantState,
 )
+from services.reconciler.core.unlinked import push_unlinked
 from services.reconciler.core.work import Decision, Input, Work
 
 

@@ -9,13 +9,14 @@ from typing import Any
 
 from services.core.envelopes import ChangeEvent, Side, stable_id
 from services.reconciler.core import merge
-from services.reconciler.core.plan import observe, plan, push_unlinked
+from services.reconciler.core.plan import observe, plan
 from services.reconciler.core.state import (
     SEEN_LIMIT,
     LinkRecord,
     SideState,
     other,
 )
+from services.reconciler.core.unlinked import push_unlinked
 from services.reconciler.core.work import Work, add_retired, event_time
 
 

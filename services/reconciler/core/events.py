@@ -13,12 +13,13 @@ from services.reconciler.core.dedupe import match_keys
 from services.reconciler.core.discard import discard, discard_copy, discard_input, repoint
 from services.reconciler.core.email import on_email
 from services.reconciler.core.ownership import follow_owner
-from services.reconciler.core.plan import follow_unlinked, join, observe, other_record, plan, push_unlinked
+from services.reconciler.core.plan import join, observe, other_record, plan
 from services.reconciler.core.state import (
     SEEN_LIMIT,
     LinkRecord,
     SideState,
 )
+from services.reconciler.core.unlinked import follow_unlinked, push_unlinked
 from services.reconciler.core.work import Work, add_retired, event_time, is_older
 
 UNKNOWN_OWNER = "*"  # user of Salesforce events whose owner the ingestor cannot know

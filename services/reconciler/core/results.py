@@ -10,16 +10,9 @@ from typing import Any
 from services.core.envelopes import CommandResult, Side, stable_id
 from services.reconciler.core import merge
 from services.reconciler.core.discard import discard, discard_copy, discard_input, discard_plan
-from services.reconciler.core.plan import (
-    follow_unlinked,
-    join,
-    observe,
-    other_record,
-    plan,
-    push_unlinked,
-    unseen_values,
-)
+from services.reconciler.core.plan import join, observe, other_record, plan, unseen_values
 from services.reconciler.core.state import LinkRecord, Pending, SideState, other
+from services.reconciler.core.unlinked import follow_unlinked, push_unlinked
 from services.reconciler.core.work import Work, add_retired, is_older
 
 
