@@ -97,10 +97,10 @@ def on_result(w: Work, r: CommandResult) -> None:
     plan(w, w.save(link))
 
 
-def removing(w: Work, link: LinkRecord, s: Side, item_id: str) -> bool:
-    """Is `item_id` a copy of ours whose removal (a discard record) is still under way?"""
+def removing(w: Work, link: LinkRecord, s: Side, item_id: str) -> LinkRecord | None:
+    """The discard record of `item_id`, if it is a copy of ours still being removed."""
     rec = w.get(stable_id("discard", link.tenant_id, link.entity, s, item_id))
-    return rec is not None and rec.status == "discard"
+    return rec if rec is not None and rec.status == "discard" else None
 
 
 def retry_successors(w: Work, s: Side, item_id: str | None) -> None:
@@ -195,10 +195,20 @@ def applied(w: Work, link: LinkRecord, s: Side, p: Pending, r: CommandResult) ->
         return link.with_side(s, replace(side, gone=True, modified_at=r.modified_at or side.modified_at))
     if p.action == "create":
         if r.target_id and r.target_id in side.retired and side.id is None:
-            if removing(w, link, s, r.target_id):
+            copy = removing(w, link, s, r.target_id)
+            if copy is not None and copy.parked:
                 # Idempotent creates find an item by our link id: this one is a copy of
-                # ours still being removed. Create again once it is gone (or at the sweep),
-                # rather than take it for deleted and restore in a loop.
+                # ours that someone handed to an owner exsf does not sync. No other item
+                # can carry the link id, so it is the pair's, parked like any record that
+                # left enrolled hands (it syncs again when it comes back).
+                w.save(replace(copy, status="deleted"))
+                w.record("unlink", link, reason="salesforce owner not enrolled", salesforce_id=r.target_id)
+                retired = tuple(x for x in side.retired if x != r.target_id)
+                st = replace(side, id=r.target_id, version=r.new_version, shadow=record, retired=retired)
+                return replace(link.with_side(s, st), status="unlinked", owner="", parked=link.exchange.alive)
+            if copy is not None:
+                # A copy of ours still being removed: create again once it is gone (or at
+                # the sweep), rather than take it for deleted and restore in a loop.
                 return link.with_side(s, replace(side, failed="a copy with this link id is still being removed"))
             return link.with_side(s, replace(side, id=r.target_id, gone=True))  # created, then deleted already
         sent = merge.norm(link.entity, p.fields)

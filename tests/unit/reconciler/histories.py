@@ -201,4 +201,15 @@ HISTORIES: dict[str, list[Step]] = {
         ("ex_edit", {"f": 8333, "k": 2694, "tid": "t1"}),
         ("sf_reassign", {"k": 3871, "tid": "t1", "u": 0}),
     ],
+    "restore_finds_its_copy_with_an_owner_not_enrolled": [
+        ("ex_create_contact", {"email": "ann@acme.test", "tid": "t1", "u": 0}),
+        ("process", {"k": 0, "overtake": False, "q": "exchange", "tid": "t1", "times": 1}),
+        ("writer_crash", {"tid": "t1"}),
+        ("sf_delete", {"k": 0, "tid": "t1"}),
+        ("writer_crash", {"tid": "t1"}),
+        ("sf_edit", {"f": 0, "k": 0, "tid": "t1"}),
+        ("process", {"k": 0, "overtake": False, "q": "salesforce", "tid": "t1", "times": 1}),
+        ("process", {"k": 8, "overtake": True, "q": "commands", "tid": "t1", "times": 2}),
+        ("sf_reassign", {"k": 5868, "tid": "t1", "u": 2}),
+    ],
 }
