@@ -44,7 +44,10 @@ def follow_owner(w: Work, links: list[LinkRecord], ev: ChangeEvent, owner: str, 
         return
     if any(ev.event_id in r.seen or is_older(t, r.salesforce.modified_at) for r in live):
         return
-    known = {r.owner.lower() for r in live if r.owner is not None}
+    # Not seen yet: a record our create made has the owner we gave it (the pair's user).
+    known = {r.owner.lower() for r in live if r.owner is not None} or {
+        r.user.lower() for r in live if r.salesforce.created
+    }
     if (not known and owner) or owner.lower() in known:
         # Unchanged, or first sight of an enrolled owner: remember it. (First sight of an
         # owner who is not enrolled is a change: the record left enrolled hands.)

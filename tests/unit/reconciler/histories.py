@@ -212,4 +212,11 @@ HISTORIES: dict[str, list[Step]] = {
         ("process", {"k": 8, "overtake": True, "q": "commands", "tid": "t1", "times": 2}),
         ("sf_reassign", {"k": 5868, "tid": "t1", "u": 2}),
     ],
+    "our_create_reassigned_before_its_owner_was_seen": [
+        ("ex_create_event", {"day": "2026-03-02", "subject": "Review", "tid": "t2", "u": 1}),
+        ("ex_create_event", {"day": "2026-03-02", "subject": "Review", "tid": "t2", "u": 0}),
+        ("process", {"k": 0, "overtake": False, "q": "exchange", "tid": "t2", "times": 1}),
+        ("writer_crash", {"tid": "t2"}),
+        ("sf_reassign", {"k": 0, "tid": "t2", "u": 0}),
+    ],
 }
