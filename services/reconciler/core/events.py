@@ -145,6 +145,12 @@ def on_known(w: Work, link: LinkRecord, ev: ChangeEvent, record: dict[str, Any] 
             unlinked_after_restore(w, link, ev)
         return
     if link.status == "discard":
+        if s == "exchange" and ev.origin.get("reason") == "unlinked" and not is_older(t, side.modified_at):
+            # The person moved our copy out of the folder before we removed it: it is
+            # theirs now, unsynced; put back in scope it syncs as their own item.
+            moved = replace(side, pending=None, modified_at=t)
+            w.save(replace(link.with_side(s, moved), status="unlinked", seen=(*link.seen, ev.event_id)[-SEEN_LIMIT:]))
+            return
         if not is_older(t, side.modified_at) and side.version != ev.version:
             # An event of the copy means it is in enrolled hands (again): remove it.
             link = replace(link, parked=False, seen=(*link.seen, ev.event_id)[-SEEN_LIMIT:])

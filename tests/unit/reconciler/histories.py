@@ -219,4 +219,17 @@ HISTORIES: dict[str, list[Step]] = {
         ("writer_crash", {"tid": "t2"}),
         ("sf_reassign", {"k": 0, "tid": "t2", "u": 0}),
     ],
+    "our_copy_moved_out_and_back_before_its_removal": [
+        ("email_arrives", {"k": 1423, "s": "ann@acme.test", "tid": "t1", "u": 0}),
+        ("ex_create_event", {"day": "2026-03-02", "subject": "Review", "tid": "t2", "u": 1}),
+        ("email_arrives", {"k": 2872, "s": "ann@acme.test", "tid": "t1", "u": 0}),
+        ("sf_create_contact", {"email": "ann@acme.test", "tid": "t1", "u": 0}),
+        ("sf_reassign", {"k": 1938, "tid": "t1", "u": 1}),
+        ("ex_create_event", {"day": "2026-03-02", "subject": "Call", "tid": "t1", "u": 0}),
+        ("process", {"k": 3884, "overtake": False, "q": "salesforce", "tid": "t1", "times": 3}),
+        ("process", {"k": 383, "overtake": True, "q": "commands", "tid": "t1", "times": 4}),
+        ("ex_create_event", {"day": "2026-03-01", "subject": "Call", "tid": "t1", "u": 0}),
+        ("ex_move_out", {"k": 29, "tid": "t1"}),
+        ("ex_recategorise", {"k": 3179, "tid": "t1"}),
+    ],
 }
