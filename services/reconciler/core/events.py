@@ -128,6 +128,12 @@ def on_known(w: Work, link: LinkRecord, ev: ChangeEvent, record: dict[str, Any] 
     if ev.event_id in link.seen:
         return
     if link.status == "deleted":
+        gone_for_good = ev.op == "delete" and ev.origin.get("reason") != "unlinked"
+        if gone_for_good and side.id == ev.source_id and not is_older(t, side.modified_at):
+            # The item is gone for good: a late event from before (an owner coming back)
+            # must not revive the pair.
+            link = w.save(link.with_side(s, replace(side, gone=True, modified_at=t)))
+            side = link.side(s)
         if s == "exchange" and ev.origin.get("reason") == "unlinked" and side.id == ev.source_id:
             # Our delete found it gone because it had left the folder: it still exists,
             # unsynced, and may be put back in scope (then it syncs as a new pair).

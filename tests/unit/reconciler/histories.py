@@ -232,4 +232,13 @@ HISTORIES: dict[str, list[Step]] = {
         ("ex_move_out", {"k": 29, "tid": "t1"}),
         ("ex_recategorise", {"k": 3179, "tid": "t1"}),
     ],
+    "a_late_owner_event_after_the_record_was_deleted": [
+        ("sf_create_contact", {"email": "ann@acme.test", "tid": "t2", "u": 0}),
+        ("settle", {}),
+        ("sf_reassign", {"k": 0, "tid": "t2", "u": 2}),
+        ("sf_reassign", {"k": 0, "tid": "t2", "u": 0}),
+        ("sf_delete", {"k": 0, "tid": "t2"}),
+        ("drop_for_later", {"k": 1, "side": "salesforce", "tid": "t2"}),
+        ("settle", {}),
+    ],
 }
