@@ -31,15 +31,16 @@ def follow_owner(w: Work, links: list[LinkRecord], ev: ChangeEvent, owner: str, 
     held = [r for r in (w.get(x.link_id) or x for x in links) if r.salesforce.id == sf_id and r.status != "discard"]
     live = [r for r in held if r.status != "deleted"]
     if not live:
-        # Every pair of the record ended because it left their owner's hands (owner
-        # recorded, different from now): that does not keep it from its new owner.
-        ended = [r for r in held if r.owner is not None and r.owner.lower() != owner.lower()]
+        # Every pair of the record ended because it left their user's hands (the owner it
+        # went to is recorded): that does not keep it from its new owner.
+        ended = [r for r in held if r.owner is not None and r.owner.lower() != r.user.lower()]
         fresh = not any(ev.event_id in r.seen or is_older(t, r.salesforce.modified_at) for r in held)
         if owner and record is not None and fresh and ended and len(ended) == len(held):
             previous = sorted({r.owner or "" for r in ended})
             w.record("owner_changed", ended[0], salesforce_id=sf_id, previous=previous, owner=owner)
             for r in ended:
                 w.save(replace(r, owner=owner))
+            replace_our_copy(w, ev, owner, record)
             plan(w, owner_link(w, ev, owner, record, None))
         return
     if any(ev.event_id in r.seen or is_older(t, r.salesforce.modified_at) for r in live):
@@ -91,6 +92,19 @@ def follow_owner(w: Work, links: list[LinkRecord], ev: ChangeEvent, owner: str, 
     if successor is not None:
         successor = w.get(successor.link_id) or successor
         plan(w, w.save(replace(successor, owner=owner)))
+
+
+def replace_our_copy(w: Work, ev: ChangeEvent, owner: str, record: dict[str, Any]) -> None:
+    """While the record was out of enrolled hands a mailbox may have made the same item, and
+    we a Salesforce copy of it: the record back in enrolled hands is the original."""
+    ical = ev.origin.get("ical_uid")
+    for key in match_keys(ev.entity, owner, record, ical if isinstance(ical, str) else None):
+        for cand in w.find("key", key):
+            sf = cand.salesforce
+            mine = cand.status in ("pending", "linked", "unlinked") and cand.owner != ""
+            if mine and sf.alive and sf.created and sf.id and sf.id != ev.source_id:
+                repoint(w, sf.id, ev, record, key)
+                return
 
 
 def adopting_link(w: Work, ev: ChangeEvent, owner: str, record: dict[str, Any]) -> LinkRecord | None:

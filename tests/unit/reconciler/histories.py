@@ -241,4 +241,16 @@ HISTORIES: dict[str, list[Step]] = {
         ("drop_for_later", {"k": 1, "side": "salesforce", "tid": "t2"}),
         ("settle", {}),
     ],
+    "record_back_in_enrolled_hands_after_a_mailbox_made_it_meanwhile": [
+        ("settle", {}),
+        ("sf_create_contact", {"email": "ann@acme.test", "tid": "t1", "u": 0}),
+        ("sf_reassign", {"k": 0, "tid": "t1", "u": 1}),
+        ("sf_reassign", {"k": 0, "tid": "t1", "u": 2}),
+        ("settle", {}),
+        ("ex_create_contact", {"email": "ann@acme.test", "tid": "t1", "u": 0}),
+        ("writer_reads_on_conflict", {"blind": False}),
+        ("drop_for_later", {"k": 0, "side": "exchange", "tid": "t1"}),
+        ("sf_reassign", {"k": 0, "tid": "t1", "u": 1}),
+        ("settle", {}),
+    ],
 }
