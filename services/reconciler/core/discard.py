@@ -143,7 +143,11 @@ def repoint(w: Work, s_old: str, ev: ChangeEvent, record: dict[str, Any], key: s
     t = event_time(ev)
     for link in links:
         fresh = SideState(retired=add_retired(link.salesforce.retired, s_old))
-        link = replace(link.with_side("salesforce", fresh), seen=(*link.seen, ev.event_id)[-SEEN_LIMIT:])
+        # The original never agreed with what the pair agreed with our copy: no base, so
+        # a delete of the original cannot take an edit it never saw for agreed.
+        link = replace(
+            link.with_side("salesforce", fresh), base=None, base_hash=None, seen=(*link.seen, ev.event_id)[-SEEN_LIMIT:]
+        )
         if link.status == "unlinked":
             # No mailbox item to sync, but someone may have edited our copy in Salesforce:
             # what the copy holds and the original lacks moves to the original; where both

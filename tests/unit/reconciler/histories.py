@@ -253,4 +253,14 @@ HISTORIES: dict[str, list[Step]] = {
         ("sf_reassign", {"k": 0, "tid": "t1", "u": 1}),
         ("settle", {}),
     ],
+    "an_edit_the_original_never_saw_then_the_original_deleted": [
+        ("ex_create_contact", {"email": "ann@acme.test", "tid": "t1", "u": 0}),
+        ("drop_for_later", {"k": 0, "side": "exchange", "tid": "t1"}),
+        ("ex_edit", {"f": 1, "k": 0, "tid": "t1"}),
+        ("sf_create_contact", {"email": "ann@acme.test", "tid": "t1", "u": 0}),
+        ("email_arrives", {"k": 0, "s": "ann@acme.test", "tid": "t1", "u": 0}),
+        ("sf_delete", {"k": 0, "tid": "t1"}),
+        ("process", {"k": 0, "overtake": False, "q": "exchange", "tid": "t1", "times": 1}),
+        ("settle", {}),
+    ],
 }
