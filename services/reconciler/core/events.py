@@ -134,7 +134,8 @@ def on_known(w: Work, link: LinkRecord, ev: ChangeEvent, record: dict[str, Any] 
             # must not revive the pair.
             link = w.save(link.with_side(s, replace(side, gone=True, modified_at=t)))
             side = link.side(s)
-        if s == "exchange" and ev.origin.get("reason") == "unlinked" and side.id == ev.source_id:
+        moved_out = s == "exchange" and ev.origin.get("reason") == "unlinked" and side.id == ev.source_id
+        if moved_out and not is_older(t, side.modified_at):
             # Our delete found it gone because it had left the folder: it still exists,
             # unsynced, and may be put back in scope (then it syncs as a new pair).
             ex = replace(side, gone=False, pending=None, modified_at=t)
