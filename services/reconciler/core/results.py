@@ -213,7 +213,8 @@ def applied(w: Work, link: LinkRecord, s: Side, p: Pending, r: CommandResult) ->
             return link.with_side(s, replace(side, id=r.target_id, gone=True))  # created, then deleted already
         sent = merge.norm(link.entity, p.fields)
         edited = record is not None and not merge.same(record, sent)
-        if side.id is not None and side.gone and r.target_id and (edited or unseen_values(link)):
+        other_item = side.id is not None and r.target_id and side.id != r.target_id
+        if other_item and side.gone and (edited or unseen_values(link)):
             # The item the pair held meanwhile is deleted, and ours holds an edit no
             # delete saw (made to it, or the one a restore carries): it is the pair's now.
             w.record("adopt", link, side=s, target_id=r.target_id, reason="the item the pair held was deleted")
@@ -221,7 +222,7 @@ def applied(w: Work, link: LinkRecord, s: Side, p: Pending, r: CommandResult) ->
             return take_created(
                 w, link.with_side(s, SideState(retired=retired, modified_at=side.modified_at)), s, r, sent
             )
-        if side.id is not None and r.target_id and side.id != r.target_id:
+        if other_item:
             # The link was attached to a matching item meanwhile; ours is a second copy.
             w.record(
                 "dedupe",
@@ -232,9 +233,9 @@ def applied(w: Work, link: LinkRecord, s: Side, p: Pending, r: CommandResult) ->
                 kept_id=side.id,
                 record=record or p.fields,
             )
-            return discard_made(w, link.with_side(s, side), s, r, merge.norm(link.entity, p.fields))
+            return discard_made(w, link.with_side(s, side), s, r, sent)
         if side.id is None and r.target_id:
-            return take_created(w, link, s, r, merge.norm(link.entity, p.fields))
+            return take_created(w, link, s, r, sent)
         # Its echo linked the item before this result: the result proves the item is
         # ours, a copy that an original found later must replace.
         link = link.with_side(s, replace(side, created=side.created or side.id == r.target_id))
