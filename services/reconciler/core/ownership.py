@@ -59,12 +59,16 @@ def follow_owner(w: Work, links: list[LinkRecord], ev: ChangeEvent, owner: str, 
     lower = owner.lower()
     w.record("owner_changed", live[0], salesforce_id=sf_id, previous=sorted(known), owner=owner or None)
     if owner:
+        relinked = False
         for i, r in enumerate(live):
             if r.status == "unlinked" and r.parked and r.exchange.alive:
                 # Unlinked only because the record had left enrolled hands: sync again (the
                 # event, processed next, merges the record into it).
                 w.record("relink", r, reason="salesforce owner enrolled again", salesforce_id=sf_id)
                 live[i] = w.save(replace(r, status="pending", owner=owner, parked=False))
+                relinked = True
+        if relinked and record is not None:
+            replace_our_copy(w, ev, owner, record)
     successor = next((r for r in live if owner and r.user.lower() == lower and r.status in ("pending", "linked")), None)
     moving = [
         r

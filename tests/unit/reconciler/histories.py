@@ -281,4 +281,14 @@ HISTORIES: dict[str, list[Step]] = {
         ("email_arrives", {"k": 134, "s": "ann@acme.test", "tid": "t2", "u": 0}),
         ("process", {"k": 3135, "overtake": True, "q": "exchange", "tid": "t2", "times": 4}),
     ],
+    "record_back_from_an_outsider_after_the_mailbox_made_the_same_event": [
+        ("ex_create_event", {"day": "2026-03-01", "subject": "Call", "tid": "t1", "u": 0}),
+        ("settle", {}),
+        ("sf_reassign", {"k": 0, "tid": "t1", "u": 2}),
+        ("settle", {}),
+        ("sf_reassign", {"k": 0, "tid": "t1", "u": 0}),
+        ("ex_create_event", {"day": "2026-03-01", "subject": "Call", "tid": "t1", "u": 0}),
+        ("process", {"k": 0, "overtake": False, "q": "exchange", "tid": "t1", "times": 1}),
+        ("settle", {}),
+    ],
 }
