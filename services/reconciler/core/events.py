@@ -310,8 +310,10 @@ def relink(w: Work, link: LinkRecord, ev: ChangeEvent, record: dict[str, Any]) -
         w.conflicts(link, conflicts)
         link = replace(link, desired=desired)
     elif sf.pending is None:
+        # Its record is gone: the item gets a new one, owned by its user (not whoever
+        # owned the old one, which would keep other mailboxes from joining it).
         retired = add_retired(sf.retired, sf.id)
-        link = replace(link, salesforce=SideState(retired=retired))
+        link = replace(link, salesforce=SideState(retired=retired), owner=None)
     w.record("relink", link, exchange_id=ev.source_id, salesforce_id=link.salesforce.id)
     plan(w, w.save(replace(link, seen=(ev.event_id,))))
 
