@@ -11,13 +11,12 @@ from services.core.envelopes import ChangeEvent, Side, stable_id
 from services.reconciler.core import merge
 from services.reconciler.core.plan import observe, plan
 from services.reconciler.core.state import (
-    SEEN_LIMIT,
     LinkRecord,
     SideState,
     other,
 )
 from services.reconciler.core.unlinked import push_unlinked
-from services.reconciler.core.work import Work, add_retired, event_time
+from services.reconciler.core.work import Work, add_retired, add_seen, event_time
 
 
 def discard(
@@ -146,7 +145,7 @@ def repoint(w: Work, s_old: str, ev: ChangeEvent, record: dict[str, Any], key: s
         # The original never agreed with what the pair agreed with our copy: no base, so
         # a delete of the original cannot take an edit it never saw for agreed.
         link = replace(
-            link.with_side("salesforce", fresh), base=None, base_hash=None, seen=(*link.seen, ev.event_id)[-SEEN_LIMIT:]
+            link.with_side("salesforce", fresh), base=None, base_hash=None, seen=add_seen(link.seen, ev.event_id)
         )
         if link.status == "unlinked":
             # No mailbox item to sync, but someone may have edited our copy in Salesforce:

@@ -15,12 +15,11 @@ from services.reconciler.core.email import on_email
 from services.reconciler.core.ownership import follow_owner
 from services.reconciler.core.plan import join, observe, other_record, plan
 from services.reconciler.core.state import (
-    SEEN_LIMIT,
     LinkRecord,
     SideState,
 )
 from services.reconciler.core.unlinked import follow_unlinked, push_unlinked
-from services.reconciler.core.work import Work, add_retired, event_time, is_older
+from services.reconciler.core.work import Work, add_retired, add_seen, event_time, is_older
 
 UNKNOWN_OWNER = "*"  # user of Salesforce events whose owner the ingestor cannot know
 
@@ -139,7 +138,7 @@ def on_known(w: Work, link: LinkRecord, ev: ChangeEvent, record: dict[str, Any] 
             # Our delete found it gone because it had left the folder: it still exists,
             # unsynced, and may be put back in scope (then it syncs as a new pair).
             ex = replace(side, gone=False, pending=None, modified_at=t)
-            w.save(replace(link.with_side(s, ex), status="unlinked", seen=(*link.seen, ev.event_id)[-SEEN_LIMIT:]))
+            w.save(replace(link.with_side(s, ex), status="unlinked", seen=add_seen(link.seen, ev.event_id)))
             return
         if ev.op == "upsert" and side.id is None and ev.source_id not in side.retired:
             # Found by its tag: a create of ours landed after all (reported failed, then
@@ -156,11 +155,11 @@ def on_known(w: Work, link: LinkRecord, ev: ChangeEvent, record: dict[str, Any] 
             # The person moved our copy out of the folder before we removed it: it is
             # theirs now, unsynced; put back in scope it syncs as their own item.
             moved = replace(side, pending=None, modified_at=t)
-            w.save(replace(link.with_side(s, moved), status="unlinked", seen=(*link.seen, ev.event_id)[-SEEN_LIMIT:]))
+            w.save(replace(link.with_side(s, moved), status="unlinked", seen=add_seen(link.seen, ev.event_id)))
             return
         if not is_older(t, side.modified_at) and side.version != ev.version:
             # An event of the copy means it is in enrolled hands (again): remove it.
-            link = replace(link, parked=False, seen=(*link.seen, ev.event_id)[-SEEN_LIMIT:])
+            link = replace(link, parked=False, seen=add_seen(link.seen, ev.event_id))
             discard_input(w, link, s, record, ev.version, t)
         return
     if is_older(t, side.modified_at) or (ev.op == "upsert" and side.id == ev.source_id and side.version == ev.version):
@@ -168,7 +167,7 @@ def on_known(w: Work, link: LinkRecord, ev: ChangeEvent, record: dict[str, Any] 
     # A new input from either side is a fresh reason to retry writes that failed.
     link = replace(
         link,
-        seen=(*link.seen, ev.event_id)[-SEEN_LIMIT:],
+        seen=add_seen(link.seen, ev.event_id),
         exchange=replace(link.exchange, failed=None),
         salesforce=replace(link.salesforce, failed=None),
     )
@@ -281,9 +280,7 @@ def unlinked_after_restore(w: Work, link: LinkRecord, ev: ChangeEvent) -> None:
         discard(w, link, "exchange", ex.id, ex.version, ex.shadow, t=ex.modified_at)
     retired = tuple(i for i in add_retired(ex.retired, ex.id) if i != ev.source_id)
     unlinked = SideState(id=ev.source_id, modified_at=event_time(ev), retired=retired)
-    w.save(
-        replace(link.with_side("exchange", unlinked), status="unlinked", seen=(*link.seen, ev.event_id)[-SEEN_LIMIT:])
-    )
+    w.save(replace(link.with_side("exchange", unlinked), status="unlinked", seen=add_seen(link.seen, ev.event_id)))
 
 
 def relink(w: Work, link: LinkRecord, ev: ChangeEvent, record: dict[str, Any]) -> None:
@@ -293,7 +290,7 @@ def relink(w: Work, link: LinkRecord, ev: ChangeEvent, record: dict[str, Any]) -
         # Its record belongs to someone who is not enrolled: the item stays the mailbox's
         # own, its edits kept for when the record comes back into enrolled hands.
         link = observe(w, link, "exchange", ev.source_id, record, ev.version, event_time(ev))
-        w.save(replace(link, parked=True, seen=(*link.seen, ev.event_id)[-SEEN_LIMIT:]))
+        w.save(replace(link, parked=True, seen=add_seen(link.seen, ev.event_id)))
         return
     ex = SideState(
         id=ev.source_id, version=ev.version, modified_at=event_time(ev), shadow=record, retired=link.exchange.retired

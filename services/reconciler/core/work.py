@@ -11,6 +11,7 @@ from services.core.envelopes import ChangeEvent, Command, CommandResult, Side, c
 from services.core.tenants import Tenant
 from services.reconciler.core import merge
 from services.reconciler.core.state import (
+    SEEN_LIMIT,
     LinkRecord,
     LinkStatus,
     Pending,
@@ -150,6 +151,11 @@ def settle(link: LinkRecord) -> LinkRecord:
 
 def add_retired(ids: tuple[str, ...], new: str | None) -> tuple[str, ...]:
     return ids if new is None or new in ids else (*ids, new)
+
+
+def add_seen(seen: tuple[str, ...], event_id: str) -> tuple[str, ...]:
+    """Remember an event id among the link's most recent ones."""
+    return (*seen, event_id)[-SEEN_LIMIT:]
 
 
 def event_time(ev: ChangeEvent) -> str:
