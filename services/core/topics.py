@@ -22,6 +22,10 @@ CURSORS = "exsf.cursors"
 STATE = "exsf.state"
 AUDIT = "exsf.audit"
 DEADLETTER = "exsf.deadletter"
+# Graph subscriptions (compacted, key = subscription id) and notifications forwarded from
+# whichever ingest-exchange pod received them to the shard that owns the stream.
+SUBSCRIPTIONS = "exsf.subscriptions"
+NOTIFICATIONS = "exsf.notifications"
 
 SEVEN_DAYS_MS = 7 * 24 * 3600 * 1000
 
@@ -37,6 +41,9 @@ _LAYOUT: dict[str, tuple[bool, int | None]] = {
     STATE: (True, None),
     AUDIT: (False, 30 * 24 * 3600 * 1000),
     DEADLETTER: (False, 30 * 24 * 3600 * 1000),
+    SUBSCRIPTIONS: (True, None),
+    # A notification is only a poke: after an hour a poll round has long found its change.
+    NOTIFICATIONS: (False, 3600 * 1000),
 }
 
 ALL_TOPICS: tuple[str, ...] = tuple(_LAYOUT)
@@ -83,6 +90,8 @@ class Topics:
     state: str = STATE
     audit: str = AUDIT
     deadletter: str = DEADLETTER
+    subscriptions: str = SUBSCRIPTIONS
+    notifications: str = NOTIFICATIONS
 
     @classmethod
     def with_prefix(cls, prefix: str) -> Topics:

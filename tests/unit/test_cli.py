@@ -29,10 +29,10 @@ def test_topics_create_is_idempotent_on_the_embedded_bus(tmp_path: Path) -> None
     env = {"EXSF_BUS": "embedded", "EXSF_EMBEDDED_PATH": str(tmp_path / "bus.sqlite"), "KAFKA_BOOTSTRAP_SERVERS": ""}
     first = exsf("topics", "create", "--partitions", "3", env=env)
     assert first.returncode == 0, first.stderr
-    assert first.stdout.count(" created ") == 10 and "exsf.state" in first.stdout
+    assert first.stdout.count(" created ") == 12 and "exsf.state" in first.stdout
     assert "exsf.state                       created  partitions=3 cleanup=compact" in first.stdout
     second = exsf("topics", "create", "--partitions", "3", env=env)
-    assert second.returncode == 0 and second.stdout.count(" exists ") == 10
+    assert second.returncode == 0 and second.stdout.count(" exists ") == 12
     mismatch = exsf("topics", "create", "--partitions", "5", env=env)
     assert mismatch.returncode == 1 and "expected 5" in mismatch.stdout
 

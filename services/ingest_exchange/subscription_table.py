@@ -1,0 +1,126 @@
+"""The table of live Graph subscriptions every ingest-exchange pod keeps.
+
+Graph posts a subscription's notifications to one URL, and the k8s Service hands each POST
+to any pod; so every pod must be able to tell a genuine notification from a forged one. The
+owner of a stream records its subscription on the compacted topic exsf.subscriptions (key =
+subscription id, tombstone when deleted); every pod follows that topic into this table and
+validates against it. The record also names the owning shard, so a receiving pod knows which
+partition of exsf.notifications to forward to, and a pod taking a shard over after a crash
+finds that shard's subscriptions to reuse or delete instead of orphaning them.
+
+clientState is the shared secret Graph echoes in every notification
+(https://learn.microsoft.com/graph/change-notifications-delivery-webhooks): it is kept out
+of repr() and logs.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+
+import orjson
+
+Verdict = Literal["ok", "unknown subscription", "clientState mismatch", "tenant mismatch"]
+
+
+@dataclass(frozen=True)
+class SubscriptionRecord:
+    id: str
+    client_state: str = field(repr=False)
+    tenant_id: str
+    mailbox: str
+    stream: str
+    resource: str
+    expiry: str  # ISO 8601, as Graph's expirationDateTime
+    shard: int  # the partition of exsf.tenants (and of exsf.notifications) owning the stream
+
+    def encode(self) -> bytes:
+        return orjson.dumps(
+            {
+                "id": self.id,
+                "clientState": self.client_state,
+                "tenant": self.tenant_id,
+                "mailbox": self.mailbox,
+                "stream": self.stream,
+                "resource": self.resource,
+                "expiry": self.expiry,
+                "shard": self.shard,
+            }
+        )
+
+    @classmethod
+    def decode(cls, raw: bytes) -> SubscriptionRecord:
+        """Raises ValueError (or KeyError/TypeError) on a record that is not ours."""
+        d = orjson.loads(raw)
+        return cls(
+            id=str(d["id"]),
+            client_state=str(d["clientState"]),
+            tenant_id=str(d["tenant"]),
+            mailbox=str(d["mailbox"]),
+            stream=str(d["stream"]),
+            resource=str(d["resource"]),
+            expiry=str(d["expiry"]),
+            shard=int(d["shard"]),
+        )
+
+    def expired(self, now: datetime) -> bool:
+        return datetime.fromisoformat(self.expiry.replace("Z", "+00:00")) <= now
+
+    @property
+    def stream_key(self) -> tuple[str, str, str]:
+        return (self.tenant_id, self.mailbox, self.stream)
+
+
+class SubscriptionTable:
+    """Latest record per subscription id, as read from the compacted topic."""
+
+    def __init__(self) -> None:
+        self._by_id: dict[str, SubscriptionRecord] = {}
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def get(self, subscription_id: str) -> SubscriptionRecord | None:
+        return self._by_id.get(subscription_id)
+
+    def apply(self, key: bytes | None, value: bytes | None) -> bool:
+        """Apply one record of the topic; False for a record that cannot be read (the caller
+        logs it once; the table is left as it was)."""
+        if key is None:
+            return False
+        if value is None:
+            self._by_id.pop(key.decode(), None)
+            return True
+        try:
+            rec = SubscriptionRecord.decode(value)
+        except (ValueError, KeyError, TypeError):
+            return False
+        if rec.id != key.decode():
+            return False
+        self._by_id[rec.id] = rec
+        return True
+
+    def check(self, subscription_id: str, client_state: str, tenant_id: str | None) -> Verdict:
+        """Validate a notification. `tenant_id` is Graph's tenantId field (None if absent)."""
+        rec = self._by_id.get(subscription_id)
+        if rec is None:
+            return "unknown subscription"
+        if not secrets.compare_digest(client_state.encode(), rec.client_state.encode()):
+            return "clientState mismatch"
+        # Graph sends the directory tenant id; ours is a config id, so only compare when the
+        # record's tenant is the one Graph names (callers pass the mapped id).
+        if tenant_id is not None and tenant_id != rec.tenant_id:
+            return "tenant mismatch"
+        return "ok"
+
+    def of_shard(self, shard: int) -> list[SubscriptionRecord]:
+        """Subscriptions a pod taking over `shard` must reuse or delete."""
+        return [r for r in self._by_id.values() if r.shard == shard]
+
+    def of_stream(self, tenant_id: str, mailbox: str, stream: str) -> list[SubscriptionRecord]:
+        """All recorded subscriptions of one stream: more than one means an earlier owner
+        crashed between creating a new one and deleting the old; keep one, delete the rest."""
+        key = (tenant_id, mailbox, stream)
+        return sorted((r for r in self._by_id.values() if r.stream_key == key), key=lambda r: r.expiry)

@@ -1,0 +1,76 @@
+"""The subscription table every ingest-exchange pod validates notifications against, and the
+round-robin front tests put before the pods' webhook ports."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from aiohttp import ClientSession, web
+
+from services.ingest_exchange.subscription_table import SubscriptionRecord, SubscriptionTable
+from tests.support.front import RoundRobinFront
+
+
+def rec(sid: str = "s1", shard: int = 3, state: str = "secret-state") -> SubscriptionRecord:
+    return SubscriptionRecord(
+        sid, state, "t1", "a@x", "contacts:f1", "/users/a@x/contacts", "2030-01-01T00:00:00Z", shard
+    )
+
+
+def test_roundtrip_and_secret_not_in_repr() -> None:
+    r = rec()
+    assert SubscriptionRecord.decode(r.encode()) == r
+    assert "secret-state" not in repr(r)
+
+
+def test_check_and_tombstone() -> None:
+    t = SubscriptionTable()
+    assert t.apply(b"s1", rec().encode())
+    assert t.check("s1", "secret-state", "t1") == "ok"
+    assert t.check("s1", "wrong", "t1") == "clientState mismatch"
+    assert t.check("s1", "secret-state", "t2") == "tenant mismatch"
+    assert t.check("s2", "secret-state", "t1") == "unknown subscription"
+    assert not t.apply(b"s1", b"not json")  # unreadable: ignored, table unchanged
+    assert not t.apply(b"other", rec().encode())  # key and id disagree
+    assert t.check("s1", "secret-state", None) == "ok"
+    assert t.apply(b"s1", None)
+    assert t.check("s1", "secret-state", "t1") == "unknown subscription"
+
+
+def test_takeover_views() -> None:
+    t = SubscriptionTable()
+    t.apply(b"a", rec("a", shard=1).encode())
+    t.apply(b"b", rec("b", shard=2).encode())
+    assert [r.id for r in t.of_shard(1)] == ["a"]
+    assert [r.id for r in t.of_stream("t1", "a@x", "contacts:f1")] == ["a", "b"]
+    assert rec().expired(datetime(2031, 1, 1, tzinfo=UTC)) and not rec().expired(datetime(2029, 1, 1, tzinfo=UTC))
+
+
+async def test_front_spreads_and_skips_dead_backend() -> None:
+    async def serve(name: str) -> tuple[web.AppRunner, int]:
+        async def h(request: web.Request) -> web.Response:
+            return web.Response(status=202, text=f"{name}:{request.query_string}:{await request.text()}")
+
+        app = web.Application()
+        app.router.add_post("/notifications", h)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        return runner, site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    (ra, pa), (rb, pb) = await serve("a"), await serve("b")
+    try:
+        async with RoundRobinFront([pa, pb]) as url, ClientSession() as http:
+            got = []
+            for _ in range(4):
+                async with http.post(f"{url}/notifications?x=1", data=b"hi") as resp:
+                    assert resp.status == 202
+                    got.append(await resp.text())
+            assert sorted(got) == ["a:x=1:hi", "a:x=1:hi", "b:x=1:hi", "b:x=1:hi"]
+            await rb.cleanup()
+            for _ in range(2):
+                async with http.post(f"{url}/notifications", data=b"") as resp:
+                    assert (resp.status, (await resp.text())[0]) == (202, "a")
+    finally:
+        await ra.cleanup()
