@@ -4,6 +4,10 @@ A notification only says "something changed in this collection"; the stream's de
 fetches what. So the receiver answers 202 at once (Graph wants an answer within 3 s) and
 pokes the stream. A notification whose subscription is unknown or whose clientState does
 not match is rejected and logged: it was not sent by Graph for us.
+
+Across pods: a notification for a subscription this pod did not create is checked against
+the SubscriptionTable (followed from exsf.subscriptions) and handed to `forward`, which
+sends it through exsf.notifications to the shard that owns the stream.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -21,6 +25,7 @@ from aiohttp import web
 from services.connectors.exchange.client import ExchangeClient
 from services.connectors.exchange.models import DeltaStream
 from services.core.metrics import ERRORS
+from services.ingest_exchange.subscription_table import SubscriptionRecord, SubscriptionTable
 
 log = structlog.get_logger(__name__)
 
@@ -49,9 +54,17 @@ class _Registration:
     lifecycle: Callable[[str], Coroutine[object, object, None]]
 
 
+# (record, what happened: "change" or the lifecycleEvent) -> sent to the owning shard.
+Forward = Callable[[SubscriptionRecord, str], Awaitable[None]]
+
+
 class WebhookReceiver:
-    def __init__(self) -> None:
+    def __init__(self, table: SubscriptionTable | None = None, forward: Forward | None = None) -> None:
         self._subs: dict[str, _Registration] = {}
+        self.table = table
+        self.forward = forward
+        self.forwarded = 0
+        self._pending: set[asyncio.Task[None]] = set()
         self.accepted = 0
         self.rejected = 0
 
@@ -82,18 +95,46 @@ class WebhookReceiver:
         return web.Response(text=token, content_type="text/plain")
 
     def _check(self, n: dict[str, object]) -> _Registration | None:
-        sub = self._subs.get(str(n.get("subscriptionId")))
-        if sub is None or not secrets.compare_digest(str(n.get("clientState") or ""), sub.client_state):
-            self.rejected += 1
-            ERRORS.labels("ingest-exchange", "webhook_rejected").inc()
-            log.warning(
-                "webhook.rejected",
-                subscription_id=str(n.get("subscriptionId")),
-                reason="unknown subscription" if sub is None else "clientState mismatch",
-            )
+        sid = str(n.get("subscriptionId"))
+        sub = self._subs.get(sid)
+        if sub is not None and secrets.compare_digest(
+            str(n.get("clientState") or "").encode(), sub.client_state.encode()
+        ):
+            self.accepted += 1
+            return sub
+        reason = "unknown subscription" if sub is None else "clientState mismatch"
+        if self._forwarded(n):
             return None
+        self.rejected += 1
+        ERRORS.labels("ingest-exchange", "webhook_rejected").inc()
+        log.warning("webhook.rejected", subscription_id=sid, reason=reason)
+        return None
+
+    def _forwarded(self, n: dict[str, object]) -> bool:
+        """Another pod's subscription, genuine per the table: forward it to its owner."""
+        if self.table is None or self.forward is None:
+            return False
+        sid = str(n.get("subscriptionId"))
+        if self.table.check(sid, str(n.get("clientState") or ""), None) != "ok":
+            return False
+        rec = self.table.get(sid)
+        assert rec is not None
         self.accepted += 1
-        return sub
+        self.forwarded += 1
+        what = str(n.get("lifecycleEvent") or "change")
+        task = asyncio.get_running_loop().create_task(self._forward(rec, what))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+        return True
+
+    async def _forward(self, rec: SubscriptionRecord, what: str) -> None:
+        assert self.forward is not None
+        try:
+            await self.forward(rec, what)
+        except Exception as exc:
+            # The owner's poll round still finds the change; only latency suffers.
+            ERRORS.labels("ingest-exchange", "webhook_forward_failed").inc()
+            log.warning("webhook.forward_failed", subscription_id=rec.id, error=type(exc).__name__)
 
     async def _body(self, request: web.Request) -> list[dict[str, object]]:
         try:
@@ -108,26 +149,26 @@ class WebhookReceiver:
         if v is not None:
             return v
         items = await self._body(request)
+        before = self.accepted
         ok = [s for s in (self._check(n) for n in items) if s is not None]
         for s in ok:
             s.poke()
-        return web.Response(status=202 if ok or not items else 403)
+        return web.Response(status=202 if self.accepted > before or not items else 403)
 
     async def _lifecycle(self, request: web.Request) -> web.Response:
         v = self._validation(request)
         if v is not None:
             return v
         items = await self._body(request)
-        handled = 0
+        before = self.accepted
         for n in items:
             s = self._check(n)
             if s is None:
                 continue
-            handled += 1
             # Handle after answering: recreating a subscription calls Graph, which would
             # validate against this very server.
             asyncio.get_running_loop().create_task(s.lifecycle(str(n.get("lifecycleEvent"))))
-        return web.Response(status=202 if handled or not items else 403)
+        return web.Response(status=202 if self.accepted > before or not items else 403)
 
 
 class Subscription:

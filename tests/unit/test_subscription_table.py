@@ -3,6 +3,7 @@ round-robin front tests put before the pods' webhook ports."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 
 from aiohttp import ClientSession, web
@@ -74,3 +75,43 @@ async def test_front_spreads_and_skips_dead_backend() -> None:
                     assert (resp.status, (await resp.text())[0]) == (202, "a")
     finally:
         await ra.cleanup()
+
+
+async def test_receiver_forwards_other_pods_subscription_and_rejects_forgeries() -> None:
+    """A pod that did not create the subscription answers 202 for a genuine notification and
+    forwards it; a wrong clientState or unknown id gets 403 and nothing is forwarded."""
+    from services.ingest_exchange.webhook import WebhookReceiver
+
+    table = SubscriptionTable()
+    table.apply(b"s1", rec().encode())
+    sent: list[tuple[str, str]] = []
+
+    async def forward(r: SubscriptionRecord, what: str) -> None:
+        sent.append((r.id, what))
+
+    receiver = WebhookReceiver(table, forward)
+    runner = web.AppRunner(receiver.app())
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        async with ClientSession() as http:
+
+            async def post(path: str, n: dict[str, str]) -> int:
+                async with http.post(f"http://127.0.0.1:{port}{path}", json={"value": [n]}) as resp:
+                    return resp.status
+
+            assert await post("/notifications", {"subscriptionId": "s1", "clientState": "secret-state"}) == 202
+            assert await post("/notifications", {"subscriptionId": "s1", "clientState": "forged"}) == 403
+            assert await post("/notifications", {"subscriptionId": "nope", "clientState": "secret-state"}) == 403
+            lc = {"subscriptionId": "s1", "clientState": "secret-state", "lifecycleEvent": "missed"}
+            assert await post("/lifecycle", lc) == 202
+        for _ in range(50):
+            if len(sent) == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert sent == [("s1", "change"), ("s1", "missed")]
+        assert (receiver.forwarded, receiver.rejected) == (2, 2)
+    finally:
+        await runner.cleanup()
