@@ -29,6 +29,8 @@ from services.core.tenant_shards import ShardedIngestor, ShardPublisher, TenantR
 from services.core.tenants import Tenant
 from services.core.topics import Topics, cursor_key
 from services.ingest_exchange.stream import Cursor, StreamWorker
+from services.ingest_exchange.subscription_log import NotificationInbox, SubscriptionLog, forward_to_owner
+from services.ingest_exchange.subscription_table import SubscriptionRecord
 from services.ingest_exchange.webhook import Subscription, WebhookReceiver
 
 log = structlog.get_logger(__name__)
@@ -53,7 +55,9 @@ class ExchangeTenant(TenantRunner):
         public_url: str | None,
         *,
         client: ExchangeClient | None = None,
+        sublog: SubscriptionLog | None = None,
     ) -> None:
+        self.sublog = sublog
         self.tenant = tenant
         self.publisher = publisher
         self.topics = topics
@@ -134,7 +138,17 @@ class ExchangeTenant(TenantRunner):
             )
             self.workers.append(w)
             if self.public_url:
-                sub = Subscription(self.client, self.receiver, self.public_url, mailbox, stream, w.poke.set)
+                sub = Subscription(
+                    self.client,
+                    self.receiver,
+                    self.public_url,
+                    mailbox,
+                    stream,
+                    w.poke.set,
+                    sublog=self.sublog,
+                    tenant_id=self.tenant.tenant_id,
+                    shard=self.publisher.partition,
+                )
                 self.subscriptions.append(sub)
                 await sub.start()
             runs.append(w.run())
@@ -169,13 +183,22 @@ class ExchangeIngestService(ShardedIngestor[ExchangeTenant]):
     ) -> None:
         super().__init__(bus, topics)
         self.health = health
-        self.receiver = WebhookReceiver()
         self.webhook_host = webhook_host
         self.webhook_port = webhook_port
         self.public_url = public_url
+        # Webhooks across pods (README "Webhooks"): every pod follows the subscription table
+        # and forwards notifications for other pods' subscriptions to their shard.
+        self.sublog = SubscriptionLog(bus, topics.subscriptions) if public_url else None
+        self._forwarder = bus.producer() if public_url else None
+        self.receiver = WebhookReceiver(self.sublog.table if self.sublog else None, self._forward)
+        self.inbox: NotificationInbox | None = None
+
+    async def _forward(self, rec: SubscriptionRecord, what: str) -> None:
+        assert self._forwarder is not None
+        await forward_to_owner(self._forwarder, self.topics.notifications, rec, what)
 
     def make_runner(self, tenant: Tenant, publisher: ShardPublisher) -> ExchangeTenant:
-        return ExchangeTenant(tenant, publisher, self.topics, self.receiver, self.public_url)
+        return ExchangeTenant(tenant, publisher, self.topics, self.receiver, self.public_url, sublog=self.sublog)
 
     async def run(self) -> None:
         runner = web.AppRunner(self.receiver.app(), access_log=None)
@@ -184,9 +207,23 @@ class ExchangeIngestService(ShardedIngestor[ExchangeTenant]):
         await site.start()
         log.info("webhook.listening", port=self.webhook_port, public_url=self.public_url or "(polling only)")
         try:
+            if self.sublog is not None and self._forwarder is not None:
+                await self.sublog.start()
+                await self._forwarder.start()
+                # Every pod reads every partition: cheap (one small record per notification)
+                # and needs no hook into shard assignment; `deliver` ignores other pods' ids.
+                n = await self.bus.partitions_for(self.topics.notifications)
+                self.inbox = NotificationInbox(self.bus, self.topics.notifications, range(n), self.receiver.deliver)
+                await self.inbox.start()
             await super().run()
         finally:
             await runner.cleanup()
+            if self.inbox is not None:
+                await self.inbox.stop()
+            if self.sublog is not None:
+                await self.sublog.stop()
+            if self._forwarder is not None:
+                await self._forwarder.stop()
 
 
 async def create(bus: Bus, topics: Topics, health: Health) -> ExchangeIngestService:

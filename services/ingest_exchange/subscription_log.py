@@ -63,6 +63,16 @@ class SubscriptionLog:
         self.table.apply(rec.id.encode(), None)
 
     async def _follow(self) -> None:
+        try:
+            await self._follow_inner()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            # Without the table this pod only answers for its own subscriptions.
+            log.error("subscription_log.failed", error=f"{type(exc).__name__}: {exc}")
+            self.caught_up.set()
+
+    async def _follow_inner(self) -> None:
         n = await self.bus.partitions_for(self.topic)
         tps = [TopicPartition(self.topic, p) for p in range(n)]
         ends = await self.bus.end_offsets(tps)
@@ -71,6 +81,8 @@ class SubscriptionLog:
         try:
             for tp in tps:
                 consumer.seek(tp, 0)
+            if all(ends[tp] == 0 for tp in tps):
+                self.caught_up.set()
             while True:
                 batch = await consumer.getmany(timeout_ms=500)
                 for msgs in batch.values():

@@ -119,8 +119,12 @@ class SubscriptionTable:
         """Subscriptions a pod taking over `shard` must reuse or delete."""
         return [r for r in self._by_id.values() if r.shard == shard]
 
-    def of_stream(self, tenant_id: str, mailbox: str, stream: str) -> list[SubscriptionRecord]:
-        """All recorded subscriptions of one stream: more than one means an earlier owner
-        crashed between creating a new one and deleting the old; keep one, delete the rest."""
-        key = (tenant_id, mailbox, stream)
-        return sorted((r for r in self._by_id.values() if r.stream_key == key), key=lambda r: r.expiry)
+    def of_resource(self, tenant_id: str, mailbox: str, resource: str) -> list[SubscriptionRecord]:
+        """All recorded subscriptions of one watched resource, oldest expiry first. Matched by
+        resource, not stream key: the calendar stream's key changes daily with its window,
+        its subscription does not. More than one means an earlier owner crashed between
+        creating a new one and deleting the old; keep one, delete the rest."""
+        key = (tenant_id, mailbox, resource)
+        return sorted(
+            (r for r in self._by_id.values() if (r.tenant_id, r.mailbox, r.resource) == key), key=lambda r: r.expiry
+        )

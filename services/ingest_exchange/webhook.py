@@ -25,6 +25,7 @@ from aiohttp import web
 from services.connectors.exchange.client import ExchangeClient
 from services.connectors.exchange.models import DeltaStream
 from services.core.metrics import ERRORS
+from services.ingest_exchange.subscription_log import SubscriptionLog
 from services.ingest_exchange.subscription_table import SubscriptionRecord, SubscriptionTable
 
 log = structlog.get_logger(__name__)
@@ -76,6 +77,16 @@ class WebhookReceiver:
         lifecycle: Callable[[str], Coroutine[object, object, None]],
     ) -> None:
         self._subs[subscription_id] = _Registration(client_state, poke, lifecycle)
+
+    async def deliver(self, subscription_id: str, what: str) -> None:
+        """A notification forwarded by another pod (already validated there)."""
+        reg = self._subs.get(subscription_id)
+        if reg is None:
+            return  # not ours (every pod reads the inbox), or already replaced
+        if what == "change":
+            reg.poke()
+        else:
+            await reg.lifecycle(what)
 
     def unregister(self, subscription_id: str) -> None:
         self._subs.pop(subscription_id, None)
@@ -182,7 +193,15 @@ class Subscription:
         mailbox: str,
         stream: DeltaStream,
         poke: Callable[[], None],
+        *,
+        sublog: SubscriptionLog | None = None,
+        tenant_id: str = "",
+        shard: int = 0,
     ) -> None:
+        self.sublog = sublog
+        self.tenant_id = tenant_id
+        self.shard = shard
+        self._record: SubscriptionRecord | None = None
         self.client = client
         self.receiver = receiver
         self.public_url = public_url.rstrip("/")
@@ -204,19 +223,73 @@ class Subscription:
             self.receiver.unregister(self.id)
             with contextlib.suppress(Exception):
                 await self.client.delete_subscription(self.id)
+            await self._forget()
             self.id = None
+
+    async def _forget(self) -> None:
+        if self.sublog is not None and self._record is not None:
+            with contextlib.suppress(Exception):
+                await self.sublog.remove(self._record)
+        self._record = None
+
+    async def _remember(self, sid: str, state: str, expiry: datetime) -> None:
+        if self.sublog is None:
+            return
+        self._record = SubscriptionRecord(
+            sid,
+            state,
+            self.tenant_id,
+            self.mailbox,
+            self.stream.key,
+            resource_for(self.mailbox, self.stream),
+            expiry.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            self.shard,
+        )
+        await self.sublog.record(self._record)
+
+    async def _adopt(self) -> None:
+        """After a restart or a takeover: reuse the newest recorded subscription of this
+        resource if Graph still renews it, delete every other one (on Graph and in the
+        table), so a crash neither orphans nor doubles subscriptions."""
+        if self.sublog is None:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.sublog.caught_up.wait(), 30)
+        found = self.sublog.table.of_resource(self.tenant_id, self.mailbox, resource_for(self.mailbox, self.stream))
+        keep = found[-1] if found else None
+        if keep is not None:
+            expiry = datetime.now(UTC) + LIFETIME
+            try:
+                await self.client.renew_subscription(keep.id, expiry)
+                self.id = keep.id
+                self.receiver.register(keep.id, keep.client_state, self.poke, self._on_lifecycle)
+                await self._remember(keep.id, keep.client_state, expiry)
+                log.info("subscription.reused", user=self.mailbox, stream=self.stream.key, subscription_id=keep.id)
+            except Exception as exc:
+                log.info("subscription.not_reusable", subscription_id=keep.id, error=type(exc).__name__)
+                keep = None
+        for old in found:
+            if keep is not None and old.id == keep.id:
+                continue
+            with contextlib.suppress(Exception):
+                await self.client.delete_subscription(old.id)
+            with contextlib.suppress(Exception):
+                await self.sublog.remove(old)
+            log.info("subscription.replaced", user=self.mailbox, stream=self.stream.key, subscription_id=old.id)
 
     async def _create(self) -> None:
         state = secrets.token_urlsafe(32)
+        expiry = datetime.now(UTC) + LIFETIME
         sub = await self.client.create_subscription(
             resource_for(self.mailbox, self.stream),
             f"{self.public_url}/notifications",
-            expiration=datetime.now(UTC) + LIFETIME,
+            expiration=expiry,
             client_state=state,
             lifecycle_url=f"{self.public_url}/lifecycle",
         )
         self.id = str(sub["id"])
         self.receiver.register(self.id, state, self.poke, self._on_lifecycle)
+        await self._remember(self.id, state, expiry)
         log.info("subscription.created", user=self.mailbox, stream=self.stream.key, subscription_id=self.id)
 
     async def _on_lifecycle(self, event: str) -> None:
@@ -224,11 +297,15 @@ class Subscription:
         if event == "subscriptionRemoved":
             if self.id:
                 self.receiver.unregister(self.id)
+            await self._forget()
             self.id = None
             await self._create_safely()
         elif event == "reauthorizationRequired" and self.id:
             with contextlib.suppress(Exception):
-                await self.client.renew_subscription(self.id, datetime.now(UTC) + LIFETIME)
+                expiry = datetime.now(UTC) + LIFETIME
+                await self.client.renew_subscription(self.id, expiry)
+                if self._record is not None:
+                    await self._remember(self.id, self._record.client_state, expiry)
         # missed / removed / anything else: changes may have been lost, a delta round finds them.
         self.poke()
 
@@ -247,6 +324,7 @@ class Subscription:
             return False
 
     async def _keep_alive(self) -> None:
+        await self._adopt()
         while True:
             if self.id is None:
                 if not await self._create_safely():
@@ -255,10 +333,16 @@ class Subscription:
             await asyncio.sleep(RENEW_AFTER.total_seconds())
             try:
                 assert self.id is not None
-                await self.client.renew_subscription(self.id, datetime.now(UTC) + LIFETIME)
+                expiry = datetime.now(UTC) + LIFETIME
+                await self.client.renew_subscription(self.id, expiry)
+                if self._record is not None:
+                    await self._remember(self.id, self._record.client_state, expiry)
             except Exception as exc:
                 log.warning("subscription.renew_failed", subscription_id=self.id, error=f"{type(exc).__name__}")
                 if self.id:
                     self.receiver.unregister(self.id)
+                    with contextlib.suppress(Exception):
+                        await self.client.delete_subscription(self.id)
+                await self._forget()
                 self.id = None
                 self.poke()

@@ -43,7 +43,7 @@ def test_takeover_views() -> None:
     t.apply(b"a", rec("a", shard=1).encode())
     t.apply(b"b", rec("b", shard=2).encode())
     assert [r.id for r in t.of_shard(1)] == ["a"]
-    assert [r.id for r in t.of_stream("t1", "a@x", "contacts:f1")] == ["a", "b"]
+    assert [r.id for r in t.of_resource("t1", "a@x", "/users/a@x/contacts")] == ["a", "b"]
     assert rec().expired(datetime(2031, 1, 1, tzinfo=UTC)) and not rec().expired(datetime(2029, 1, 1, tzinfo=UTC))
 
 
