@@ -4,6 +4,8 @@
 #
 #   tools/kafka-broker.sh start RUN_DIR   -> prints the bootstrap address (127.0.0.1:PORT)
 #   tools/kafka-broker.sh stop RUN_DIR
+#   tools/kafka-broker.sh restart RUN_DIR -> stops and starts the broker of RUN_DIR again on the
+#                                            same port and data dir (for broker-restart tests)
 #
 # The jars are resolved once into ${EXSF_CACHE_DIR:-~/.cache/exsf}/kafka-<version>/libs
 # and reused. Broker data and logs live in RUN_DIR (logs: RUN_DIR/logs/server.log).
@@ -64,7 +66,19 @@ EOF
   java "${jopts[@]}" -cp "$cp" kafka.tools.StorageTool format --ignore-formatted \
       -t "$(java -cp "$cp" kafka.tools.StorageTool random-uuid 2>/dev/null)" \
       -c "$run/server.properties" > "$run/logs/format.log" 2>&1 || { cat "$run/logs/format.log" >&2; die "storage format failed"; }
-  nohup java "${jopts[@]}" -cp "$cp" kafka.Kafka "$run/server.properties" > "$run/logs/stdout.log" 2>&1 &
+  launch "$run" "$port"
+}
+
+# Launch the broker of an already formatted RUN_DIR and wait until it has started.
+launch() {
+  local run="$1" port="$2"
+  local cp="$cache/libs/*"
+  local jopts=(-Xms256m -Xmx768m -XX:+UseG1GC -Djava.awt.headless=true
+               "-Dlog4j2.configurationFile=$here/kafka/log4j2.properties" "-Dkafka.logs.dir=$run/logs")
+  # A restart finds the previous run's "started" lines in server.log: wait for a new one.
+  local before=0
+  if [ -f "$run/logs/server.log" ]; then before="$(grep -c "Kafka Server started" "$run/logs/server.log" || true)"; fi
+  nohup java "${jopts[@]}" -cp "$cp" kafka.Kafka "$run/server.properties" >> "$run/logs/stdout.log" 2>&1 &
   echo $! > "$run/broker.pid"
   # Ready when the broker answers a metadata request (not merely when the port is open).
   for _ in $(seq 1 240); do
@@ -72,7 +86,7 @@ EOF
       tail -n 40 "$run/logs/stdout.log" "$run/logs/server.log" >&2 2>/dev/null || true
       die "broker process exited during start-up (logs above, full logs in $run/logs)"
     fi
-    if grep -q "Kafka Server started" "$run/logs/server.log" 2>/dev/null; then
+    if [ "$(grep -c "Kafka Server started" "$run/logs/server.log" 2>/dev/null || true)" -gt "$before" ]; then
       echo "127.0.0.1:$port"
       return 0
     fi
@@ -95,9 +109,19 @@ stop() {
   rm -f "$run/broker.pid"
 }
 
+restart() {
+  local run="$1" port
+  [ -f "$run/server.properties" ] || die "no broker in $run (start it first)"
+  port="$(sed -n 's/^listeners=PLAINTEXT:\/\/127.0.0.1:\([0-9]*\),.*/\1/p' "$run/server.properties")"
+  stop "$run"
+  resolve
+  launch "$run" "$port"
+}
+
 case "${1:-}" in
   start) [ -n "${2:-}" ] || die "usage: $0 start RUN_DIR"; start "$2" ;;
   stop) [ -n "${2:-}" ] || die "usage: $0 stop RUN_DIR"; stop "$2" ;;
+  restart) [ -n "${2:-}" ] || die "usage: $0 restart RUN_DIR"; restart "$2" ;;
   resolve) resolve ;;
-  *) die "usage: $0 start|stop RUN_DIR | resolve" ;;
+  *) die "usage: $0 start|stop|restart RUN_DIR | resolve" ;;
 esac
