@@ -1,11 +1,12 @@
 """deploy/k8s rendered by the real kustomize and validated by kubeconform -strict against the
-Kubernetes 1.29 and 1.37 schemas (PyPI kubernetes-validate) and the Strimzi 1.x / KEDA CRD
+Kubernetes 1.29 and 1.37 schemas (PyPI kubernetes-validate, made strict) and the Strimzi 1.x / KEDA CRD
 schemas in tests/deploy/schemas (see its README). tools/k8s-tools.sh installs the tools;
 a missing tool fails these tests, it never skips them.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -15,11 +16,16 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.deploy.crd_to_schema import strict
+
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
 CRD_SCHEMAS = Path(__file__).resolve().parent / "schemas"
 K8S_VERSIONS = ("1.29.0", "1.37.0")
 KUSTOMIZATIONS = ("base", "overlays/example", "namespace")
+# The built-in kinds deploy/k8s uses (a new kind without a schema fails as "could not find schema").
+KINDS = ("deployment", "service", "configmap", "serviceaccount", "poddisruptionbudget", "networkpolicy", "ingress",
+         "namespace", "secret")
 
 
 def tool(name: str) -> str:
@@ -39,17 +45,20 @@ def render(k8s: Path, kdir: str) -> str:
 def standalone_schemas(dest: Path, version: str) -> Path:
     """kubernetes-validate's schemas $ref '/api/_definitions.json', which kubeconform cannot
     load: write self-contained copies (definitions inlined as $defs)."""
-    import kubernetes_validate
-
-    src = Path(kubernetes_validate.__file__).parent / "kubernetes-json-schema" / f"v{version}-local"
+    # find_spec, not import: only the package's data files are used.
+    spec = importlib.util.find_spec("kubernetes_validate")
+    assert spec and spec.submodule_search_locations, "kubernetes-validate is not installed (test extras)"
+    src = Path(next(iter(spec.submodule_search_locations))) / "kubernetes-json-schema" / f"v{version}-local"
     assert src.is_dir(), f"kubernetes-validate has no schemas for {version}"
-    defs = json.loads((src / "_definitions.json").read_text())["$defs"]
+    # Strict like kubeconform's own "-strict" schema sets: no properties beyond the schema's.
+    defs = strict(json.loads((src / "_definitions.json").read_text())["$defs"])
     out = dest / f"v{version}-local"
     out.mkdir(parents=True, exist_ok=True)
     for f in src.glob("*.json"):
-        if f.name.startswith("_") or f.name == "all.json":
+        if f.name.split("-")[0] not in KINDS:
             continue
         schema = json.loads(f.read_text().replace('"/api/_definitions.json#/$defs/', '"#/$defs/'))
+        schema = strict(schema)
         schema["$defs"] = defs
         (out / f.name).write_text(json.dumps(schema))
     return dest
