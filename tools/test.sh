@@ -55,6 +55,13 @@ else
   echo "broker at $KAFKA_BOOTSTRAP_SERVERS (logs in $run_dir/logs)"
 fi
 
+# --- kustomize + kubeconform for tests/deploy (tools/k8s-tools.sh; pinned versions) ---
+step "k8s tools"
+EXSF_K8S_BIN="$("$root/tools/k8s-tools.sh")"
+export EXSF_K8S_BIN
+echo "kustomize, kubeconform in $EXSF_K8S_BIN"
+# --- end k8s tools ---
+
 step "ruff"
 "$venv/bin/ruff" check services tests bench
 

@@ -241,7 +241,7 @@ def deployment_problems(t: Tree) -> list[str]:
             if get.get("port") != "metrics" or get.get("path") not in ("/healthz", "/readyz"):
                 problems.append(f"{name}: the reconciler restores state and needs a startupProbe")
         res = c.get("resources") or {}
-        for kind in ("cpu", "memory"):
+        for kind in ("cpu", "memory", "ephemeral-storage"):
             req, lim = (res.get("requests") or {}).get(kind), (res.get("limits") or {}).get(kind)
             if req is None or lim is None:
                 problems.append(f"{name}: resources.requests and .limits need {kind}")
@@ -259,8 +259,14 @@ def deployment_problems(t: Tree) -> list[str]:
         seccomp = (sc.get("seccompProfile") or psc.get("seccompProfile") or {}).get("type")
         if seccomp != "RuntimeDefault":
             problems.append(f"{name}: seccompProfile must be RuntimeDefault, is {seccomp}")
-        if int(pod.get("terminationGracePeriodSeconds", 30)) < 55:
-            problems.append(f"{name}: terminationGracePeriodSeconds must cover the 50 s drain")
+        pre_stop = ((c.get("lifecycle") or {}).get("preStop") or {}).get("exec", {}).get("command") or []
+        delay = int(pre_stop[1]) if len(pre_stop) == 2 and pre_stop[0] == "sleep" else 0
+        if named_port(dep, "webhook") is not None and delay < 5:
+            # Endpoint removal races SIGTERM: without the sleep the ingress keeps sending
+            # Graph's POSTs to a pod that no longer accepts them.
+            problems.append(f"{name}: serves the webhook and needs a preStop sleep of >= 5 s")
+        if int(pod.get("terminationGracePeriodSeconds", 30)) < 55 + delay:
+            problems.append(f"{name}: terminationGracePeriodSeconds must cover preStop + the 50 s drain")
         ann = dep["spec"]["template"]["metadata"].get("annotations") or {}
         if ann.get("prometheus.io/scrape") != "true" or ann.get("prometheus.io/port") != str(metrics):
             problems.append(f"{name}: prometheus scrape annotations must point at the metrics port")
@@ -367,7 +373,8 @@ def topic_problems(t: Tree) -> list[str]:
         o = topics.get(spec.name)
         if o is None:
             continue
-        if o.get("apiVersion") != "kafka.strimzi.io/v1beta2":
+        # Strimzi 1.x serves only kafka.strimzi.io/v1 (v1beta2 was removed).
+        if o.get("apiVersion") != "kafka.strimzi.io/v1":
             problems.append(f"{spec.name}: apiVersion {o.get('apiVersion')}")
         s, cfg = o["spec"], o["spec"].get("config") or {}
         if s.get("partitions") != spec.partitions:
@@ -453,6 +460,10 @@ def keda_problems(t: Tree) -> list[str]:
                 problems.append(f"ScaledObject {name}: lagThreshold must be a positive integer")
             if md.get("bootstrapServersFromEnv") not in cfg and not md.get("bootstrapServers"):
                 problems.append(f"ScaledObject {name}: bootstrap servers unresolvable")
+            boot = cfg.get(md.get("bootstrapServersFromEnv", ""), md.get("bootstrapServers", ""))
+            if any(not h.rsplit(":", 1)[0].endswith(".svc") for h in str(boot).split(",")):
+                # KEDA's operator dials these from its own namespace: short names miss.
+                problems.append(f"ScaledObject {name}: bootstrap {boot} must be <svc>.<namespace>.svc:port")
             auth = auths.get((trig.get("authenticationRef") or {}).get("name"))
             if auth is None:
                 problems.append(f"ScaledObject {name}: authenticationRef names no TriggerAuthentication")
@@ -709,6 +720,20 @@ def _readiness_on_other_port(t: Tree) -> None:
     container(_doc(t, "Deployment", "writer"))["readinessProbe"]["httpGet"]["port"] = 8080
 
 
+def _no_ephemeral_limit(t: Tree) -> None:
+    del container(_doc(t, "Deployment", "writer"))["resources"]["limits"]["ephemeral-storage"]
+
+
+def _no_pre_stop(t: Tree) -> None:
+    del container(_doc(t, "Deployment", "ingest-exchange"))["lifecycle"]
+
+
+def _short_bootstrap(t: Tree) -> None:
+    lits = _base_k(t)["configMapGenerator"][0]["literals"]
+    lits[:] = [x for x in lits if not x.startswith("KAFKA_BOOTSTRAP_SERVERS=")]
+    lits.append("KAFKA_BOOTSTRAP_SERVERS=exsf-kafka-kafka-bootstrap:9093")
+
+
 def _unknown_command(t: Tree) -> None:
     container(_doc(t, "Deployment", "reconciler"))["command"] = ["exsf", "run", "reconcile"]
 
@@ -792,6 +817,9 @@ MUTATIONS: dict[str, tuple[Callable[[Tree], None], str]] = {
     "drop_pdb": (_drop_pdb, "deployments"),
     "readiness_on_other_port": (_readiness_on_other_port, "deployments"),
     "unknown_command": (_unknown_command, "deployments"),
+    "no_ephemeral_limit": (_no_ephemeral_limit, "deployments"),
+    "no_pre_stop": (_no_pre_stop, "deployments"),
+    "short_bootstrap": (_short_bootstrap, "keda"),
     "writable_root": (_writable_root, "deployments"),
     "secret_literal": (_secret_literal, "secrets"),
     "secret_env": (_secret_env, "secrets"),
