@@ -63,14 +63,18 @@ class SubscriptionLog:
         self.table.apply(rec.id.encode(), None)
 
     async def _follow(self) -> None:
-        try:
-            await self._follow_inner()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            # Without the table this pod only answers for its own subscriptions.
-            log.error("subscription_log.failed", error=f"{type(exc).__name__}: {exc}")
-            self.caught_up.set()
+        # A transient bus error (a topic whose metadata has not reached this broker yet, a
+        # broker restart) must not end the following for good: without the table this pod
+        # only answers for its own subscriptions, so retry until stopped.
+        while True:
+            try:
+                await self._follow_inner()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("subscription_log.retrying", error=f"{type(exc).__name__}: {exc}")
+                await asyncio.sleep(1.0)
 
     async def _follow_inner(self) -> None:
         n = await self.bus.partitions_for(self.topic)
