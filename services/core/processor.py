@@ -133,6 +133,11 @@ class PartitionedProcessor:
 
     # --- group membership ----------------------------------------------------------
     async def _on_assigned(self, tps: set[TopicPartition]) -> None:
+        if self._stopping.is_set():
+            # A stopping member takes no new work: starting a transactional producer now
+            # could fence the live pod that is about to own this partition.
+            log.info("partitions.assigned_while_stopping", service=self.service, ignored=len(tps))
+            return
         for n in sorted({tp.partition for tp in tps}):
             part = self._parts.get(n)
             if part is None:
@@ -184,8 +189,16 @@ class PartitionedProcessor:
                         for tp in {m.tp for m in msgs} & consumer.assignment():
                             consumer.seek(tp, min(m.offset for m in msgs if m.tp == tp))
         finally:
+            # Leave the group first (revokes, stopping every partition's producer), then
+            # close any producer still held so no transactional producer outlives us.
             await consumer.stop()
             self._consumer = None
+            for part in list(self._parts.values()):
+                try:
+                    await part.producer.stop()
+                except Exception as exc:
+                    log.warning("producer.stop_failed", error=type(exc).__name__)
+            self._parts.clear()
 
     def stop(self) -> None:
         self._stopping.set()
@@ -298,6 +311,12 @@ class PartitionedProcessor:
             ERRORS.labels(self.service, "fenced").inc()
             log.warning("partition.fenced", service=self.service, partition=part.number)
             await self.handler.aborted(part.number)
+            # A fenced producer is dead for good: never reuse it. If the group still gives us
+            # this partition (the fencer was a zombie or a late starter), a new producer
+            # takes the id back; if not, the revocation that follows drops the partition.
+            owned = self._consumer.assignment() if self._consumer is not None else set()
+            if part.input_tps & owned and not self._stopping.is_set():
+                await self._renew_producer(part)
             return False
         except Exception as exc:
             ERRORS.labels(self.service, "transaction").inc()

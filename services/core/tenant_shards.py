@@ -26,7 +26,7 @@ from services.core.bus.base import Bus, Producer, TopicPartition
 from services.core.metrics import ASSIGNED_PARTITIONS, STREAMS_ACTIVE, TRANSACTION_SECONDS
 from services.core.processor import Output
 from services.core.tenants import Tenant, TenantConfigError
-from services.core.topics import CURSORS, TENANTS, Topics
+from services.core.topics import CURSORS, TENANTS, Namespace, Topics
 
 log = structlog.get_logger(__name__)
 
@@ -34,8 +34,11 @@ log = structlog.get_logger(__name__)
 class ShardPublisher:
     """Publishes a batch of records and a cursor in one transaction for one shard."""
 
-    def __init__(self, bus: Bus, service: str, partition: int, cursors_topic: str = CURSORS) -> None:
+    def __init__(
+        self, bus: Bus, service: str, partition: int, cursors_topic: str = CURSORS, namespace: str = ""
+    ) -> None:
         self.bus = bus
+        self.namespace = namespace
         self.service = service
         self.partition = partition
         self.cursors_topic = cursors_topic
@@ -44,7 +47,9 @@ class ShardPublisher:
         self._lock = asyncio.Lock()
 
     async def start(self) -> None:
-        self._producer = self.bus.producer(transactional_id=f"exsf-{self.service}-{self.partition}")
+        self._producer = self.bus.producer(
+            transactional_id=Namespace(self.namespace).transactional_id(self.service, self.partition)
+        )
         await self._producer.start()
 
     async def stop(self) -> None:
@@ -120,13 +125,15 @@ class TenantShards:
         tenants_topic: str = TENANTS,
         cursors_topic: str = CURSORS,
         group_id: str | None = None,
+        namespace: str = "",
     ) -> None:
         self.bus = bus
+        self.namespace = namespace
         self.service = service
         self.start_tenant = start_tenant
         self.tenants_topic = tenants_topic
         self.cursors_topic = cursors_topic
-        self.group_id = group_id or f"exsf-{service}"
+        self.group_id = group_id or Namespace(namespace).group(service)
         self.shards: dict[int, _Shard] = {}
         self._stopping = asyncio.Event()
 
@@ -134,9 +141,13 @@ class TenantShards:
         return {t for s in self.shards.values() for t in s.tenants}
 
     async def _assigned(self, tps: set[TopicPartition]) -> None:
+        if self._stopping.is_set():
+            # A stopping member takes no new shard: its producer could fence the live pod.
+            log.info("shards.assigned_while_stopping", service=self.service, ignored=len(tps))
+            return
         for tp in sorted(tps):
             if tp.partition not in self.shards:
-                pub = ShardPublisher(self.bus, self.service, tp.partition, self.cursors_topic)
+                pub = ShardPublisher(self.bus, self.service, tp.partition, self.cursors_topic, self.namespace)
                 await pub.start()
                 self.shards[tp.partition] = _Shard(pub)
         ASSIGNED_PARTITIONS.labels(self.service).set(len(self.shards))
@@ -212,6 +223,12 @@ class TenantShards:
                         await self._apply(tp.partition, m.key, m.value)
         finally:
             await consumer.stop()  # revokes: every tenant stops cleanly
+            # No transactional producer outlives the member, even one a callback left behind.
+            for partition in list(self.shards):
+                shard = self.shards.pop(partition)
+                for tid in list(shard.tenants):
+                    await self._stop_tenant(shard, tid)
+                await shard.publisher.stop()
 
     def stop(self) -> None:
         self._stopping.set()
@@ -234,6 +251,7 @@ class ShardedIngestor(Generic[R]):
             start_tenant=self._start_tenant,
             tenants_topic=topics.tenants,
             cursors_topic=topics.cursors,
+            namespace=topics.namespace.prefix,
         )
 
     def make_runner(self, tenant: Tenant, publisher: ShardPublisher) -> R:

@@ -97,8 +97,31 @@ class Topics:
     def with_prefix(cls, prefix: str) -> Topics:
         return cls(**{f.name: prefix + getattr(cls, f.name) for f in fields(cls)})
 
+    @property
+    def namespace(self) -> Namespace:
+        """The deployment namespace these topics belong to (EXSF_TOPIC_PREFIX)."""
+        return Namespace(self.results[: -len(RESULTS)] if self.results.endswith(RESULTS) else "")
+
     def commands_for(self, target: str) -> str:
         return self.commands_exchange if target == "exchange" else self.commands_salesforce
 
     def changes_from(self, source: str) -> str:
         return self.changes_exchange if source == "exchange" else self.changes_salesforce
+
+
+@dataclass(frozen=True)
+class Namespace:
+    """EXSF_TOPIC_PREFIX applied to consumer groups and transactional ids as well as topics,
+    so two deployments sharing a cluster never join each other's groups or fence each
+    other's producers. The empty prefix gives the historical names."""
+
+    prefix: str = ""
+
+    def group(self, service: str) -> str:
+        return f"{self.prefix}exsf-{service}"
+
+    def transactional_id(self, service: str, partition: int) -> str:
+        return f"{self.transactional_prefix(service)}-{partition}"
+
+    def transactional_prefix(self, service: str) -> str:
+        return self.group(service)

@@ -64,7 +64,8 @@ class ReconcilerService:
 
 
 async def create(bus: Bus, topics: Topics, health: Health) -> ReconcilerService:
-    return ReconcilerService(bus, topics, health)
+    # EXSF_TOPIC_PREFIX namespaces the group and transactional ids too (see topics.Namespace).
+    return ReconcilerService(bus, topics, health, group_id=topics.namespace.group(SERVICE))
 
 
 async def rebuild_state(partitions: list[int] | None, directory: str | None) -> int:

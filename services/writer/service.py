@@ -100,6 +100,6 @@ def namespace_of(topics: Topics) -> str:
 async def create(bus: Bus, topics: Topics, health: Health) -> WriterService:
     # A prefixed namespace (tests, side-by-side demos on one cluster) also gets its own
     # consumer group and transactional ids, so two namespaces never fence each other.
-    ns = namespace_of(topics)
-    return WriterService(bus, topics, health, settings=WriterSettings.from_env(), group_id=ns + GROUP_ID,
-                         transactional_prefix=ns + GROUP_ID)
+    ns = topics.namespace
+    return WriterService(bus, topics, health, settings=WriterSettings.from_env(), group_id=ns.group("writer"),
+                         transactional_prefix=ns.transactional_prefix("writer"))

@@ -272,3 +272,69 @@ async def test_pause_stops_delivery_until_resume(bus: Bus, topic_prefix: str) ->
     c.resume(tp)
     assert [m.value for m in await collect(c, 1)] == [b"x"]
     await c.stop()
+
+
+async def test_group_is_co_partitioned_for_1_to_7_members_joining_and_leaving(bus: Bus, topic_prefix: str) -> None:
+    """Partition n of every topic a group reads is on one member, whatever the member count
+    (including 5 and 7, which do not divide 12): our transactional ids are per partition
+    number, so two members holding the same number would fence each other."""
+    topics = [await make_topic(bus, f"{topic_prefix}co{i}", 12) for i in range(3)]
+    group = topic_prefix + "co"
+    members: list[Consumer] = []
+    stop = asyncio.Event()
+
+    async def load() -> None:
+        # Records keep flowing while members join and leave (mid-stream rebalances).
+        p = bus.producer()
+        await p.start()
+        i = 0
+        while not stop.is_set():
+            for t in topics:
+                await p.send(t, b"x", key=str(i).encode())
+            i += 1
+            await asyncio.sleep(0.05)
+        await p.stop()
+
+    def check(assignments: list[set[TopicPartition]]) -> bool:
+        owners: dict[int, int] = {}
+        for idx, tps in enumerate(assignments):
+            numbers = {tp.partition for tp in tps}
+            # No partition of a topic on a member that lacks the same number of another topic.
+            if tps != {TopicPartition(t, n) for t in topics for n in numbers}:
+                return False
+            for n in numbers:
+                if n in owners:
+                    return False
+                owners[n] = idx
+        return sorted(owners) == list(range(12))
+
+    async def stable(count: int) -> bool:
+        await asyncio.gather(*(m.getmany(timeout_ms=100) for m in members))
+        got = [m.assignment() for m in members]
+        return len(members) == count and all(got)
+
+    async def settled(count: int) -> None:
+        async def ok() -> bool:
+            return await stable(count) and check([m.assignment() for m in members])
+
+        await eventually(ok, f"{count} members co-partitioned", timeout=60)
+        # Spread evenly: 12 numbers over `count` members differ by at most one.
+        sizes = [len({tp.partition for tp in m.assignment()}) for m in members]
+        assert max(sizes) - min(sizes) <= 1, sizes
+
+    loader = asyncio.create_task(load())
+    try:
+        for count in range(1, 8):
+            c = bus.consumer(topics, group_id=group)
+            await c.start()
+            members.append(c)
+            await settled(count)
+        # Leave in an order that is neither join order nor its reverse.
+        for idx in (3, 0, 4, 1, 2, 0):
+            await members.pop(idx).stop()
+            await settled(len(members))
+    finally:
+        stop.set()
+        await loader
+        for m in members:
+            await m.stop()

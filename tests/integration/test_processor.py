@@ -8,6 +8,7 @@ import asyncio
 import orjson
 
 from services.core.bus.base import Bus, Message, TopicPartition, TopicSpec
+from services.core.metrics import ERRORS
 from services.core.processor import Backoff, BatchOutcome, Output, PartitionedProcessor
 from tests.support.waiting import collect, eventually, topics_visible
 
@@ -172,3 +173,79 @@ async def test_batch_handler_resumes_from_retry_point(bus: Bus, topic_prefix: st
 
 async def _n(h: Upper, n: int) -> bool:
     return len(h.state) >= n
+
+
+async def test_fenced_producer_is_recreated_and_processing_continues_exactly_once(bus: Bus, topic_prefix: str) -> None:
+    """A second producer with our transactional id fences ours (a zombie or late starter):
+    the processor must not keep the dead producer for a partition it still owns."""
+    src, dst, dlq = topic_prefix + "fin", topic_prefix + "fout", topic_prefix + "fdlq"
+    await bus.create_topics([TopicSpec(src, 1), TopicSpec(dst, 1), TopicSpec(dlq, 1)])
+    await topics_visible(bus, src, dst, dlq, partitions=1)
+    handler = Upper(dst)
+    proc = PartitionedProcessor(
+        bus,
+        service="t",
+        group_id=topic_prefix + "fgrp",
+        topics=[src],
+        handler=handler,
+        deadletter_topic=dlq,
+        transactional_prefix=topic_prefix + "ft",
+    )
+    task = asyncio.create_task(proc.run())
+    p = bus.producer()
+    await p.start()
+    try:
+        await eventually(lambda: _assigned(handler), "assigned")
+        for v in (b"a", b"b"):
+            await p.send_and_wait(src, v, key=b"k")
+        await eventually(lambda: _n(handler, 2), "first two committed")
+        zombie = bus.producer(transactional_id=topic_prefix + "ft-0")
+        await zombie.start()  # bumps the epoch: the processor's producer is fenced now
+        for v in (b"c", b"d", b"e"):
+            await p.send_and_wait(src, v, key=b"k")
+        failed_before = ERRORS.labels("t", "transaction")._value.get()
+        await eventually(lambda: _n(handler, 5), "processing continues after the fence", timeout=60)
+        # Recovered by renewing on the fence itself, not by a second, failing transaction
+        # on the dead producer.
+        assert ERRORS.labels("t", "transaction")._value.get() == failed_before
+        await zombie.stop()
+        assert 0 in proc._parts, "still owns its partition"
+    finally:
+        await p.stop()
+        proc.stop()
+        await task
+    assert handler.state == [b"a", b"b", b"c", b"d", b"e"]
+    out = bus.consumer([dst], group_id=None, assign=[TopicPartition(dst, 0)])
+    await out.start()
+    out.seek(TopicPartition(dst, 0), 0)
+    got = await collect(out, 5)
+    await asyncio.sleep(1.0)
+    extra = await out.getmany(timeout_ms=500)
+    await out.stop()
+    assert [m.value for m in got] == [b"A", b"B", b"C", b"D", b"E"]
+    assert not any(extra.values()), "nothing written twice"
+
+
+async def test_stopping_member_takes_no_new_assignment(bus: Bus, topic_prefix: str) -> None:
+    src, dlq = topic_prefix + "sin", topic_prefix + "sdlq"
+    await bus.create_topics([TopicSpec(src, 2), TopicSpec(dlq, 2)])
+    await topics_visible(bus, src, dlq, partitions=2)
+    handler = Upper(topic_prefix + "sout")
+    proc = PartitionedProcessor(
+        bus,
+        service="t",
+        group_id=topic_prefix + "sgrp",
+        topics=[src],
+        handler=handler,
+        deadletter_topic=dlq,
+        transactional_prefix=topic_prefix + "st",
+    )
+    task = asyncio.create_task(proc.run())
+    await eventually(lambda: _assigned(handler), "assigned")
+    proc.stop()
+    # An assignment arriving during shutdown starts no producer (it could fence a live pod).
+    before = dict(proc._parts)
+    await proc._on_assigned({TopicPartition(src, 0), TopicPartition(src, 1)})
+    assert proc._parts == before
+    await task
+    assert proc._parts == {}, "every transactional producer closed at exit"

@@ -28,6 +28,7 @@ from pathlib import Path
 import orjson
 import structlog
 
+from services.core.bus.assignor import copartition
 from services.core.bus.base import (
     AssignCallback,
     Bus,
@@ -408,15 +409,15 @@ class _Group:
             self._plan()
 
     def _plan(self) -> None:
-        # Range assignment per topic over members in join order: deterministic and easy
-        # to reason about when reading logs.
+        # The same co-partitioned plan as the Kafka bus (assignor.copartition), over members
+        # keyed by their join position so it stays deterministic.
+        keys = {f"{i:06d}": m for i, m in enumerate(self.members)}
+        counts = {t: self.bus._partitions.get(t, 0) for m in self.members for t in m._topics}
+        layout = copartition({k: m._topics for k, m in keys.items()}, counts)
         plan: dict[int, set[TopicPartition]] = {id(m): set() for m in self.members}
-        topics = sorted({t for m in self.members for t in m._topics})
-        for t in topics:
-            subs = [m for m in self.members if t in m._topics]
-            n = self.bus._partitions.get(t, 0)
-            for p in range(n):
-                plan[id(subs[p * len(subs) // n])].add(TopicPartition(t, p))
+        for k, m in keys.items():
+            for t, numbers in layout[k].items():
+                plan[id(m)].update(TopicPartition(t, p) for p in numbers)
         self.plan = plan
         self._wake()
 

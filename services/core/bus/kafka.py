@@ -16,6 +16,7 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from aiokafka.errors import ProducerFenced as _KafkaProducerFenced
 from aiokafka.helpers import create_ssl_context
 
+from services.core.bus.assignor import CoPartitionedAssignor
 from services.core.bus.base import (
     AssignCallback,
     Bus,
@@ -306,6 +307,8 @@ class KafkaConsumer(Consumer):
             session_timeout_ms=10000,
             heartbeat_interval_ms=1000,
             max_poll_interval_ms=300000,
+            # Partition n of every input topic on one member: see assignor.py.
+            partition_assignment_strategy=(CoPartitionedAssignor,),
             **settings.common(),
         )
 
