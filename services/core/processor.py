@@ -31,6 +31,7 @@ import structlog
 from services.core.bus.base import Bus, Consumer, Message, Producer, ProducerFenced, TopicPartition
 from services.core.deadletter import deadletter_record
 from services.core.metrics import ASSIGNED_PARTITIONS, DEADLETTERS, ERRORS, MESSAGES_CONSUMED, TRANSACTION_SECONDS
+from services.core.sideserver import Health
 
 log = structlog.get_logger(__name__)
 
@@ -115,8 +116,10 @@ class PartitionedProcessor:
         transactional_prefix: str | None = None,
         max_batch: int = 500,
         tick_seconds: float = 30.0,
+        health: Health | None = None,
     ) -> None:
         self.bus = bus
+        self.health = health
         self.service = service
         self.group_id = group_id
         self.topics = list(topics)
@@ -133,6 +136,7 @@ class PartitionedProcessor:
 
     # --- group membership ----------------------------------------------------------
     async def _on_assigned(self, tps: set[TopicPartition]) -> None:
+        self._mark_restoring({tp.partition for tp in tps} - set(self._parts))
         for n in sorted({tp.partition for tp in tps}):
             part = self._parts.get(n)
             if part is None:
@@ -143,12 +147,27 @@ class PartitionedProcessor:
                 # then its records are rewound and read again).
                 await self.handler.assigned(n)
                 part = self._parts[n] = _Partition(n, producer)
+                self._mark_restored(n)
             part.input_tps |= {tp for tp in tps if tp.partition == n}
         ASSIGNED_PARTITIONS.labels(self.service).set(len(self._parts))
         log.info("partitions.assigned", service=self.service, partitions=sorted(self._parts))
 
+    # --- readiness hook: /readyz stays 503 while an assigned partition is restored ------
+    def _restore_key(self, n: int) -> str:
+        return f"{self.service}/partition-{n}"
+
+    def _mark_restoring(self, partitions: set[int]) -> None:
+        if self.health is not None:
+            for n in partitions:
+                self.health.mark_pending(self._restore_key(n))
+
+    def _mark_restored(self, n: int) -> None:
+        if self.health is not None:
+            self.health.mark_done(self._restore_key(n))
+
     async def _on_revoked(self, tps: set[TopicPartition]) -> None:
         for n in sorted({tp.partition for tp in tps}):
+            self._mark_restored(n)  # no longer ours: nothing left to wait for
             part = self._parts.get(n)
             if part is None:
                 continue
