@@ -31,8 +31,11 @@ import structlog
 from services.core.bus.base import Bus, Consumer, Message, Producer, ProducerFenced, TopicPartition
 from services.core.deadletter import deadletter_record
 from services.core.metrics import ASSIGNED_PARTITIONS, DEADLETTERS, ERRORS, MESSAGES_CONSUMED, TRANSACTION_SECONDS
+from services.core.sideserver import Health
 
 log = structlog.get_logger(__name__)
+
+RESTORE_RETRY_S = 2.0  # a failed restore (broker away) is retried after this pause
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,8 +118,10 @@ class PartitionedProcessor:
         transactional_prefix: str | None = None,
         max_batch: int = 500,
         tick_seconds: float = 30.0,
+        health: Health | None = None,
     ) -> None:
         self.bus = bus
+        self.health = health
         self.service = service
         self.group_id = group_id
         self.topics = list(topics)
@@ -125,6 +130,8 @@ class PartitionedProcessor:
         self.txn_prefix = transactional_prefix or f"exsf-{service}"
         self.max_batch = max_batch
         self._parts: dict[int, _Partition] = {}
+        self._unrestored: dict[int, _Partition] = {}  # assigned, state still being restored
+        self._restores: dict[int, asyncio.Task[None]] = {}
         self._consumer: Consumer | None = None
         self._stopping = asyncio.Event()
         self.processed = 0
@@ -139,21 +146,88 @@ class PartitionedProcessor:
             log.info("partitions.assigned_while_stopping", service=self.service, ignored=len(tps))
             return
         for n in sorted({tp.partition for tp in tps}):
-            part = self._parts.get(n)
+            part = self._parts.get(n) or self._unrestored.get(n)
             if part is None:
                 producer = self.bus.producer(transactional_id=f"{self.txn_prefix}-{n}")
                 await producer.start()  # fences any zombie holding this partition
-                # aiokafka runs this callback in its own task while the main loop polls: the
-                # partition becomes visible to the loop only once the handler is ready (until
-                # then its records are rewound and read again).
-                await self.handler.assigned(n)
-                part = self._parts[n] = _Partition(n, producer)
+                part = self._unrestored[n] = _Partition(n, producer)
+                self._begin_restore(part)
             part.input_tps |= {tp for tp in tps if tp.partition == n}
-        ASSIGNED_PARTITIONS.labels(self.service).set(len(self._parts))
-        log.info("partitions.assigned", service=self.service, partitions=sorted(self._parts))
+        self._pause_unrestored()
+        ASSIGNED_PARTITIONS.labels(self.service).set(len(self._parts) + len(self._unrestored))
+        log.info("partitions.assigned", service=self.service, partitions=sorted({*self._parts, *self._unrestored}))
+
+    # --- readiness hook: /readyz stays 503 while an assigned partition is restored ------
+    def _restore_key(self, n: int) -> str:
+        return f"{self.service}/partition-{n}"
+
+    def _mark_restoring(self, partitions: set[int]) -> None:
+        if self.health is not None:
+            for n in partitions:
+                self.health.mark_pending(self._restore_key(n))
+
+    def _mark_restored(self, n: int) -> None:
+        if self.health is not None:
+            self.health.mark_done(self._restore_key(n))
+
+    # --- restore outside the rebalance callback ----------------------------------------
+    # aiokafka runs the assignment callback in its coordinator task and the group's join
+    # waits for it; a long restore there delays the join (and risks the rebalance timeout).
+    # So the callback only starts the producer (fencing zombies at once), pauses the
+    # partition and starts a restore task; the main loop keeps polling (heartbeats and
+    # max.poll.interval stay happy) and moves the partition into `_parts` - resuming it
+    # and marking it ready - once its state is restored.
+    def _begin_restore(self, part: _Partition) -> None:
+        self._mark_restoring({part.number})
+        self._restores[part.number] = asyncio.create_task(self._restore(part.number))
+
+    async def _restore(self, n: int) -> None:
+        while True:
+            try:
+                await self.handler.assigned(n)
+                return
+            except Exception as exc:  # e.g. the broker is briefly away: stay not-ready, retry
+                ERRORS.labels(self.service, "restore").inc()
+                log.error(
+                    "partition.restore_failed", service=self.service, partition=n, error=f"{type(exc).__name__}: {exc}"
+                )
+                await asyncio.sleep(RESTORE_RETRY_S)
+
+    def _pause_unrestored(self) -> None:
+        if self._consumer is not None:
+            for part in self._unrestored.values():
+                self._consumer.pause(*(part.input_tps & self._consumer.assignment()))
+
+    def _finish_restores(self, consumer: Consumer) -> None:
+        for n, task in list(self._restores.items()):
+            if not task.done():
+                continue
+            del self._restores[n]
+            part = self._unrestored.pop(n)
+            self._parts[n] = part
+            consumer.resume(*(part.input_tps & consumer.assignment()))
+            self._mark_restored(n)
+            log.info("partition.restored", service=self.service, partition=n)
+
+    async def _cancel_restore(self, n: int) -> _Partition | None:
+        """A partition revoked (or the service stopping) while its restore still runs."""
+        task = self._restores.pop(n, None)
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        return self._unrestored.pop(n, None)
 
     async def _on_revoked(self, tps: set[TopicPartition]) -> None:
         for n in sorted({tp.partition for tp in tps}):
+            self._mark_restored(n)  # no longer ours: nothing left to wait for
+            if n in self._unrestored:
+                pending = self._unrestored[n]
+                pending.input_tps -= tps
+                if not pending.input_tps:
+                    await self._cancel_restore(n)
+                    await self.handler.revoked(n)  # drops what the restore wrote so far
+                    await pending.producer.stop()
+                continue
             part = self._parts.get(n)
             if part is None:
                 continue
@@ -174,6 +248,7 @@ class PartitionedProcessor:
         await consumer.start()
         try:
             while not self._stopping.is_set():
+                self._finish_restores(consumer)
                 self._resume_due(consumer)
                 await self._tick()
                 batch = await consumer.getmany(timeout_ms=500, max_records=self.max_batch)
@@ -192,6 +267,10 @@ class PartitionedProcessor:
             # Leave the group first (revokes, stopping every partition's producer), then
             # close any producer still held so no transactional producer outlives us.
             await consumer.stop()
+            for n in list(self._unrestored):
+                part = await self._cancel_restore(n)
+                if part is not None:
+                    await part.producer.stop()
             self._consumer = None
             for part in list(self._parts.values()):
                 try:

@@ -23,6 +23,10 @@ class Health:
         self._beat = time.monotonic()
         self._stall_after_s = stall_after_s
         self._checks: dict[str, Callable[[], bool]] = {}
+        # Work that must finish before traffic is welcome, e.g. "reconciler/partition-3"
+        # while its state is restored from exsf.state; a rebalance that adds partitions
+        # adds entries again, so readiness drops until they are restored.
+        self._pending: set[str] = set()
 
     def set_ready(self, ready: bool, reason: str = "") -> None:
         self._ready = ready
@@ -31,6 +35,15 @@ class Health:
     def add_check(self, name: str, check: Callable[[], bool]) -> None:
         """A readiness condition evaluated on every /readyz (e.g. 'bus connected')."""
         self._checks[name] = check
+
+    def mark_pending(self, what: str) -> None:
+        self._pending.add(what)
+
+    def mark_done(self, what: str) -> None:
+        self._pending.discard(what)
+
+    def pending(self) -> list[str]:
+        return sorted(self._pending)
 
     def beat(self) -> None:
         self._beat = time.monotonic()
@@ -42,6 +55,8 @@ class Health:
     def ready(self) -> tuple[bool, str]:
         if not self._ready:
             return False, self._reason or "not ready"
+        if self._pending:
+            return False, "restoring: " + ", ".join(self.pending())
         failing = [n for n, c in self._checks.items() if not c()]
         if failing:
             return False, "failing: " + ", ".join(failing)
@@ -103,4 +118,7 @@ class SideServer:
 
     async def _readyz(self, _: web.Request) -> web.Response:
         ok, why = self.health.ready()
-        return web.json_response({"status": "ready" if ok else "not-ready", "detail": why}, status=200 if ok else 503)
+        body: dict[str, object] = {"status": "ready" if ok else "not-ready", "detail": why}
+        if self.health.pending():
+            body["pending"] = self.health.pending()
+        return web.json_response(body, status=200 if ok else 503)

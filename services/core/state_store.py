@@ -9,8 +9,9 @@ So the local store never runs ahead of Kafka, and after a crash (or on another i
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import structlog
@@ -19,6 +20,9 @@ from services.core.bus.base import Bus
 from services.core.processor import Output
 
 log = structlog.get_logger(__name__)
+
+RESTORE_BATCH = 1000  # changelog records held in memory at once while restoring
+_BUSY_MS = 5000  # restore and the loop's commits share the file: wait for the lock, don't fail
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS kv (
@@ -29,9 +33,12 @@ CREATE TABLE IF NOT EXISTS kv (
 
 class StateStore:
     def __init__(self, path: str | Path = ":memory:") -> None:
-        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-        if str(path) != ":memory:":
+        self._path = str(path)
+        self._db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        if self._path != ":memory:":
             self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(f"PRAGMA busy_timeout={_BUSY_MS}")
+        self.restore_peak_batch = 0  # largest batch the last restore held (bounded memory)
         self._db.executescript(_SCHEMA)
         # partition -> key -> value (None = delete), in staging order
         self._staged: dict[int, dict[bytes, bytes | None]] = {}
@@ -92,26 +99,64 @@ class StateStore:
         self._staged.pop(partition, None)
 
     # --- restore -------------------------------------------------------------------
-    async def restore(self, bus: Bus, topic: str, partition: int) -> int:
-        """Replace the partition's local state with the changelog's compacted view."""
-        latest = await bus.read_latest(topic, [partition])
-        db = self._db
+    async def restore(self, bus: Bus, topic: str, partition: int, *, batch_size: int = RESTORE_BATCH) -> int:
+        """Replace the partition's local state with the changelog's compacted view.
+
+        Streams: each batch of at most `batch_size` changelog records is written as it
+        arrives (in offset order, so the latest record per key wins and a tombstone
+        deletes), so memory stays bounded by the batch, not the partition. For a file
+        store the SQLite work runs in a worker thread on a connection of its own, off the
+        event loop (heartbeats and other partitions keep going); WAL lets the main
+        connection keep reading meanwhile."""
         self._staged.pop(partition, None)
-        db.execute("BEGIN")
+        self.restore_peak_batch = 0
+        writer = self._restore_connection()
         try:
-            db.execute("DELETE FROM kv WHERE partition = ?", (partition,))
-            db.executemany(
-                "INSERT INTO kv VALUES (?, ?, ?)",
-                ((partition, k, m.value) for k, m in latest.items() if m.value is not None),
-            )
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        log.info("state.restored", topic=topic, partition=partition, keys=len(latest))
-        return len(latest)
+            await self._run(writer, _delete_partition, partition)
+            async for batch in bus.read_batches(topic, [partition], max_records=batch_size):
+                self.restore_peak_batch = max(self.restore_peak_batch, len(batch))
+                rows = [(m.key, m.value) for m in batch if m.key is not None]
+                await self._run(writer, _apply_rows, partition, rows)
+        finally:
+            if writer is not self._db:
+                await asyncio.to_thread(writer.close)
+        n = self.count(partition)
+        log.info("state.restored", topic=topic, partition=partition, keys=n)
+        return n
+
+    def _restore_connection(self) -> sqlite3.Connection:
+        if self._path == ":memory:":
+            return self._db  # an in-memory store (tests) has no second connection to open
+        db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        db.execute(f"PRAGMA busy_timeout={_BUSY_MS}")
+        return db
+
+    async def _run(self, db: sqlite3.Connection, fn: Callable[..., None], *args: object) -> None:
+        if db is self._db:
+            fn(db, *args)  # shared with the loop's own writes: stay on the loop thread
+        else:
+            await asyncio.to_thread(fn, db, *args)
 
     def drop(self, partition: int) -> None:
         """Forget a partition this instance no longer owns."""
         self._staged.pop(partition, None)
         self._db.execute("DELETE FROM kv WHERE partition = ?", (partition,))
+
+
+def _delete_partition(db: sqlite3.Connection, partition: int) -> None:
+    db.execute("DELETE FROM kv WHERE partition = ?", (partition,))
+
+
+def _apply_rows(db: sqlite3.Connection, partition: int, rows: list[tuple[bytes, bytes | None]]) -> None:
+    """One changelog batch in one SQLite transaction, in changelog order."""
+    db.execute("BEGIN")
+    try:
+        for k, v in rows:
+            if v is None:
+                db.execute("DELETE FROM kv WHERE partition = ? AND key = ?", (partition, k))
+            else:
+                db.execute("INSERT OR REPLACE INTO kv VALUES (?, ?, ?)", (partition, k, v))
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise

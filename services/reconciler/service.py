@@ -51,6 +51,7 @@ class ReconcilerService:
             deadletter_topic=topics.deadletter,
             transactional_prefix=f"exsf-{SERVICE}" if group_id == "exsf-reconciler" else group_id,
             tick_seconds=tick_seconds,
+            health=health,
         )
 
     async def run(self) -> None:

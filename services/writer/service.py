@@ -50,6 +50,7 @@ class WriterService:
             deadletter_topic=topics.deadletter,
             transactional_prefix=transactional_prefix,
             max_batch=self.settings.max_batch,
+            health=health,
         )
 
     async def _reload_periodically(self) -> None:
@@ -78,7 +79,11 @@ class WriterService:
         try:
             # Commands wait until every id already linked is known, or a command naming
             # another tenant's id could slip through in the first seconds after a restart.
+            if self.health is not None:  # /readyz: 503 naming the table until it is loaded
+                self.health.mark_pending(OWNERS_PENDING)
             await self.owners.caught_up.wait()
+            if self.health is not None:
+                self.health.mark_done(OWNERS_PENDING)
             await self.processor.run()
         finally:
             for task in background:
@@ -90,6 +95,9 @@ class WriterService:
 
     def stop(self) -> None:
         self.processor.stop()
+
+
+OWNERS_PENDING = "writer/link-owners"
 
 
 def namespace_of(topics: Topics) -> str:

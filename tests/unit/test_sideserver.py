@@ -32,3 +32,27 @@ async def test_metrics_health_and_readiness() -> None:
                 assert r.status == 200
     finally:
         await server.stop()
+
+
+async def test_readyz_names_partitions_still_restoring() -> None:
+    health = Health()
+    health.set_ready(True)
+    server = SideServer(health, host="127.0.0.1", port=0, registry=CollectorRegistry())
+    port = await server.start()
+    base = f"http://127.0.0.1:{port}"
+    try:
+        async with aiohttp.ClientSession() as s:
+            health.mark_pending("reconciler/partition-3")
+            health.mark_pending("reconciler/partition-1")
+            async with s.get(f"{base}/readyz") as r:
+                body = await r.json()
+                assert r.status == 503
+                assert body["pending"] == ["reconciler/partition-1", "reconciler/partition-3"]
+            health.mark_done("reconciler/partition-1")
+            async with s.get(f"{base}/readyz") as r:
+                assert r.status == 503 and (await r.json())["pending"] == ["reconciler/partition-3"]
+            health.mark_done("reconciler/partition-3")
+            async with s.get(f"{base}/readyz") as r:
+                assert r.status == 200 and "pending" not in await r.json()
+    finally:
+        await server.stop()

@@ -220,6 +220,41 @@ class Bus(abc.ABC):
     async def offsets_for_times(self, topic: str, timestamp_ms: int) -> dict[TopicPartition, int | None]:
         """Earliest offset whose timestamp is >= timestamp_ms, per partition (None: none)."""
 
+    async def read_batches(
+        self, topic: str, partitions: Iterable[int] | None = None, *, max_records: int = 1000
+    ) -> AsyncIterator[list[Message]]:
+        """Every keyed record of `topic` (tombstones included) from the start up to the
+        current end, in offset order per partition, as batches of at most `max_records`.
+        The caller applies them in order (latest per key wins, a tombstone deletes), so a
+        restore holds one batch at a time instead of the whole partition."""
+        n = await self.partitions_for(topic)
+        tps = [TopicPartition(topic, p) for p in (partitions if partitions is not None else range(n))]
+        ends = await self.end_offsets(tps)
+        todo = {tp for tp in tps if ends[tp] > 0}
+        if not todo:
+            return
+        consumer = self.consumer([topic], group_id=None, assign=todo)
+        await consumer.start()
+        try:
+            for tp in todo:
+                consumer.seek(tp, 0)
+            idle = 0
+            while todo:
+                batch = await consumer.getmany(timeout_ms=500, max_records=max_records)
+                out = [m for msgs in batch.values() for m in msgs if m.key is not None and m.offset < ends[m.tp]]
+                if out:
+                    yield out
+                for tp in list(todo):
+                    # Positions also move past transaction markers, which carry offsets
+                    # but no records: compare positions, not the last record seen.
+                    if await consumer.position(tp) >= ends[tp]:
+                        todo.discard(tp)
+                idle = 0 if batch else idle + 1
+                if idle > 60:
+                    raise BusError(f"read_batches({topic}): no progress towards end offsets {ends}")
+        finally:
+            await consumer.stop()
+
     async def read_latest(self, topic: str, partitions: Iterable[int] | None = None) -> dict[bytes, Message]:
         """The compacted view of `topic`: latest record per key, tombstones removed, read
         up to the current end. Used to restore state and load tenant configs."""
