@@ -57,6 +57,12 @@ class Step:
         return took
 
 
+def _next_run(root: Path) -> str:
+    """The namespace of this run in a kept data dir: run1., run2., ..."""
+    n = 1 + max((int(p.name[3:]) for p in root.glob("run*") if p.is_dir() and p.name[3:].isdigit()), default=0)
+    return f"run{n}."
+
+
 def _free_port() -> int:
     import socket
 
@@ -74,7 +80,15 @@ async def run_demo(seconds: float = 0, data_dir: str | None = None) -> int:
     tmp = tempfile.TemporaryDirectory(prefix="exsf-demo-") if data_dir is None else None
     root = Path(data_dir or (tmp.name if tmp else "."))
     root.mkdir(parents=True, exist_ok=True)
-    print(f"exsf demo: emulators, embedded bus and all services in one process (data in {root})")
+    # The emulators start empty on every run, so cursors, replay ids and links kept from an
+    # earlier run describe a world that is gone. Each run therefore gets its own namespace
+    # in DIR (topics, groups and transactional ids under "runN.", state in DIR/runN): the
+    # new run starts clean and earlier runs stay there to inspect.
+    run = _next_run(root) if data_dir is not None else ""
+    run_root = root / run.rstrip(".") if run else root
+    run_root.mkdir(parents=True, exist_ok=True)
+    where = f"{root}, run {run[3:-1]}" if run else str(root)
+    print(f"exsf demo: emulators, embedded bus and all services in one process (data in {where})")
 
     graph_runner, graph_url = await serve_graph(config=GraphEmulatorConfig(mailboxes=(ALICE, BOB)))
     sf_cfg = SalesforceEmulatorConfig(long_poll_timeout_s=5)
@@ -86,8 +100,8 @@ async def run_demo(seconds: float = 0, data_dir: str | None = None) -> int:
 
     bus = EmbeddedBus(root / "bus.sqlite")
     await bus.start()
-    topics = Topics()
-    await bus.create_topics(topic_specs(4))
+    topics = Topics.with_prefix(run)
+    await bus.create_topics(topic_specs(4, run))
     tenant = Tenant(
         "demo",
         (User(ALICE, sf_ids[ALICE]), User(BOB, sf_ids[BOB])),
@@ -120,7 +134,7 @@ async def run_demo(seconds: float = 0, data_dir: str | None = None) -> int:
 
     health = Health()
     webhook_port = _free_port()
-    os.environ.setdefault("EXSF_STATE_DIR", str(root / "state"))
+    os.environ.setdefault("EXSF_STATE_DIR", str(run_root / "state"))
     services: list[Any] = [
         ExchangeIngestService(
             bus,
@@ -131,7 +145,13 @@ async def run_demo(seconds: float = 0, data_dir: str | None = None) -> int:
             public_url=f"http://127.0.0.1:{webhook_port}",
         ),
         SalesforceIngestService(bus, topics, health, long_poll_timeout_s=15.0),
-        ReconcilerService(bus, topics, health, store=StateStore(root / "reconciler.sqlite")),
+        ReconcilerService(
+            bus,
+            topics,
+            health,
+            store=StateStore(run_root / "reconciler.sqlite"),
+            group_id=topics.namespace.group("reconciler"),
+        ),
         await create_writer(bus, topics, health),
     ]
     tasks = [asyncio.create_task(s.run()) for s in services]

@@ -221,6 +221,7 @@ class CdcStream:
             await self._open()
 
     async def _open(self) -> None:
+        _install_connect_cancel_filter(asyncio.get_running_loop())
         self._watch = _SubscribeWatch()
         client = _StreamingClient(
             _Authenticator(self.auth),
@@ -365,3 +366,35 @@ async def _quiet_close(client: Client) -> None:
         await client.close()
     except Exception as exc:  # closing a broken session must not mask the real error
         log.debug("salesforce_stream_close_failed", error=type(exc).__name__)
+
+
+def _is_connect_done_cancel(context: dict[str, object]) -> bool:
+    """aiocometd-ng's `TransportBase._connect_done` is a done-callback on its long-poll
+    connect task. Its `except Exception` misses CancelledError (a BaseException since Python
+    3.8), so every disconnect, which cancels the in-flight long poll by design
+    (`_stop_connect_task`), makes asyncio log "Exception in callback ... CancelledError" at
+    ERROR with a traceback. Nothing is lost: the task was cancelled on purpose."""
+    handle = context.get("handle")
+    callback = getattr(handle, "_callback", None)
+    name = getattr(callback, "__qualname__", "")
+    return isinstance(context.get("exception"), asyncio.CancelledError) and name == "TransportBase._connect_done"
+
+
+def _install_connect_cancel_filter(loop: asyncio.AbstractEventLoop) -> None:
+    """Swallow exactly that callback error on this loop; everything else still reaches the
+    handler that was there before (or asyncio's default one)."""
+    previous = loop.get_exception_handler()
+    if getattr(previous, "_exsf_cometd_filter", False):
+        return
+
+    def handler(lp: asyncio.AbstractEventLoop, context: dict[str, object]) -> None:
+        if _is_connect_done_cancel(context):
+            log.debug("salesforce_stream_connect_cancelled")
+            return
+        if previous is not None:
+            previous(lp, context)
+        else:
+            lp.default_exception_handler(context)
+
+    handler._exsf_cometd_filter = True  # type: ignore[attr-defined]
+    loop.set_exception_handler(handler)
