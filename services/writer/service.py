@@ -19,7 +19,7 @@ from services.core.bus.base import Bus
 from services.core.processor import PartitionedProcessor
 from services.core.sideserver import Health
 from services.core.tenant_registry import TenantRegistry
-from services.core.topics import RESULTS, Topics
+from services.core.topics import Topics
 from services.writer.config import WriterSettings
 from services.writer.directory import TenantDirectory
 from services.writer.handler import SERVICE, WriterHandler
@@ -98,11 +98,6 @@ class WriterService:
 
 
 OWNERS_PENDING = "writer/link-owners"
-
-
-def namespace_of(topics: Topics) -> str:
-    """The topic prefix this instance runs under ("" in production)."""
-    return topics.results[: -len(RESULTS)] if topics.results.endswith(RESULTS) else ""
 
 
 async def create(bus: Bus, topics: Topics, health: Health) -> WriterService:
