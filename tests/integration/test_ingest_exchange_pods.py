@@ -6,8 +6,11 @@ a notification, and half of them land on the pod that does not own the stream.""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,7 +29,7 @@ from services.emulators.graph.app import serve
 from services.emulators.graph.config import GraphEmulatorConfig
 from services.ingest_exchange.service import ExchangeIngestService
 from tests.support.front import RoundRobinFront
-from tests.support.processes import free_port
+from tests.support.processes import Proc, free_port
 from tests.support.waiting import eventually, topics_visible
 
 ALICE, BOB = "alice@contoso.test", "bob@contoso.test"
@@ -235,3 +238,68 @@ async def test_restarts_keep_exactly_one_subscription_per_stream(cluster: Cluste
         )
         await c.wait_for(lambda e, sid=item["id"]: e.source_id == sid, f"change after restart {round_}")
     _assert_no_client_state(logs, states)
+
+
+def _adopted(log: Path) -> int:
+    """Streams for which this pod logged its subscription as reused or created."""
+    n = 0
+    for line in log.read_text(errors="replace").splitlines():
+        with contextlib.suppress(ValueError):
+            if json.loads(line).get("event") in ("subscription.reused", "subscription.created"):
+                n += 1
+    return n
+
+
+async def test_kill9_restarts_reuse_subscriptions_never_double_them(
+    cluster: Cluster, kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """An ingest-exchange process SIGKILLed leaves its subscriptions live on Graph; the next
+    process adopts them (reuse the recorded one, delete any other): exactly one per stream."""
+    c = cluster
+    env = {
+        "EXSF_BUS": "kafka",
+        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "EXSF_TOPIC_PREFIX": c.topics.tenants.removesuffix("exsf.tenants"),
+        "EXSF_PARTITIONS": "2",
+        "EXSF_WEBHOOK_PUBLIC_URL": c.front.url,
+    }
+    procs: list[Proc] = []
+    try:
+        for gen in range(4):
+            side, hook = free_port(), free_port()
+            p = Proc(
+                f"ingest{gen}",
+                ["run", "ingest-exchange"],
+                {
+                    **env,
+                    "EXSF_SIDE_PORT": str(side),
+                    "EXSF_WEBHOOK_PORT": str(hook),
+                    "EXSF_STATE_DIR": str(tmp_path / "state"),
+                },
+                tmp_path / f"ingest{gen}.log",
+                side_port=side,
+            ).start()
+            procs.append(p)
+            c.front.ports = [hook]
+
+            async def settled(p: Proc = p) -> bool:
+                if _adopted(p.log_path) < STREAMS:
+                    return False
+                live = await c.admin.subscriptions()
+                return len(live) == STREAMS
+
+            await eventually(settled, f"process {gen} holds one subscription per stream", timeout=120)
+            live = await c.admin.subscriptions()
+            assert len({s["resource"] for s in live}) == STREAMS, "one subscription per stream"
+            if gen > 0:
+                assert "subscription.reused" in p.log_path.read_text(), "the crashed pod's subscriptions were reused"
+            item = await c.admin.create_item(
+                ALICE, "contact", {"givenName": f"K{gen}", "surname": "Pod"}, container="Salesforce Contacts"
+            )
+            await c.wait_for(lambda e, sid=item["id"]: e.source_id == sid, f"change notified to process {gen}")
+            text = p.log_path.read_text(errors="replace")
+            assert not [s for s in live if str(s["clientState"]) in text], "clientState in a process log"
+            p.kill9()
+    finally:
+        for p in procs:
+            p.kill9()
