@@ -303,3 +303,38 @@ async def test_kill9_restarts_reuse_subscriptions_never_double_them(
     finally:
         for p in procs:
             p.kill9()
+
+
+async def test_subscription_removed_on_either_pod_is_replaced_by_the_owner(cluster: Cluster, logs: LogTap) -> None:
+    """Lifecycle events go through the front like changes: the pod that gets one for
+    another pod's subscription forwards it, and the owner recreates the removed one."""
+    c = cluster
+    await c.start_pod()
+    await c.start_pod()
+    await eventually(lambda: _streaming(c), "streaming with two pods")
+    owner = c.owner()
+    assert owner is not None
+    other = next(p for p in c.pods if p is not owner)
+    before = {s["id"]: s["resource"] for s in await c.admin.subscriptions()}
+    states = {str(s["clientState"]) for s in await c.admin.subscriptions()}
+    forwarded = other.service.receiver.forwarded
+    for sid in before:
+        await c.admin.lifecycle(sid, "subscriptionRemoved")
+
+    async def replaced() -> bool:
+        live = await c.admin.subscriptions()
+        return len(live) == STREAMS and not ({s["id"] for s in live} & set(before))
+
+    await eventually(replaced, "every removed subscription recreated")
+    live = await c.admin.subscriptions()
+    assert {s["resource"] for s in live} == set(before.values())
+    assert other.service.receiver.forwarded > forwarded, c.front.hits
+    assert other.service.receiver.rejected == 0 and owner.service.receiver.rejected == 0
+    assert c.owner() is owner
+    states |= {str(s["clientState"]) for s in live}
+    # The new subscriptions work through the front, from either pod.
+    item = await c.admin.create_item(
+        BOB, "contact", {"givenName": "L", "surname": "Pod"}, container="Salesforce Contacts"
+    )
+    await c.wait_for(lambda e: e.source_id == item["id"], "change after the lifecycle round")
+    _assert_no_client_state(logs, states)
