@@ -293,7 +293,7 @@ class Subscription:
         log.info("subscription.created", user=self.mailbox, stream=self.stream.key, subscription_id=self.id)
 
     async def _on_lifecycle(self, event: str) -> None:
-        log.info("subscription.lifecycle", event=event, user=self.mailbox, stream=self.stream.key)
+        log.info("subscription.lifecycle", lifecycle_event=event, user=self.mailbox, stream=self.stream.key)
         if event == "subscriptionRemoved":
             if self.id:
                 self.receiver.unregister(self.id)

@@ -77,14 +77,17 @@ class RoundRobinFront:
         body = await request.read()
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP}
         ports = list(self.ports)
+        # Take the turn before awaiting: concurrent POSTs (Graph sends several at once) must
+        # not all read the same turn and land on one backend.
+        start = self._next
+        self._next += 1
         for i in range(len(ports)):
-            port = ports[(self._next + i) % len(ports)]
+            port = ports[(start + i) % len(ports)]
             try:
                 async with self._session.request(
                     request.method, f"http://127.0.0.1:{port}{request.rel_url}", data=body, headers=headers
                 ) as resp:
                     payload = await resp.read()
-                    self._next = (self._next + i + 1) % len(ports)
                     self.hits[port] += 1
                     ctype = resp.headers.get("Content-Type")
                     return web.Response(
