@@ -1,0 +1,167 @@
+# NOT COLLECTED ON PURPOSE (the file name does not start with test_): this scaled-out e2e test
+# fails today on two reconciler bugs it found, so it cannot run in the suite yet without
+# breaking main. Rename it to test_scaled_out.py once both are fixed (see the session 4
+# note, issue 11 item 5 and issue 12 item 4):
+#   1. under pod kills, the echo of exsf's own Salesforce update (no change_origin, a
+#      timestamp version) is taken for a Salesforce edit and overwrites a newer Outlook edit;
+#   2. a Salesforce delete that overtakes exsf's in-flight create to Outlook brings the
+#      contact back ("restore" with base=null: exsf's own create taken for a person's edit).
+# Run it by hand: KAFKA_BOOTSTRAP_SERVERS=... .venv/bin/pytest -q tests/e2e/scaled_out_pending.py
+"""The whole pipeline scaled out, as separate OS processes on a real Kafka broker, under faults.
+
+3 reconcilers on 4 partitions (a count that does not divide them), 2 writers, 2
+ingest-exchange pods behind one round-robin front that Graph posts its notifications to,
+2 ingest-salesforce pods. A seeded mixed load of contact creates, edits and deletes runs on
+both sides while a random pod is SIGKILLed and restarted every few seconds and the
+reconcilers get one rolling restart. At the end both sides must hold exactly the expected
+contacts, field by field: nothing twice, nothing lost, no deleted contact back.
+
+Each contact is edited and deleted only on the side that created it, so the expected state
+is exact without conflict rules (conflicts are covered by the reconciler's own tests).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from services.emulators.graph.admin_client import GraphAdminClient
+from services.emulators.salesforce.admin_client import SalesforceAdmin
+from tests.support.contacts import ContactLoad, GraphReader, diff, salesforce_view
+from tests.support.front import RoundRobinFront
+from tests.support.pipeline import Pipeline
+from tests.support.processes import Proc, free_port, wait_http
+
+pytestmark = [pytest.mark.e2e, pytest.mark.kafka]
+
+MAILBOXES = ["alice@contoso.test", "bob@contoso.test"]
+REPLICAS = {"ingest-exchange": 2, "ingest-salesforce": 2, "reconciler": 3, "writer": 2}
+LOAD_S = 40.0
+KILL_EVERY_S = 5.0
+SEED = 11
+CONVERGE_S = 120.0  # a bound for a slow shared 2-core machine, not a performance claim
+
+
+def _once(name: str, args: list[str], env: dict[str, str], tmp_path: Path) -> None:
+    p = Proc(name, args, env, tmp_path / f"{name}.log").start()
+    assert p.popen is not None and p.popen.wait(120) == 0, p.log_tail()
+
+
+async def test_scaled_out_pipeline_under_kills_converges_exactly(kafka_bootstrap: str, tmp_path: Path) -> None:
+    env = {
+        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "EXSF_BUS": "kafka",
+        "EXSF_TOPIC_PREFIX": f"so{uuid.uuid4().hex[:8]}.",
+        "EXSF_PARTITIONS": "4",
+    }
+    gport, sport = free_port(), free_port()
+    mb_args = [a for mb in MAILBOXES for a in ("--mailbox", mb)]
+    user_args = [a for mb in MAILBOXES for a in ("--user", mb)]
+    emus = [Proc("graph", ["emulate", "graph", "--port", str(gport), *mb_args], env, tmp_path / "graph.log").start(),
+            Proc("salesforce", ["emulate", "salesforce", "--port", str(sport), *user_args], env,
+                 tmp_path / "sf.log").start()]
+    groot, sroot = f"http://127.0.0.1:{gport}", f"http://localhost:{sport}"
+    front = RoundRobinFront([])
+    pipeline: Pipeline | None = None
+    graph, salesforce = GraphAdminClient(groot), SalesforceAdmin(sroot)
+    reader = GraphReader(groot, graph)
+    try:
+        await wait_http(f"{groot}/_admin/counters", 60, emus[0])
+        await wait_http(f"{sroot}/_admin/counters", 60, emus[1])
+        sf_ids = await salesforce.users()
+        await front.start()
+        _once("topics", ["topics", "create"], env, tmp_path)
+        tenant = {
+            "tenant_id": "contoso",
+            "users": [{"mailbox": mb, "salesforce_user_id": sf_ids[mb]} for mb in MAILBOXES],
+            "graph": {"base_url": groot + "/v1.0", "authority": groot, "azure_tenant_id": "t", "client_id": "x",
+                      "client_secret_ref": "literal:x"},
+            "salesforce": {"login_url": sroot, "client_id": "x", "username": MAILBOXES[0],
+                           "client_secret_ref": "literal:x", "password_ref": "literal:password"},
+            "entities": ["contact"], "poll_seconds": 5,
+        }
+        (tmp_path / "tenant.json").write_text(json.dumps(tenant))
+        _once("put", ["tenants", "put", str(tmp_path / "tenant.json")], env, tmp_path)
+
+        pipeline = Pipeline({**env, "EXSF_WEBHOOK_PUBLIC_URL": front.url}, tmp_path / "run", REPLICAS)
+        pipeline.start()
+        front.ports = pipeline.webhook_ports()
+        await pipeline.wait_ready(180)
+
+        async def folders_ready() -> bool:
+            for mb in MAILBOXES:
+                if not any(c.get("displayName") == "Salesforce Contacts" for c in await graph.containers(mb)):
+                    return False
+            return True
+
+        deadline = time.monotonic() + 120
+        while not await folders_ready():
+            assert time.monotonic() < deadline, "mailboxes were never prepared"
+            await asyncio.sleep(0.5)
+
+        # Separate generators, so where the kills land never changes the load's sequence.
+        load = ContactLoad(graph, salesforce, sf_ids, random.Random(SEED))
+        fault_rng = random.Random(SEED + 1)
+        killed: list[str] = []
+
+        async def faults() -> None:
+            assert pipeline is not None
+            t0 = time.monotonic()
+            rolled = False
+            while time.monotonic() - t0 < LOAD_S:
+                await asyncio.sleep(KILL_EVERY_S)
+                pod = await pipeline.kill_random(fault_rng)
+                killed.append(pod.name)
+                front.ports = pipeline.webhook_ports()
+                if not rolled and time.monotonic() - t0 > LOAD_S / 2:
+                    rolled = True
+                    await pipeline.rolling_restart("reconciler")
+
+        async def steady_load() -> None:
+            t0 = time.monotonic()
+            while time.monotonic() - t0 < LOAD_S:
+                await load.step()
+                await asyncio.sleep(0.25)
+
+        await asyncio.gather(faults(), steady_load())
+        front.ports = pipeline.webhook_ports()
+        await pipeline.wait_ready(180)
+
+        expected = load.expected.view()
+        problems: list[str] = []
+        deadline = time.monotonic() + CONVERGE_S
+        while time.monotonic() < deadline:
+            sf, sf_dupes = await salesforce_view(salesforce, sf_ids)
+            ol, ol_dupes = await reader.view(MAILBOXES)
+            problems = ([f"salesforce {p}" for p in diff(expected, sf, sf_dupes, load.expected.deleted)]
+                        + [f"outlook {p}" for p in diff(expected, ol, ol_dupes, load.expected.deleted)])
+            if not problems:
+                break
+            await asyncio.sleep(1)
+        ops = dict(load.expected.ops)
+        assert not problems, (f"{len(problems)} differences after {ops}, kills {killed}:\n"
+                              + "\n".join(problems[:40]))
+        # Quiescent means it stays so: a late redelivery must not bring anything back.
+        await asyncio.sleep(8)
+        sf, sf_dupes = await salesforce_view(salesforce, sf_ids)
+        ol, ol_dupes = await reader.view(MAILBOXES)
+        late = diff(expected, sf, sf_dupes, load.expected.deleted) + diff(expected, ol, ol_dupes,
+                                                                          load.expected.deleted)
+        assert not late, "changed after convergence:\n" + "\n".join(late[:40])
+        assert len(killed) >= 6 and ops.get("delete.exchange") and ops.get("delete.salesforce"), (ops, killed)
+        assert len(set(front.hits)) > 1, f"notifications were not spread over the pods: {front.hits}"
+    finally:
+        if pipeline is not None:
+            pipeline.stop()
+        for p in emus:
+            p.kill9()
+        await reader.close()
+        await graph.close()
+        await salesforce.close()
+        await front.stop()
