@@ -257,38 +257,13 @@ class Bus(abc.ABC):
 
     async def read_latest(self, topic: str, partitions: Iterable[int] | None = None) -> dict[bytes, Message]:
         """The compacted view of `topic`: latest record per key, tombstones removed, read
-        up to the current end. Used to restore state and load tenant configs."""
-        n = await self.partitions_for(topic)
-        tps = [TopicPartition(topic, p) for p in (partitions if partitions is not None else range(n))]
-        ends = await self.end_offsets(tps)
-        todo = {tp for tp in tps if ends[tp] > 0}
+        up to the current end. Used to load tenant configs and small compacted tables."""
         latest: dict[bytes, Message] = {}
-        if not todo:
-            return latest
-        consumer = self.consumer([topic], group_id=None, assign=todo)
-        await consumer.start()
-        try:
-            for tp in todo:
-                consumer.seek(tp, 0)
-            idle = 0
-            while todo:
-                batch = await consumer.getmany(timeout_ms=500)
-                for _tp, msgs in batch.items():
-                    for m in msgs:
-                        if m.key is None:
-                            continue
-                        if m.value is None:
-                            latest.pop(m.key, None)
-                        else:
-                            latest[m.key] = m
-                for tp in list(todo):
-                    # Positions also move past transaction markers, which carry offsets
-                    # but no records: compare positions, not the last record seen.
-                    if await consumer.position(tp) >= ends[tp]:
-                        todo.discard(tp)
-                idle = 0 if batch else idle + 1
-                if idle > 60:
-                    raise BusError(f"read_latest({topic}): no progress towards end offsets {ends}")
-        finally:
-            await consumer.stop()
+        async for batch in self.read_batches(topic, partitions):
+            for m in batch:
+                assert m.key is not None  # read_batches yields keyed records only
+                if m.value is None:
+                    latest.pop(m.key, None)
+                else:
+                    latest[m.key] = m
         return latest
