@@ -82,18 +82,7 @@ class StateStore:
         staged = self._staged.pop(partition, {})
         if not staged:
             return
-        db = self._db
-        db.execute("BEGIN")
-        try:
-            for k, v in staged.items():
-                if v is None:
-                    db.execute("DELETE FROM kv WHERE partition = ? AND key = ?", (partition, k))
-                else:
-                    db.execute("INSERT OR REPLACE INTO kv VALUES (?, ?, ?)", (partition, k, v))
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
+        _apply_rows(self._db, partition, list(staged.items()))
 
     def abort(self, partition: int) -> None:
         self._staged.pop(partition, None)
