@@ -1,4 +1,4 @@
-"""The three envelopes that travel between services (DESIGN §3).
+"""The three envelopes that travel between services (docs/design.md §6).
 
 Records are frozen dataclasses serialised with orjson. Every envelope carries a schema
 version; `decode_*` validates field by field and raises `EnvelopeError` naming the bad

@@ -1,4 +1,4 @@
-"""The topics of DESIGN §2, and keys that place each record on its tenant's shard.
+"""The topics of docs/design.md §3, and keys that place each record on its tenant's shard.
 
 Every topic has the same partition count: a tenant's records live in partition
 `partition_for(tenant_id)` on all of them, which is what lets reconciler and writer

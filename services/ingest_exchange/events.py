@@ -1,6 +1,6 @@
 """Pure conversion of Graph delta items into ChangeEvents (no I/O, easy to test).
 
-Which items belong to the sync (DESIGN §1):
+Which items belong to the sync (docs/design.md §1):
 - contacts in "Salesforce Contacts", tasks in "Salesforce Tasks", messages in
   "Salesforce Emails": everything in the tracked container;
 - calendar events: only those with the category "Salesforce" (or carrying our link id,

@@ -2,7 +2,7 @@
 sObject Collections in batches of 200, file upload, and API-usage tracking.
 
 Every call carries `Sforce-Call-Options: client=<client_id>` so our own writes come back in
-CDC with `changeOrigin` containing `client=exsf` (echo suppression, DESIGN §4). A 401 gets one
+CDC with `changeOrigin` containing `client=exsf` (echo detection, docs/design.md §7). A 401 gets one
 token refresh and a retry; errors map onto services.core.errors (see errors_map).
 """
 

@@ -60,7 +60,7 @@ class TopicSpec:
     name: str
     partitions: int
     compacted: bool = False
-    # None = broker default; change topics keep >= 7 days for replay (DESIGN §2).
+    # None = broker default; change topics keep >= 7 days for replay (docs/design.md §3).
     retention_ms: int | None = None
 
 
