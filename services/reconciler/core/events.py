@@ -86,7 +86,7 @@ def mark_created(w: Work, link_id: str, s: Side, item_id: str) -> None:
 
 def on_ownerless(w: Work, ev: ChangeEvent) -> None:
     """A Salesforce delete (CDC deletes carry no owner), or the record passing to an owner
-    who is not enrolled (reason "unlinked"): it concerns whichever links hold the record."""
+    who is not enrolled (op left_scope): it concerns whichever links hold the record."""
     links = w.find("salesforce", ev.source_id)
     if not links:
         # Not seen yet: it may have overtaken the record's own upsert. A tombstone makes
