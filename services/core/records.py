@@ -77,6 +77,24 @@ FIELDS: Final[dict[str, tuple[str, ...]]] = {
     "email": EMAIL_FIELDS,
 }
 
+# Email Tasks keep only subject, body and the sent day (ActivityDate).
+EMAIL_FIELDS_SALESFORCE_LACKS: Final = frozenset(
+    {"from_address", "to_addresses", "cc_addresses", "sent_at", "internet_message_id", "attachments"}
+)
+
+
+def not_stored_by_salesforce(entity: str, *, time_zone_field: str | None = None) -> frozenset[str]:
+    """Canonical fields Salesforce cannot hold, so a record read from it lacks them without
+    anyone having cleared them: a merge must read their absence as "unknown". Event
+    `time_zone` needs a custom field (`time_zone_field`; recurring events carry it
+    regardless). Here, not in the connector, because the reconciler decides with it."""
+    if entity == "event":
+        return frozenset() if time_zone_field else frozenset({"time_zone"})
+    if entity == "email":
+        return EMAIL_FIELDS_SALESFORCE_LACKS
+    return frozenset()
+
+
 TASK_STATUSES: Final = ("not_started", "in_progress", "completed", "waiting", "deferred")
 PRIORITIES: Final = ("low", "normal", "high")
 SHOW_AS: Final = ("free", "busy", "oof")

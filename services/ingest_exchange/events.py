@@ -4,7 +4,7 @@ Which items belong to the sync (docs/design.md §1):
 - contacts in "Salesforce Contacts", tasks in "Salesforce Tasks", messages in
   "Salesforce Emails": everything in the tracked container;
 - calendar events: only those with the category "Salesforce" (or carrying our link id,
-  i.e. created from Salesforce). An event without them is reported as `unlink` with no
+  i.e. created from Salesforce). An event without them is reported as `left_scope` with no
   content, so an event whose category was removed stops syncing and nothing private about
   other events is published.
 """
@@ -15,7 +15,7 @@ from typing import Any
 
 from services.connectors.exchange import mapping
 from services.connectors.exchange.models import CATEGORY_NAME, DeltaStream, link_id_of
-from services.core.envelopes import ChangeEvent, Entity
+from services.core.envelopes import ChangeEvent, Entity, Origin
 
 ENTITY_OF: dict[str, Entity] = {"contacts": "contact", "events": "event", "tasks": "task", "messages": "email"}
 
@@ -47,15 +47,14 @@ def upsert_event(tenant_id: str, user: str, stream: DeltaStream, item: dict[str,
     entity = entity_of(stream)
     if not in_scope(stream, item):
         return unlink_event(tenant_id, user, stream, str(item["id"]), version_of_item(item), observed_at)
-    origin: dict[str, Any] = {"stream": stream.key}
-    link = link_id_of(item)
-    if link:
-        origin["exsf_link_id"] = link
-    if entity == "event" and item.get("iCalUId"):
-        origin["ical_uid"] = item["iCalUId"]
-    if entity == "email" and item.get("internetMessageId"):
-        origin["internet_message_id"] = item["internetMessageId"]
-        origin["has_attachments"] = bool(item.get("hasAttachments"))
+    email = entity == "email" and bool(item.get("internetMessageId"))
+    origin = Origin(
+        stream=stream.key,
+        link_tag=link_id_of(item) or None,
+        ical_uid=str(item["iCalUId"]) if entity == "event" and item.get("iCalUId") else None,
+        internet_message_id=str(item["internetMessageId"]) if email else None,
+        has_attachments=bool(item.get("hasAttachments")) if email else None,
+    )
     return ChangeEvent(
         tenant_id=tenant_id,
         user=user,
@@ -83,7 +82,7 @@ def delete_event(tenant_id: str, user: str, stream: DeltaStream, item_id: str, o
         version=f"deleted@{observed_at}",
         observed_at=observed_at,
         modified_at=observed_at,
-        origin={"stream": stream.key, "reason": "deleted"},
+        origin=Origin(stream=stream.key),
     )
 
 
@@ -98,11 +97,11 @@ def unlink_event(
         source="exchange",
         entity=entity_of(stream),
         source_id=item_id,
-        op="delete",
+        op="left_scope",
         version=f"unlinked@{version}",
         observed_at=observed_at,
         modified_at=observed_at,
-        origin={"stream": stream.key, "reason": "unlinked"},
+        origin=Origin(stream=stream.key),
     )
 
 
@@ -122,7 +121,7 @@ def resync_marker(
         version=round_id,
         observed_at=observed_at,
         record={},
-        origin={"stream": stream.key, "resync_complete": True, "seen_ids": sorted(seen_ids)},
+        origin=Origin(stream=stream.key, resync_complete=True, seen_ids=tuple(sorted(seen_ids))),
     )
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from services.connectors.salesforce import mapping
-from services.core.envelopes import ChangeEvent, Entity
+from services.core.envelopes import ChangeEvent, Entity, Origin
 from services.core.tenants import Tenant
 
 ENTITY_OF_SOBJECT: dict[str, Entity] = {"Contact": "contact", "Event": "event", "Task": "task"}
@@ -49,10 +49,10 @@ def not_synced(entity: str, record: dict[str, Any]) -> str | None:
 
 
 def from_record(
-    tenant: Tenant, entity: Entity, record: dict[str, Any], observed_at: str, origin: dict[str, Any] | None = None
+    tenant: Tenant, entity: Entity, record: dict[str, Any], observed_at: str, *, catch_up: bool = False
 ) -> ChangeEvent | None:
-    """A REST record (re-read or caught up) as an upsert, or a delete if IsDeleted.
-    None when its owner is not enrolled (counted and dropped by the caller)."""
+    """A REST record (re-read, or `catch_up` read after lost replay ids) as an upsert, or a
+    delete if IsDeleted. None when its owner is not enrolled (counted and dropped by the caller)."""
     owner = mapping.owner_of(record) or ""
     user = tenant.user_by_salesforce_id(owner) if owner else None
     rid = str(record["Id"])
@@ -72,15 +72,20 @@ def from_record(
         observed_at=observed_at,
         modified_at=mapping.modified_at_of(record),
         record=mapping.sf_to_canonical(entity, record),
-        origin={"owner_id": owner, **_link(tenant, record), **(origin or {})},
+        origin=Origin(owner_id=owner, link_tag=_link_tag(tenant, record), catch_up=catch_up),
     )
 
 
-def _link(tenant: Tenant, record: dict[str, Any]) -> dict[str, Any]:
+def from_caught_up(tenant: Tenant, entity: Entity, record: dict[str, Any], observed_at: str) -> ChangeEvent | None:
+    """`from_record` for a record a catch-up query read (the replay ids were lost)."""
+    return from_record(tenant, entity, record, observed_at, catch_up=True)
+
+
+def _link_tag(tenant: Tenant, record: dict[str, Any]) -> str | None:
     """Records exsf created carry their link id in the external id field (the upsert key):
     it lets the reconciler recognise its own create even before the writer's result."""
     value = record.get(tenant.salesforce.external_id_field)
-    return {"exsf_link_id": str(value)} if value else {}
+    return str(value) if value else None
 
 
 def from_create(
@@ -103,7 +108,9 @@ def from_create(
         observed_at=observed_at,
         modified_at=mapping.modified_at_of(header),
         record=record,
-        origin={"owner_id": owner, "change_origin": str(header.get("changeOrigin") or ""), **_link(tenant, payload)},
+        origin=Origin(
+            owner_id=owner, change_origin=str(header.get("changeOrigin") or ""), link_tag=_link_tag(tenant, payload)
+        ),
     )
 
 
@@ -116,9 +123,7 @@ def delete(
     observed_at: str,
     header: dict[str, Any] | None = None,
 ) -> ChangeEvent:
-    origin: dict[str, Any] = {"reason": "deleted"}
-    if header is not None:
-        origin["change_origin"] = str(header.get("changeOrigin") or "")
+    origin = Origin(change_origin=str(header.get("changeOrigin") or "") if header is not None else None)
     return ChangeEvent(
         tenant_id=tenant.tenant_id,
         user=user,
@@ -134,7 +139,7 @@ def delete(
 
 
 def unlink(tenant: Tenant, entity: Entity, record: dict[str, Any], observed_at: str) -> ChangeEvent:
-    """The record now belongs to someone who is not enrolled. Not a delete: the reconciler
+    """The record now belongs to someone who is not enrolled: it left the scope. Not a delete: the reconciler
     removes the mailbox copies it made and stops syncing items a mailbox had itself
     (reconciler/core/ownership.py); nothing is deleted in Salesforce."""
     return ChangeEvent(
@@ -143,9 +148,9 @@ def unlink(tenant: Tenant, entity: Entity, record: dict[str, Any], observed_at: 
         source="salesforce",
         entity=entity,
         source_id=str(record["Id"]),
-        op="delete",
+        op="left_scope",
         version=f"unlinked@{mapping.version_of(record)}",
         observed_at=observed_at,
         modified_at=mapping.modified_at_of(record),
-        origin={"reason": "unlinked", "owner_id": mapping.owner_of(record)},
+        origin=Origin(owner_id=mapping.owner_of(record)),
     )

@@ -181,9 +181,7 @@ class SalesforceTenant(TenantRunner):
         ):
             if self._skip(entity, rec):
                 continue
-            e = self._convert(
-                str(rec.get("Id")), rec, ev.from_record, self.tenant, entity, rec, observed, {"catch_up": True}
-            )
+            e = self._convert(str(rec.get("Id")), rec, ev.from_caught_up, self.tenant, entity, rec, observed)
             if e is not None:
                 chunk.append(e)
             if len(chunk) >= 500:

@@ -16,24 +16,24 @@ import time
 from collections import defaultdict
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any
 
 import orjson
 import structlog
 
-from services.connectors.salesforce import mapping as sf_mapping
 from services.core.bus.base import Bus, Message
 from services.core.envelopes import (
     ChangeEvent,
     Command,
     CommandResult,
     EnvelopeError,
+    Origin,
     decode_change_event,
     decode_command_result,
     encode,
 )
 from services.core.metrics import COMMANDS
 from services.core.processor import Output, PoisonMessage
+from services.core.records import not_stored_by_salesforce
 from services.core.state_store import StateStore
 from services.core.tenant_registry import TenantRegistry
 from services.core.tenants import Tenant
@@ -178,8 +178,8 @@ class ReconcilerHandler:
     def _adapt(self, state: TenantState, item: ChangeEvent | CommandResult) -> list[ChangeEvent | CommandResult]:
         if isinstance(item, CommandResult):
             return [item]
-        if item.source == "exchange" and item.origin.get("resync_complete"):
-            seen = set(item.origin.get("seen_ids") or [])
+        if item.source == "exchange" and item.origin.resync_complete:
+            seen = set(item.origin.seen_ids)
             gone = []
             for link in state.links.values():
                 ex = link.exchange
@@ -201,7 +201,7 @@ class ReconcilerHandler:
                             version=f"resync-gone@{item.version}",
                             observed_at=item.observed_at,
                             modified_at=item.observed_at,
-                            origin={"reason": "deleted", "resync": True},
+                            origin=Origin(resync=True),
                         )
                     )
             return list(gone)
@@ -214,7 +214,7 @@ class ReconcilerHandler:
         """Salesforce cannot hold some canonical fields (an Event's time zone): their absence
         in a Salesforce record means "unknown", not "cleared", so they keep the value the
         link already agreed on instead of being merged away."""
-        missing = [f for f in sf_mapping.fields_not_stored(ev.entity) if f not in (ev.record or {})]
+        missing = [f for f in not_stored_by_salesforce(ev.entity) if f not in (ev.record or {})]
         if not missing:
             return ev
         for lid in state.lookup("salesforce", ev.source_id):
@@ -248,9 +248,10 @@ class ReconcilerHandler:
         (Salesforce's If-Unmodified-Since)."""
         if link is None or cmd.action != "update":
             return cmd
-        ctx: dict[str, Any] = dict(cmd.context)
-        ctx.setdefault("record", dict(link.desired))
+        ctx = cmd.context
+        if ctx.record is None:
+            ctx = replace(ctx, record=dict(link.desired))
         side = link.side(cmd.target)
-        if cmd.target == "salesforce" and side.modified_at:
-            ctx.setdefault("expected_modified_at", side.modified_at)
+        if cmd.target == "salesforce" and side.modified_at and ctx.expected_modified_at is None:
+            ctx = replace(ctx, expected_modified_at=side.modified_at)
         return replace(cmd, context=ctx)

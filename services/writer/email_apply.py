@@ -1,12 +1,12 @@
 """Email commands -> a completed Salesforce Task with the message's files.
 
 Per batch of email commands of a tenant:
-1. WhoId: context["who_id"] when the reconciler knows the Contact, else the first of
-   context["who_emails"] (sender first) that matches Contact.Email - one SOQL query for the
+1. WhoId: context.who_id when the reconciler knows the Contact, else the first of
+   context.who_emails (sender first) that matches Contact.Email - one SOQL query for the
    whole batch, not one per email.
 2. The Task is upserted by link id (external id field) via upsert_many, so redelivery
    updates the same Task.
-3. Each file attachment of the Graph message (context["message_id"], listed with
+3. Each file attachment of the Graph message (context.message_id, listed with
    ExchangeClient.list_attachments) becomes a Salesforce File published to the Task
    (ContentVersion with FirstPublishLocationId). Each file carries a marker derived from
    the Graph attachment id in its Description. When the Task was not created by this
@@ -127,13 +127,10 @@ class EmailApplier:
         who: dict[int, str] = {}
         wanted: dict[int, list[str]] = {}
         for i, cmd in pending.items():
-            if cmd.context.get("who_id"):
-                who[i] = str(cmd.context["who_id"])
+            if cmd.context.who_id:
+                who[i] = cmd.context.who_id
                 continue
-            given = cmd.context.get("who_emails") or []
-            if isinstance(given, str):
-                given = [given]
-            emails = [e for e in (normalise_email(str(x)) for x in given) if e]
+            emails = [e for e in (normalise_email(x) for x in cmd.context.who_emails) if e]
             if emails:
                 wanted[i] = emails
         addresses = sorted({e for es in wanted.values() for e in es})
@@ -190,7 +187,7 @@ class EmailApplier:
 
     async def _attachments(self, rest: SalesforceRest, tenant: Tenant, cmd: Command, task_id: str,
                            existing: set[str]) -> Outcome | Transient:
-        message_id = cmd.context.get("message_id")
+        message_id = cmd.context.message_id
         if not message_id:
             return applied(cmd, target_id=task_id)
         graph = self.directory.exchange(tenant)

@@ -15,7 +15,7 @@ An event create answered ErrorDuplicateTransactionId is the same situation, caug
 Updates and deletes send If-Match with the expected version (the changeKey): 412 is a
 `conflict` (with the fresh item read back when that works), 404 is `gone`. A contact update
 that rewrites a list property (emailAddresses, businessPhones, homePhones) first reads the
-item (one `$batch` of GETs per 20; skipped when context["graph_item"] carries it) so that
+item (one `$batch` of GETs per 20; skipped when context.graph_item carries it) so that
 the entries beyond the first survive.
 """
 
@@ -73,7 +73,7 @@ LIST_BACKED: dict[str, frozenset[str]] = {"contact": frozenset({"email", "busine
 
 def needs_current(entity: str, cmd: Command) -> bool:
     return (bool(LIST_BACKED.get(entity, frozenset()) & set(cmd.fields))
-            and not isinstance(cmd.context.get("graph_item"), dict) and bool(cmd.target_id))
+            and cmd.context.graph_item is None and bool(cmd.target_id))
 
 
 def applied_from_item(cmd: Command, entity: str, item: dict[str, Any]) -> Done:
@@ -181,10 +181,9 @@ class ExchangeApplier:
             headers["If-Match"] = mapping.etag_of(cmd.expected_version)
         if action == "delete":
             return BatchRequest(rid, "DELETE", path, None, headers)
-        record = cmd.context.get("record") if isinstance(cmd.context.get("record"), dict) else {}
-        if current is None and isinstance(cmd.context.get("graph_item"), dict):
-            current = cmd.context["graph_item"]
-        patch = mapping.canonical_patch_to_graph(entity, record or {}, cmd.fields, current=current)
+        if current is None:
+            current = cmd.context.graph_item
+        patch = mapping.canonical_patch_to_graph(entity, cmd.context.record or {}, cmd.fields, current=current)
         if kind == "event":
             patch.pop("attendees", None)  # an attendee change would send meeting updates
             patch.pop("transactionId", None)
@@ -194,8 +193,7 @@ class ExchangeApplier:
     @staticmethod
     def _list_id(cmd: Command, prepared: PreparedMailbox) -> str:
         # Tasks outside "Salesforce Tasks" (category "Salesforce" in another list) name their list.
-        given = cmd.context.get("list_id")
-        return str(given) if given else prepared.todo_list_id
+        return cmd.context.list_id or prepared.todo_list_id
 
     async def _send(self, client: ExchangeClient, key: tuple[str, str],
                     requests: dict[int, BatchRequest]) -> dict[int, BatchResponse | Exception]:

@@ -199,8 +199,8 @@ class WriterHandler:
             return None
         named = [(cmd.target, cmd.target_id, "target id")]
         if cmd.entity == "email":
-            named += [("exchange", cmd.context.get("message_id"), "message id"),
-                      ("salesforce", cmd.context.get("who_id"), "who_id")]
+            named += [("exchange", cmd.context.message_id, "message id"),
+                      ("salesforce", cmd.context.who_id, "who_id")]
         for side, item_id, what in named:
             if not isinstance(item_id, str) or not item_id:
                 continue

@@ -2,10 +2,10 @@
 
 - create: upsert on the tenant's external id field (value = link id) via upsert_many, 200
   records a call; an upsert is idempotent by nature, so a redelivered create needs no
-  lookup. OwnerId comes from context["owner_id"], else from the enrolled user's Salesforce
+  lookup. OwnerId comes from context.owner_id, else from the enrolled user's Salesforce
   id in the tenant config (owner_of). Only ids come back, so new_version stays
   None (the CDC echo brings the version to the reconciler).
-- update: with context["expected_modified_at"] one PATCH per record with If-Unmodified-Since
+- update: with context.expected_modified_at one PATCH per record with If-Unmodified-Since
   (sObject Collections take no conditional headers); without it, update_many (200 a call).
   412 -> `conflict` with the fresh record read back (one get_many for all conflicts of the
   group); NOT_FOUND / ENTITY_IS_DELETED -> `gone`.
@@ -61,8 +61,8 @@ def create_body(tenant: Tenant, cmd: Command) -> dict[str, Any]:
 
 def owner_of(tenant: Tenant, cmd: Command) -> str | None:
     """The Salesforce owner of a record created for this command's user."""
-    if cmd.context.get("owner_id"):
-        return str(cmd.context["owner_id"])
+    if cmd.context.owner_id:
+        return cmd.context.owner_id
     user = tenant.user_by_mailbox(cmd.user)
     return user.salesforce_user_id if user is not None and user.salesforce_user_id else None
 
@@ -154,7 +154,7 @@ class SalesforceApplier:
         plain: dict[int, dict[str, Any]] = {}
         conditional: dict[int, dict[str, Any]] = {}
         for i, cmd in pending.items():
-            record = cmd.context.get("record") if isinstance(cmd.context.get("record"), dict) else None
+            record = cmd.context.record
             try:
                 body = mapping.canonical_patch_to_sf(cmd.entity, cmd.fields, record)
             except mapping.MappingError as exc:
@@ -164,7 +164,7 @@ class SalesforceApplier:
                 out[i] = failed(cmd, "update needs target_id")
             elif not body:
                 out[i] = applied(cmd)  # nothing this side stores changed
-            elif cmd.context.get("expected_modified_at"):
+            elif cmd.context.expected_modified_at:
                 conditional[i] = body
             else:
                 plain[i] = {"Id": cmd.target_id, **body}
@@ -175,7 +175,7 @@ class SalesforceApplier:
 
         async def one(i: int) -> None:
             cmd = pending[i]
-            since = str(cmd.context["expected_modified_at"])
+            since = cmd.context.expected_modified_at or ""
             try:
                 await self.call(tenant, lambda: rest.update(sobject, cmd.target_id or "", conditional[i],
                                                             if_unmodified_since=since))

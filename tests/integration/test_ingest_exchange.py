@@ -124,15 +124,15 @@ async def test_enrolment_webhook_delete_and_move(world: World) -> None:
     await w.admin.update_item(ALICE, c["id"], {"jobTitle": "CTO"})
     await w.wait_for(lambda e: e.source_id == c["id"] and (e.record or {}).get("job_title") == "CTO", "edit")
 
-    # Moving out of the folder unlinks; deleting deletes.
+    # Moving out of the folder leaves the scope; deleting deletes.
     await w.admin.move_item(ALICE, c["id"], "contacts", keep_id=True)
-    moved = await w.wait_for(lambda e: e.source_id == c["id"] and e.op == "delete", "move out")
-    assert moved.origin["reason"] == "unlinked"
+    moved = await w.wait_for(lambda e: e.source_id == c["id"] and e.op != "upsert", "move out")
+    assert moved.op == "left_scope" and moved.record is None
     d = await w.admin.create_item(BOB, "task", {"title": "Call back"}, container="Salesforce Tasks")
     await w.wait_for(lambda e: e.source_id == d["id"] and e.op == "upsert", "task created")
     await w.admin.delete_item(BOB, d["id"])
-    gone = await w.wait_for(lambda e: e.source_id == d["id"] and e.op == "delete", "task deleted")
-    assert gone.origin["reason"] == "deleted" and gone.user == BOB
+    gone = await w.wait_for(lambda e: e.source_id == d["id"] and e.op != "upsert", "task deleted")
+    assert gone.op == "delete" and gone.user == BOB and gone.origin.stream is not None
 
 
 async def test_invalid_delta_token_resyncs_without_duplicates(world: World) -> None:
@@ -156,7 +156,8 @@ async def test_invalid_delta_token_resyncs_without_duplicates(world: World) -> N
     marker = await w.wait_for(
         lambda e: e.source_id == f"resync:{worker.stream.key}", "resync marker of the Salesforce Contacts stream"
     )
-    assert b["id"] in marker.origin["seen_ids"] and a["id"] not in marker.origin["seen_ids"]
+    assert marker.origin.resync_complete
+    assert b["id"] in marker.origin.seen_ids and a["id"] not in marker.origin.seen_ids
     # b was re-published by the full round, unchanged: same version, so the same event id,
     # which is what lets the reconciler drop it as a duplicate.
     b_events = [e for e in await w.pull() if e.source_id == b["id"] and e.op == "upsert"]
@@ -176,15 +177,15 @@ async def test_default_folder_contacts_sync_by_category(world: World) -> None:
     up = await w.wait_for(lambda e: e.source_id == tagged["id"] and e.op == "upsert", "tagged contact synced")
     assert up.record is not None and up.record["given_name"] == "Tag"
     priv = await w.wait_for(lambda e: e.source_id == plain["id"], "untagged contact reported")
-    assert priv.op == "delete" and priv.origin["reason"] == "unlinked" and priv.record is None
+    assert priv.op == "left_scope" and priv.record is None
 
     # Moving the tagged contact into "Salesforce Contacts" is a move between synced places.
     await w.admin.move_item(ALICE, tagged["id"], "Salesforce Contacts", keep_id=True)
     await w.wait_for(
         lambda e: (
             e.source_id == tagged["id"]
-            and e.origin.get("stream", "").startswith("contacts:")
-            and not e.origin["stream"].endswith(":default")
+            and (e.origin.stream or "").startswith("contacts:")
+            and not (e.origin.stream or "").endswith(":default")
         ),
         "seen in the Salesforce folder",
     )
@@ -194,10 +195,10 @@ async def test_default_folder_contacts_sync_by_category(world: World) -> None:
     )
     await w.wait_for(lambda e: e.source_id == second["id"] and e.op == "upsert", "second synced")
     await w.admin.update_item(ALICE, second["id"], {"categories": []})
-    gone = await w.wait_for(lambda e: e.source_id == second["id"] and e.op == "delete", "category removed")
-    assert gone.origin["reason"] == "unlinked"
+    gone = await w.wait_for(lambda e: e.source_id == second["id"] and e.op != "upsert", "category removed")
+    assert gone.op == "left_scope"
     await asyncio.sleep(1.0)
-    moved_unlinks = [e for e in await w.pull() if e.source_id == tagged["id"] and e.op == "delete"]
+    moved_unlinks = [e for e in await w.pull() if e.source_id == tagged["id"] and e.op != "upsert"]
     assert moved_unlinks == [], "a move into the synced folder must not unlink"
 
 
@@ -242,7 +243,7 @@ async def test_default_todo_list_tasks_sync_by_category(world: World) -> None:
     up = await w.wait_for(lambda e: e.source_id == tagged["id"] and e.op == "upsert", "tagged task synced")
     assert up.record is not None and up.record["subject"] == "Tagged" and up.user == BOB
     priv = await w.wait_for(lambda e: e.source_id == plain["id"], "untagged task reported without content")
-    assert priv.op == "delete" and priv.origin["reason"] == "unlinked" and priv.record is None
+    assert priv.op == "left_scope" and priv.record is None
 
 
 REC = {

@@ -125,7 +125,7 @@ async def test_load_stream_filter_delete_and_resume(world: World) -> None:
     # A record exsf created carries its link id in the external id field: the event says so.
     ours = await w.admin.create("Contact", {"LastName": "Ours", "exsf_Link_Id__c": "link-42"}, as_user=ALICE)
     tagged = (await w.wait_for(lambda e: e.source_id == ours, "our own create"))[0]
-    assert tagged.origin.get("exsf_link_id") == "link-42"
+    assert tagged.origin.link_tag == "link-42"
     other = await w.admin.create("Contact", {"LastName": "NotMine"}, as_user=CAROL)
     await w.admin.delete("Contact", c)
     await w.wait_for(lambda e: e.source_id == c and e.op == "delete", "delete")

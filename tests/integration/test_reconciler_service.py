@@ -170,7 +170,6 @@ async def test_commands_results_restart_and_poison(world: World) -> None:
                 version="deleted@1",
                 observed_at="2026-11-29T11:00:00Z",
                 modified_at="2026-11-29T11:00:00Z",
-                origin={"reason": "deleted"},
             )
         ),
     )
@@ -257,7 +256,7 @@ async def test_salesforce_event_without_time_zone_does_not_clear_it(world: World
     )
     [update] = await w.wait_commands(t.commands_exchange, 1)
     assert update.action == "update" and update.fields == {"subject": "Review (moved room)"}
-    assert update.context["record"]["time_zone"] == "Europe/Berlin"
+    assert update.context.record is not None and update.context.record["time_zone"] == "Europe/Berlin"
 
 
 async def test_old_tombstones_are_trimmed_from_the_state_topic(world: World) -> None:

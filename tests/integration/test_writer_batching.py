@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from services.core.bus.embedded import EmbeddedBus
-from services.core.envelopes import Command, encode
+from services.core.envelopes import Command, CommandContext, encode
 from services.core.topics import tenant_key
 from tests.integration.writer_support import ALICE, BOB, CONTACT, World, command, make_world
 
@@ -45,7 +45,7 @@ async def test_thousand_salesforce_creates_take_at_most_six_calls(world: World) 
     before = await w.sf_admin.counters()
     owners = [w.sf_ids[ALICE], w.sf_ids[BOB]]
     cmds = [command("contact", "salesforce", f"B-{n}", {**CONTACT, "family_name": f"F{n}"},
-                    user=(ALICE, BOB)[n % 2], context={"owner_id": owners[n % 2]}) for n in range(1000)]
+                    user=(ALICE, BOB)[n % 2], context=CommandContext(owner_id=owners[n % 2])) for n in range(1000)]
     await _send_at_once(w, cmds)
     rs = await w.results_for(1000)
     assert {r.status for r in rs} == {"applied"}

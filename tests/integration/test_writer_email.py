@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from services.core.bus.base import Bus
+from services.core.envelopes import CommandContext
 from tests.integration.writer_support import ALICE, World, command, make_world
 
 
@@ -33,8 +34,8 @@ async def test_email_task_with_files_once(world: World) -> None:
     email = command("email", "salesforce", "E-1", {
         "subject": "Offer", "body": "Please find the offer attached.", "from_address": "bob@partner.test",
         "to_addresses": [ALICE], "sent_at": "2026-11-20T10:00:00Z"},
-        context={"message_id": msg["id"], "who_emails": ["nobody@else.test", "bob@partner.test"],
-                 "owner_id": w.sf_ids[ALICE]})
+        context=CommandContext(message_id=msg["id"], who_emails=("nobody@else.test", "bob@partner.test"),
+                               owner_id=w.sf_ids[ALICE]))
 
     first = await w.start_writer()
     await w.send(email)

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from services.core.bus.base import Bus
+from services.core.envelopes import CommandContext
 from tests.integration.writer_support import ALICE, EVENT, TASK, World, command, make_world
 
 
@@ -40,14 +41,14 @@ async def test_create_update_delete_for_each_entity(world: World) -> None:
     sf_event = next(r for r in await w.sf_records("Event") if r["Id"] == se.target_id)
     updates = [
         command("event", "exchange", "N-ge", {"start": ev2["start"], "end": ev2["end"]}, action="update",
-                target_id=ge.target_id, expected_version=ge.new_version, context={"record": ev2}),
+                target_id=ge.target_id, expected_version=ge.new_version, context=CommandContext(record=ev2)),
         command("task", "exchange", "N-gt", {"status": "completed"}, action="update", target_id=gt.target_id,
-                expected_version=gt.new_version, context={"record": t2}),
+                expected_version=gt.new_version, context=CommandContext(record=t2)),
         command("event", "salesforce", "N-se", {"start": ev2["start"], "end": ev2["end"]}, action="update",
-                target_id=se.target_id, context={"record": ev2,
-                                                 "expected_modified_at": sf_event["LastModifiedDate"]}),
+                target_id=se.target_id, context=CommandContext(record=ev2,
+                                                               expected_modified_at=sf_event["LastModifiedDate"])),
         command("task", "salesforce", "N-st", {"status": "completed"}, action="update", target_id=st.target_id,
-                context={"record": t2}),
+                context=CommandContext(record=t2)),
     ]
     await w.send(*updates)
     rs = await w.results_for(8)

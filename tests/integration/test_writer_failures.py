@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from services.core.bus.base import Bus
-from services.core.envelopes import decode_command
+from services.core.envelopes import CommandContext, decode_command
 from tests.integration.writer_support import ALICE, CONTACT, World, command, make_world
 from tests.support.waiting import eventually
 
@@ -23,7 +23,7 @@ async def world(bus: Bus, topic_prefix: str) -> AsyncIterator[World]:
 async def test_refused_row_is_failed_and_deadlettered_alone(world: World) -> None:
     w = world
     await w.start_writer()
-    owner = {"owner_id": w.sf_ids[ALICE]}
+    owner = CommandContext(owner_id=w.sf_ids[ALICE])
     good1 = command("contact", "salesforce", "F-1", CONTACT, context=owner)
     bad = command("contact", "salesforce", "F-2", {**CONTACT, "email": "not-an-email"}, context=owner)
     good2 = command("contact", "salesforce", "F-3", {**CONTACT, "family_name": "Other"}, context=owner)

@@ -10,6 +10,7 @@ import pytest
 
 from services.connectors.exchange.models import link_id_of
 from services.core.bus.base import Bus, Producer
+from services.core.envelopes import CommandContext
 from tests.integration.writer_support import (
     ALICE,
     CONTACT,
@@ -39,7 +40,7 @@ async def test_same_create_five_times_leaves_one_item_per_side(world: World) -> 
         command("contact", "exchange", "L-contact", CONTACT),
         command("event", "exchange", "L-event", EVENT),
         command("task", "exchange", "L-task", TASK),
-        command("contact", "salesforce", "L-sf", CONTACT, context={"owner_id": w.sf_ids[ALICE]}),
+        command("contact", "salesforce", "L-sf", CONTACT, context=CommandContext(owner_id=w.sf_ids[ALICE])),
     ]
     await w.start_writer()
     # Twice in one go (one batch: the copy is answered from the first), then three more
@@ -147,7 +148,7 @@ async def test_writer_dying_before_its_commit_leaves_one_item(world: World) -> N
         command("contact", "exchange", "K-contact", CONTACT),
         command("event", "exchange", "K-event", EVENT),
         command("task", "exchange", "K-task", TASK),
-        command("contact", "salesforce", "K-sf", CONTACT, context={"owner_id": w.sf_ids[ALICE]}),
+        command("contact", "salesforce", "K-sf", CONTACT, context=CommandContext(owner_id=w.sf_ids[ALICE])),
     ]
     crashing = _CrashingBus(w.bus)
     doomed = await w.start_writer(bus=crashing)

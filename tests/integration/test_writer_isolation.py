@@ -11,6 +11,7 @@ import orjson
 import pytest
 
 from services.core.bus.base import Bus
+from services.core.envelopes import CommandContext
 from services.core.tenant_registry import TenantRegistry
 from services.core.tenants import Tenant, User
 from services.core.topics import shard_of
@@ -33,7 +34,7 @@ async def test_foreign_or_unknown_users_are_refused_without_any_request(world: W
     sf_before = await w.sf_admin.counters()
     foreign = command("contact", "exchange", "X-1", CONTACT, user=CAROL)  # carol belongs to fabrikam
     foreign_sf = command("contact", "salesforce", "X-2", CONTACT, user=CAROL,
-                         context={"owner_id": w.sf_ids[CAROL]})
+                         context=CommandContext(owner_id=w.sf_ids[CAROL]))
     stranger = command("task", "exchange", "X-3", {"subject": "x"}, user="mallory@evil.test")
     nowhere = command("contact", "salesforce", "X-4", CONTACT, tenant_id="no-such-tenant")
     await w.send(foreign, foreign_sf, stranger, nowhere)
@@ -62,7 +63,7 @@ async def test_foreign_or_unknown_users_are_refused_without_any_request(world: W
 async def test_each_tenant_writes_with_its_own_credentials_and_new_tenants_are_loaded(world: World) -> None:
     w = world
     writer = await w.start_writer()
-    ours = command("contact", "salesforce", "I-1", CONTACT, context={"owner_id": w.sf_ids[ALICE]})
+    ours = command("contact", "salesforce", "I-1", CONTACT, context=CommandContext(owner_id=w.sf_ids[ALICE]))
     # No owner_id in the context: the owner is the enrolled user of the tenant config.
     theirs = command("contact", "salesforce", "I-2", CONTACT, user=CAROL, tenant_id="fabrikam")
     await w.send(ours, theirs)
@@ -124,7 +125,7 @@ async def test_a_command_naming_another_tenants_item_is_refused_without_any_requ
     steal_sf = command("contact", "salesforce", "C-1", {"job_title": "x"}, action="update", target_id=sf_id)
     steal_ex = command("contact", "exchange", "C-2", {}, action="delete", target_id=ex_id)
     steal_mail = command("email", "salesforce", "C-3", {"subject": "hi"},
-                         context={"message_id": ex_id, "owner_id": w.sf_ids[ALICE]})
+                         context=CommandContext(message_id=ex_id, owner_id=w.sf_ids[ALICE]))
     await w.send(steal_sf, steal_ex, steal_mail)
     rs = {r.command_id: r for r in await w.results_for(5)}
     for cmd in (steal_sf, steal_ex, steal_mail):

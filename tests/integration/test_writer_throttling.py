@@ -11,6 +11,7 @@ import pytest
 
 from services.connectors.exchange.models import link_id_of
 from services.core.bus.base import Bus
+from services.core.envelopes import CommandContext
 from tests.integration.writer_support import ALICE, CONTACT, EVENT, World, command, make_world
 
 
@@ -75,7 +76,7 @@ async def test_salesforce_request_limit_exceeded_backs_off(world: World) -> None
     w = world
     writer = await w.start_writer()
     await w.sf_admin.faults(request_limit=3)
-    owner = {"owner_id": w.sf_ids[ALICE]}
+    owner = CommandContext(owner_id=w.sf_ids[ALICE])
     cmds = [command("contact", "salesforce", f"R-{n}", {**CONTACT, "family_name": f"F{n}"}, context=owner)
             for n in range(20)]
     await w.send(*cmds)

@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 
 from services.core.bus.base import Bus, Consumer, Producer, TopicPartition
-from services.core.envelopes import Command, CommandResult, decode_command_result, encode
+from services.core.envelopes import Command, CommandContext, CommandResult, decode_command_result, encode
 from services.core.tenant_registry import TenantRegistry
 from services.core.tenants import GraphEndpoint, SalesforceEndpoint, Tenant, User
 from services.core.topics import Topics, tenant_key, topic_specs
@@ -127,10 +127,10 @@ async def _assigned(w: WriterService) -> bool:
 
 def command(entity: str, target: str, link_id: str, fields: dict[str, Any], *, action: str = "create",
             user: str = ALICE, tenant_id: str = "contoso", target_id: str | None = None,
-            expected_version: str | None = None, context: dict[str, Any] | None = None) -> Command:
+            expected_version: str | None = None, context: CommandContext | None = None) -> Command:
     return Command(tenant_id=tenant_id, user=user, target=target, entity=entity, action=action,  # type: ignore[arg-type]
                    link_id=link_id, target_id=target_id, fields=fields, expected_version=expected_version,
-                   context=context or {})
+                   context=context or CommandContext())
 
 
 @contextlib.asynccontextmanager

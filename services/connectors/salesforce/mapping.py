@@ -22,7 +22,7 @@ from typing import Any, Final
 
 from services.connectors.exchange import timezones as tz
 from services.connectors.mapping_errors import MappingError, mapping_errors
-from services.core.records import FIELDS, canonical, normalise_email
+from services.core.records import FIELDS, canonical, normalise_email, not_stored_by_salesforce
 
 Record = dict[str, Any]
 
@@ -620,17 +620,8 @@ def modified_at_of(record_or_header: Mapping[str, Any]) -> str | None:
                                 or _text(record_or_header.get("SystemModstamp")))
 
 
-def fields_not_stored(entity: str, *, time_zone_field: str | None = None) -> frozenset[str]:
-    """Canonical fields this side cannot hold, so a record read from Salesforce lacks them
-    without anyone having cleared them: a merge must read their absence as "unknown".
-    Event `time_zone` needs a custom field (recurring events carry it regardless); an email
-    Task keeps only subject, body and the sent day."""
-    if entity == "event":
-        return frozenset() if time_zone_field else frozenset({"time_zone"})
-    if entity == "email":
-        return frozenset({"from_address", "to_addresses", "cc_addresses", "sent_at", "internet_message_id",
-                          "attachments"})
-    return frozenset()
+# What this side cannot hold lives in services/core/records (the reconciler needs it too).
+fields_not_stored = not_stored_by_salesforce
 
 
 def is_email_task(record: Mapping[str, Any]) -> bool:

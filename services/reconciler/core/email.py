@@ -4,7 +4,7 @@ matched by a sender or recipient address."""
 
 from __future__ import annotations
 
-from services.core.envelopes import ChangeEvent, stable_id
+from services.core.envelopes import ChangeEvent, CommandContext, stable_id
 from services.reconciler.core import merge
 from services.reconciler.core.dedupe import contact_key
 from services.reconciler.core.state import (
@@ -50,12 +50,12 @@ def email_create(w: Work, link: LinkRecord) -> LinkRecord:
             who_id = matches[0].salesforce.id
             break
     user = w.tenant.user_by_mailbox(link.user)
-    ctx = {
-        "mailbox": link.user,
-        "message_id": link.exchange.id,
-        "attachments": record.get("attachments") or [],
-        "owner_id": user.salesforce_user_id if user else None,
-        "who_emails": candidates,
-        "who_id": who_id,
-    }
+    ctx = CommandContext(
+        mailbox=link.user,
+        message_id=link.exchange.id,
+        attachments=tuple(record.get("attachments") or ()),
+        owner_id=user.salesforce_user_id if user else None,
+        who_emails=tuple(candidates),
+        who_id=who_id,
+    )
     return w.command(link, "salesforce", "create", None, dict(record), None, ctx)

@@ -42,8 +42,8 @@ def on_event(w: Work, ev: ChangeEvent) -> None:
     links = w.find(ev.source, ev.source_id)
     ours: LinkRecord | None = None  # the link whose create made this item (found by our tag)
     if not links:
-        tagged = ev.origin.get("exsf_link_id")
-        cand = w.get(tagged) if isinstance(tagged, str) else None
+        tagged = ev.origin.link_tag
+        cand = w.get(tagged) if tagged is not None else None
         if cand is not None and cand.entity == ev.entity and cand.side(ev.source).id is None:
             if ev.source == "salesforce" and record is not None and cand.status in ("pending", "linked"):
                 existing = other_record(w, cand, ev.source_id)
@@ -62,7 +62,7 @@ def on_event(w: Work, ev: ChangeEvent) -> None:
             stray_record(w, cand, ev, record)
             return
     if not links:
-        if ev.source == "salesforce" and "client=exsf" in str(ev.origin.get("change_origin") or ""):
+        if ev.source == "salesforce" and ev.origin.by_exsf:
             # Written by us, yet no link knows the id: our create, its result still on the
             # way (the result links it). Copying it into a mailbox would duplicate it.
             return
@@ -86,12 +86,12 @@ def mark_created(w: Work, link_id: str, s: Side, item_id: str) -> None:
 
 def on_ownerless(w: Work, ev: ChangeEvent) -> None:
     """A Salesforce delete (CDC deletes carry no owner), or the record passing to an owner
-    who is not enrolled (reason "unlinked"): it concerns whichever links hold the record."""
+    who is not enrolled (op left_scope): it concerns whichever links hold the record."""
     links = w.find("salesforce", ev.source_id)
     if not links:
         # Not seen yet: it may have overtaken the record's own upsert. A tombstone makes
         # that late upsert stale instead of a new copy.
-        unlinked = ev.origin.get("reason") == "unlinked"
+        unlinked = ev.op == "left_scope"
         st = SideState(id=ev.source_id, version=ev.version, modified_at=event_time(ev), gone=not unlinked)
         tomb = LinkRecord(
             tenant_id=ev.tenant_id,
@@ -105,7 +105,7 @@ def on_ownerless(w: Work, ev: ChangeEvent) -> None:
         )
         w.save(tomb)
         return
-    if ev.op == "delete" and ev.origin.get("reason") == "unlinked":
+    if ev.op == "left_scope":
         for r in links:
             fresh = not is_older(event_time(ev), r.salesforce.modified_at)
             if r.status == "discard" and r.salesforce.id == ev.source_id and not r.parked and fresh:
@@ -127,13 +127,13 @@ def on_known(w: Work, link: LinkRecord, ev: ChangeEvent, record: dict[str, Any] 
     if ev.event_id in link.seen:
         return
     if link.status == "deleted":
-        gone_for_good = ev.op == "delete" and ev.origin.get("reason") != "unlinked"
+        gone_for_good = ev.op == "delete"
         if gone_for_good and side.id == ev.source_id and not is_older(t, side.modified_at):
             # The item is gone for good: a late event from before (an owner coming back)
             # must not revive the pair.
             link = w.save(link.with_side(s, replace(side, gone=True, modified_at=t)))
             side = link.side(s)
-        moved_out = s == "exchange" and ev.origin.get("reason") == "unlinked" and side.id == ev.source_id
+        moved_out = s == "exchange" and ev.op == "left_scope" and side.id == ev.source_id
         if moved_out and not is_older(t, side.modified_at):
             # Our delete found it gone because it had left the folder: it still exists,
             # unsynced, and may be put back in scope (then it syncs as a new pair).
@@ -147,11 +147,11 @@ def on_known(w: Work, link: LinkRecord, ev: ChangeEvent, record: dict[str, Any] 
             w.save(link.with_side(s, replace(side, retired=add_retired(side.retired, ev.source_id))))
         return
     if ev.source_id in side.retired:
-        if s == "exchange" and ev.origin.get("reason") == "unlinked" and link.status in ("pending", "linked"):
+        if s == "exchange" and ev.op == "left_scope" and link.status in ("pending", "linked"):
             unlinked_after_restore(w, link, ev)
         return
     if link.status == "discard":
-        if s == "exchange" and ev.origin.get("reason") == "unlinked" and not is_older(t, side.modified_at):
+        if s == "exchange" and ev.op == "left_scope" and not is_older(t, side.modified_at):
             # The person moved our copy out of the folder before we removed it: it is
             # theirs now, unsynced; put back in scope it syncs as their own item.
             moved = replace(side, pending=None, modified_at=t)
@@ -173,18 +173,18 @@ def on_known(w: Work, link: LinkRecord, ev: ChangeEvent, record: dict[str, Any] 
     )
     side = link.side(s)
 
-    if s == "exchange" and ev.origin.get("reason") == "unlinked":
+    if s == "exchange" and ev.op == "left_scope":
         if link.status != "unlinked":
             w.record("unlink", link, exchange_id=ev.source_id, salesforce_id=link.salesforce.id, record=link.desired)
         w.save(replace(link, status="unlinked", parked=False, exchange=replace(side, modified_at=t, pending=None)))
         return
 
-    if ev.op == "delete" and side.id is None:
+    if ev.op != "upsert" and side.id is None:
         # The item our create made (found by its tag) is already deleted again: remember
         # its id, so its late echoes are stale and a result naming it means "gone".
         w.save(link.with_side(s, replace(side, retired=add_retired(side.retired, ev.source_id))))
         return
-    if ev.op == "delete":
+    if ev.op != "upsert":
         link = link.with_side(s, replace(side, gone=True, modified_at=t, version=ev.version))
         if link.status == "unlinked":
             push_unlinked(w, link)
@@ -319,7 +319,7 @@ def on_new_item(w: Work, ev: ChangeEvent, mailbox: str, record: dict[str, Any] |
     s: Side = ev.source
     link_id = stable_id("link", ev.tenant_id, ev.entity, s, ev.source_id)
     st = SideState(id=ev.source_id, version=ev.version, modified_at=event_time(ev), shadow=record, gone=record is None)
-    ical = ev.origin.get("ical_uid") if isinstance(ev.origin.get("ical_uid"), str) else None
+    ical = ev.origin.ical_uid
     base_link = LinkRecord(
         tenant_id=ev.tenant_id,
         entity=ev.entity,
@@ -335,7 +335,7 @@ def on_new_item(w: Work, ev: ChangeEvent, mailbox: str, record: dict[str, Any] |
         # A delete (or a move out of scope) for an item we never saw; it may have overtaken
         # its own upsert. A tombstone makes that late upsert stale instead of a new copy;
         # an unlinked one still lets the item come back in scope later.
-        if s == "exchange" and ev.origin.get("reason") == "unlinked":
+        if s == "exchange" and ev.op == "left_scope":
             w.save(replace(base_link.with_side(s, replace(st, gone=False)), status="unlinked"))
         else:
             w.save(replace(base_link.with_side(s, st), status="deleted"))

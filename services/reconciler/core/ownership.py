@@ -101,8 +101,7 @@ def follow_owner(w: Work, links: list[LinkRecord], ev: ChangeEvent, owner: str, 
 def replace_our_copy(w: Work, ev: ChangeEvent, owner: str, record: dict[str, Any]) -> None:
     """While the record was out of enrolled hands a mailbox may have made the same item, and
     we a Salesforce copy of it: the record back in enrolled hands is the original."""
-    ical = ev.origin.get("ical_uid")
-    for key in match_keys(ev.entity, owner, record, ical if isinstance(ical, str) else None):
+    for key in match_keys(ev.entity, owner, record, ev.origin.ical_uid):
         for cand in w.find("key", key):
             sf = cand.salesforce
             mine = cand.status in ("pending", "linked", "unlinked") and cand.owner != ""
@@ -115,8 +114,7 @@ def adopting_link(w: Work, ev: ChangeEvent, owner: str, record: dict[str, Any]) 
     """The new owner already syncs a matching item, made in their mailbox while the record
     was on its way to them, with a Salesforce record of our own (or one still being
     created): that pair takes this record, ours is removed, and no second copy is made."""
-    ical = ev.origin.get("ical_uid")
-    for key in match_keys(ev.entity, owner, record, ical if isinstance(ical, str) else None):
+    for key in match_keys(ev.entity, owner, record, ev.origin.ical_uid):
         for cand in w.find("key", key):
             sf = cand.salesforce
             if (
@@ -152,7 +150,7 @@ def owner_link(w: Work, ev: ChangeEvent, owner: str, record: dict[str, Any], src
     if src is not None:
         merged = observe(w, src, "salesforce", ev.source_id, record, ev.version, t)
         desired, sf = merged.desired, replace(merged.salesforce, pending=None, failed=None, retired=())
-    ical = src.ical_uid if src is not None else ev.origin.get("ical_uid")
+    ical = src.ical_uid if src is not None else ev.origin.ical_uid
     link = LinkRecord(
         tenant_id=ev.tenant_id,
         entity=ev.entity,

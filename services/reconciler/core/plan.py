@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from services.core.envelopes import Side
+from services.core.envelopes import CommandContext, Side
 from services.reconciler.core import merge
 from services.reconciler.core.email import email_create
 from services.reconciler.core.state import (
@@ -99,9 +99,9 @@ def plan_create(w: Work, link: LinkRecord, s: Side) -> LinkRecord:
                     )
                     return link
         user = w.tenant.user_by_mailbox(link.user)
-        ctx = {"owner_id": user.salesforce_user_id if user else None}
+        ctx = CommandContext(owner_id=user.salesforce_user_id if user else None)
     else:
-        ctx = {"mailbox": link.user}
+        ctx = CommandContext(mailbox=link.user)
     return w.command(link, s, "create", None, dict(link.desired), None, ctx)
 
 

@@ -7,7 +7,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from services.core.envelopes import ChangeEvent, Command, CommandResult, Side, content_hash, stable_id
+from services.core.envelopes import (
+    ChangeEvent,
+    Command,
+    CommandContext,
+    CommandResult,
+    Side,
+    content_hash,
+    stable_id,
+)
 from services.core.tenants import Tenant
 from services.reconciler.core import merge
 from services.reconciler.core.state import (
@@ -84,7 +92,7 @@ class Work:
         target_id: str | None,
         fields: dict[str, Any],
         expected_version: str | None,
-        context: dict[str, Any] | None = None,
+        context: CommandContext | None = None,
     ) -> LinkRecord:
         seq = link.seq + 1
         cmd = Command(
@@ -97,7 +105,7 @@ class Work:
             target_id=target_id,
             fields=fields,
             expected_version=expected_version,
-            context=context or {},
+            context=context or CommandContext(),
             # Our own id: envelopes' default hashes fields without None values, so two
             # patches clearing different fields would collide; seq makes a retry after a
             # failure a new command rather than one the writer already answered.

@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from services.core.envelopes import ChangeEvent, Command, CommandResult, Side
+from services.core.envelopes import ChangeEvent, Command, CommandResult, Origin, Side
 from services.core.records import FIELDS, canonical, normalise_email
 from services.core.tenants import Tenant, User
 from services.reconciler.core import Decision, TenantState, reconcile, sweep
@@ -112,11 +112,8 @@ class World:
         return next(self._clock)
 
     # --- events (what the ingestors would publish) --------------------------------------
-    def _ex_event(self, tw: TenantWorld, mailbox: str, item_id: str, item: ExItem, op: str, **origin: Any) -> None:
-        if item.tag:
-            origin.setdefault("exsf_link_id", item.tag)
-        if item.ical_uid:
-            origin.setdefault("ical_uid", item.ical_uid)
+    def _ex_event(self, tw: TenantWorld, mailbox: str, item_id: str, item: ExItem, op: str) -> None:
+        origin = Origin(link_tag=item.tag or None, ical_uid=item.ical_uid or None)
         n = self.tick()
         tw.ex_queue.append(
             ChangeEvent(
@@ -134,15 +131,14 @@ class World:
             )
         )
 
-    def _sf_event(self, tw: TenantWorld, item_id: str, item: SfItem, op: str, ours: bool, **extra: Any) -> None:
+    def _sf_event(self, tw: TenantWorld, item_id: str, item: SfItem, op: str, ours: bool) -> None:
         enrolled = tw.tenant.user_by_salesforce_id(item.owner)
         if op == "upsert" and enrolled is None:
             return  # the ingestor drops records of owners who are not enrolled
-        origin: dict[str, Any] = dict(extra)
-        if ours:
-            origin["change_origin"] = "com/salesforce/api/rest/60.0;client=exsf"
-        if item.ext_id and self.sf_tags:
-            origin["exsf_link_id"] = item.ext_id
+        origin = Origin(
+            change_origin="com/salesforce/api/rest/60.0;client=exsf" if ours else None,
+            link_tag=item.ext_id if item.ext_id and self.sf_tags else None,
+        )
         n = self.tick()
         tw.sf_queue.append(
             ChangeEvent(
@@ -208,7 +204,7 @@ class World:
         tw = self.t[tenant_id]
         item = tw.mailboxes[mailbox].pop(item_id)
         tw.moved_out.append((mailbox, item_id, item))
-        self._ex_event(tw, mailbox, item_id, item, "delete", reason="unlinked")
+        self._ex_event(tw, mailbox, item_id, item, "left_scope")
 
     def ex_move_back(self, tenant_id: str, mailbox: str, index: int) -> str:
         """Move a moved-out item back in: Graph gives it a new id in the folder."""
@@ -269,7 +265,7 @@ class World:
         n = self.tick()
         item.owner, item.version, item.modified = owner, f"sm{n}", ts(n)
         if tw.tenant.user_by_salesforce_id(owner) is None:
-            self._sf_event(tw, item_id, item, "delete", ours=False, reason="unlinked")
+            self._sf_event(tw, item_id, item, "left_scope", ours=False)
         else:
             self._sf_event(tw, item_id, item, "upsert", ours=False)
 
@@ -371,7 +367,7 @@ class World:
         # salesforce
         if cmd.action == "create":
             store = tw.sf_email if cmd.entity == "email" else tw.sf
-            owner = cmd.context.get("owner_id")
+            owner = cmd.context.owner_id
             assert owner in {u.salesforce_user_id for u in tenant.users}, cmd
             # Idempotent: an upsert on the external id field holding the link id.
             found = next((i for i, it in store.items() if it.ext_id == cmd.link_id), None)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from services.core.envelopes import ChangeEvent, CommandResult
+from services.core.envelopes import ChangeEvent, CommandResult, Origin
 from services.reconciler.core import LinkRecord, TenantState, reconcile, sweep
 from tests.unit.reconciler.sim import World, make_tenant, ts
 
@@ -78,7 +78,7 @@ def test_new_exchange_item_creates_once_in_salesforce_with_owner_and_full_record
     [cmd] = w.t["t1"].commands
     assert (cmd.target, cmd.action, cmd.entity, cmd.user) == ("salesforce", "create", "contact", A)
     assert cmd.fields == contact("Ann", mobile_phone="+1 555")
-    assert cmd.context["owner_id"] == A_SF
+    assert cmd.context.owner_id == A_SF
     link = only_link(w)
     assert link.status == "pending" and link.salesforce.pending is not None
     w.settle()
@@ -494,7 +494,7 @@ def test_events_match_by_ical_uid_across_mailboxes() -> None:
                 "1",
                 ts(1),
                 record=dict(ev),
-                origin={"ical_uid": "meeting-1"},
+                origin=Origin(ical_uid="meeting-1"),
             ),
         )
     assert [c.action for c in tw.commands] == ["create"]
@@ -514,8 +514,8 @@ def test_email_is_created_once_with_who_id_and_never_deleted() -> None:
     w.step("t1", "exchange")
     [cmd] = w.t["t1"].commands
     assert (cmd.target, cmd.entity, cmd.action) == ("salesforce", "email", "create")
-    assert cmd.context["who_id"] == s and cmd.context["message_id"] == m1
-    assert cmd.context["who_emails"] == ["ann@acme.test"] and cmd.context["owner_id"] == A_SF
+    assert cmd.context.who_id == s and cmd.context.message_id == m1
+    assert cmd.context.who_emails == ("ann@acme.test",) and cmd.context.owner_id == A_SF
     w.settle()
     w.email_arrives("t1", A, "<m1@mail>", "Ann@Acme.test")  # moved out and back: a new Graph id
     tw = w.t["t1"]
