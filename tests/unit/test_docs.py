@@ -31,17 +31,8 @@ SECTION = re.compile(r"^## (\d+)\. (.+)$", re.M)
 # The design used to live outside the repository; nothing may point there any more.
 OUTSIDE = re.compile(r"\.\./shared|/work/shared|DESIGN\.md")
 OLD_STYLE = re.compile(r"\bDESIGN §\d")
-# Files whose old-style "DESIGN §N" citations the lead rewrites together with the
-# reconciler core (issue 12): allowed to keep them until then, and no other file.
-OLD_STYLE_PENDING = frozenset(
-    {
-        "services/reconciler/core/__init__.py",
-        "services/reconciler/core/dedupe.py",
-        "tests/unit/reconciler/sim.py",
-        "tests/unit/reconciler/test_reconcile.py",
-        "tests/unit/reconciler/test_convergence.py",
-    }
-)
+# Files allowed to keep an old-style "DESIGN §N" citation: none any more.
+OLD_STYLE_PENDING: frozenset[str] = frozenset()
 STATE_MACHINE_HEADINGS = ("Side states", "Link states", "Inputs", "Transition table", "Stray copies")
 
 

@@ -1,4 +1,4 @@
-"""The reconcile core: pure decisions over per-tenant link state (DESIGN §4).
+"""The reconcile core: pure decisions over per-tenant link state (docs/design.md §7).
 
 `reconcile(state, tenant, item, now) -> Decision` and `sweep(state, tenant, now)`; the
 service persists `Decision.changes` to exsf.state and applies them with

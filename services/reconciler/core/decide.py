@@ -15,7 +15,7 @@ How one link moves (see state.py for the words):
 
 Decisions worth knowing (the convergence test in tests/unit/reconciler shows why):
 - echoes are recognised by content (equal to the shadow/desired record), never by origin
-  alone; origin tags (`exsf_link_id`) are used only to find the link of an item whose id
+  alone; origin tags (`Origin.link_tag`) are used only to find the link of an item whose id
   we do not know yet (our create seen before its result);
 - a Salesforce record may be linked to several mailbox items (one link per pair); a write
   to it is shown to the sibling links at once (fan-out). Deleting one mailbox's copy only

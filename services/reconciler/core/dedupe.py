@@ -1,4 +1,4 @@
-"""Match keys: how a new item is recognised as one the tenant already has (DESIGN §4).
+"""Match keys: how a new item is recognised as one the tenant already has (docs/design.md §7).
 
 Keys are plain strings so they can live in an index rebuilt from link records alone.
 Contacts match tenant-wide (two mailboxes holding the same person share one Salesforce

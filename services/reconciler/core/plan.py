@@ -26,17 +26,30 @@ def observe(
     record: dict[str, Any],
     version: str | None,
     t: str | None,
+    written: dict[str, Any] | None = None,
 ) -> LinkRecord:
-    """Fold a side's current content into the link (merge + conflict audit)."""
+    """Fold a side's current content into the link (merge + conflict audit). `written`: the
+    fields of an update we sent to this side (default: the one in flight), whose values
+    showing up are our write landing, not the side's edit."""
     side = link.side(s)
     o = link.side(other(s))
     policy = w.tenant.conflict_policy
     pend = side.pending
+    if written is None and pend is not None and pend.action == "update":
+        written = pend.fields
+    mine: dict[str, Any] = {}  # fields of `record` that are our write landing
     conflicts: list[merge.Conflict]
     if side.shadow is None and pend is not None and pend.action == "create" and merge.same(record, pend.fields):
         # Our create showing up (echo) before its result. Anything else, even carrying
         # our tag (a stale copy moved back in), is merged as an item that never agreed.
-        desired, conflicts = dict(link.desired), []
+        desired, conflicts, mine = dict(link.desired), [], record
+    elif side.shadow is not None and written:
+        # Fields holding what our update wrote are ours, not an edit of this side: merge
+        # against the shadow as our write left it, so a newer edit of the other side made
+        # meanwhile is not taken for a conflict (and lost to our own stale value).
+        mine = {f: v for f, v in written.items() if record.get(f) == v}
+        landed = merge.apply_patch(link.entity, side.shadow, mine)
+        desired, conflicts = merge.absorb(link.entity, link.desired, landed, record, s, policy, t, o.modified_at)
     elif side.shadow is None:
         ex, sf = (record, link.desired) if s == "exchange" else (link.desired, record)
         ex_t, sf_t = (t, o.modified_at) if s == "exchange" else (o.modified_at, t)
@@ -45,8 +58,15 @@ def observe(
         desired, conflicts = merge.absorb(link.entity, link.desired, side.shadow, record, s, policy, t, o.modified_at)
     w.conflicts(link, conflicts)
     st = replace(
-        side, id=side.id or item_id, shadow=record, version=version, modified_at=t or side.modified_at, gone=False
+        side,
+        id=side.id or item_id,
+        shadow=record,
+        version=version,
+        modified_at=t or side.modified_at,
+        gone=False,
     )
+    if mine:
+        st = st.wrote(mine, pend.as_of if pend is not None else side.ours_at)
     return replace(link.with_side(s, st), desired=desired)
 
 
@@ -117,7 +137,7 @@ def join(w: Work, link: LinkRecord, cand: LinkRecord, key: str) -> LinkRecord:
         sf.shadow,
         w.tenant.conflict_policy,
         ex.modified_at,
-        sf.modified_at,
+        content_time(cand, "salesforce"),
     )
     w.record(
         "dedupe",
@@ -180,6 +200,23 @@ def active_siblings(w: Work, link: LinkRecord, sf_id: str) -> list[LinkRecord]:
     ]
 
 
+def content_time(link: LinkRecord, s: Side) -> str | None:
+    """When a side's content was last changed by a person: content exsf wrote there carries
+    the time of the edit it came from, not the time of our write (else a stale copy of
+    ours would beat a newer edit under latest-wins)."""
+    side = link.side(s)
+    return side.ours_at if side.holds_ours() else side.modified_at
+
+
+def person_edit(alive: SideState, base: dict[str, Any] | None, deleted: dict[str, Any] | None) -> bool:
+    """Edit beats delete only for a person's edit: a value the surviving side holds because
+    exsf wrote it (say a create from a backlog, older than the delete behind it) is not one."""
+    held, ours, gone = alive.shadow or {}, alive.ours or {}, deleted or {}
+    persons = {f: gone.get(f) if f in ours and ours[f] == v else v for f, v in held.items()}
+    persons.update({f: gone.get(f) for f, v in ours.items() if v is None and f not in held})  # we cleared it
+    return merge.has_new_content(persons, base, deleted)
+
+
 def plan_delete(w: Work, link: LinkRecord) -> LinkRecord:
     ex, sf = link.exchange, link.salesforce
     if (ex.gone or ex.id is None) and (sf.gone or sf.id is None):
@@ -218,7 +255,7 @@ def plan_delete(w: Work, link: LinkRecord) -> LinkRecord:
             record=link.desired,
         )
         return w.save(replace(link, status="unlinked"))
-    if merge.has_new_content(alive.shadow, link.base, gone.shadow) or unseen_values(link):
+    if person_edit(alive, link.base, gone.shadow) or unseen_values(link):
         # Edit beats delete: recreate on the side that deleted, with the merged record
         # (also for an edit no side holds yet: one carried from a copy removed since).
         retired = add_retired(gone.retired, gone.id)

@@ -80,7 +80,10 @@ def on_result(w: Work, r: CommandResult) -> None:
             if link.status == "unlinked" and s == "salesforce":
                 link = follow_unlinked(w, link, fresh, r.new_version, r.modified_at)
             else:
-                link = observe(w, link, s, side.id or r.target_id or "", fresh, r.new_version, r.modified_at)
+                # A redelivered update finds the item changed by its own first attempt:
+                # what it wrote is no edit of that side.
+                written = p.fields if p.action == "update" else None
+                link = observe(w, link, s, side.id or r.target_id or "", fresh, r.new_version, r.modified_at, written)
         elif side.version == p.expected_version:
             # Fresh content unknown: its change event will come and re-plan; planning now
             # would only repeat the same stale write.
@@ -146,7 +149,9 @@ def discard_made(w: Work, link: LinkRecord, s: Side, r: CommandResult, sent: dic
     return discard_copy(w, link, s, r.target_id, r.new_version, sent, current, r.modified_at)
 
 
-def take_created(w: Work, link: LinkRecord, s: Side, r: CommandResult, sent: dict[str, Any]) -> LinkRecord:
+def take_created(
+    w: Work, link: LinkRecord, s: Side, r: CommandResult, sent: dict[str, Any], as_of: str | None = None
+) -> LinkRecord:
     """Our create made item r.target_id on side s (the side had none)."""
     assert r.target_id is not None
     side = link.side(s)
@@ -179,7 +184,8 @@ def take_created(w: Work, link: LinkRecord, s: Side, r: CommandResult, sent: dic
         return link
     # What we sent is the shadow; anything else in the returned record is someone's edit
     # of the new item (a retried create returns the item as it is now).
-    link = link.with_side(s, replace(side, created=True, id=r.target_id, shadow=sent, gone=False, uncertain=False))
+    st = replace(side, created=True, id=r.target_id, shadow=sent, gone=False, uncertain=False)
+    link = link.with_side(s, replace(st, ours=dict(sent), ours_at=as_of))
     if link.status == "unlinked":
         st = replace(link.side(s), shadow=record, version=r.new_version)
         return replace(link.with_side(s, st), desired=record)
@@ -220,7 +226,7 @@ def applied(w: Work, link: LinkRecord, s: Side, p: Pending, r: CommandResult) ->
             w.record("adopt", link, side=s, target_id=r.target_id, reason="the item the pair held was deleted")
             retired = add_retired(side.retired, side.id)
             return take_created(
-                w, link.with_side(s, SideState(retired=retired, modified_at=side.modified_at)), s, r, sent
+                w, link.with_side(s, SideState(retired=retired, modified_at=side.modified_at)), s, r, sent, p.as_of
             )
         if other_item:
             # The link was attached to a matching item meanwhile; ours is a second copy.
@@ -235,7 +241,7 @@ def applied(w: Work, link: LinkRecord, s: Side, p: Pending, r: CommandResult) ->
             )
             return discard_made(w, link.with_side(s, side), s, r, sent)
         if side.id is None and r.target_id:
-            return take_created(w, link, s, r, sent)
+            return take_created(w, link, s, r, sent, p.as_of)
         # Its echo linked the item before this result: the result proves the item is
         # ours, a copy that an original found later must replace.
         link = link.with_side(s, replace(side, created=side.created or side.id == r.target_id))
@@ -245,7 +251,12 @@ def applied(w: Work, link: LinkRecord, s: Side, p: Pending, r: CommandResult) ->
     if side.version == p.expected_version:
         # Nothing newer was observed since we wrote, so the write's result is current.
         shadow = record if record is not None else merge.apply_patch(link.entity, side.shadow, p.fields)
-        side = replace(side, shadow=shadow, version=r.new_version, modified_at=r.modified_at or side.modified_at)
+        side = replace(
+            side,
+            shadow=shadow,
+            version=r.new_version,
+            modified_at=r.modified_at or side.modified_at,
+        ).wrote(p.fields, p.as_of)
         link = link.with_side(s, side)
         if s == "salesforce" and side.id:
             fan_out(w, link, side.id, shadow, r.new_version, r.modified_at)

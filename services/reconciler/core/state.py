@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal, cast
 
-from services.core.envelopes import Action, Entity, Side
+from services.core.envelopes import Action, Entity, Side, content_hash
 from services.reconciler.core.dedupe import match_keys
 
 # discard: a stray copy we made (a create that raced a matching item) being deleted.
@@ -34,6 +34,9 @@ class Pending:
     action: Action
     fields: dict[str, Any]
     expected_version: str | None
+    # When a person last changed the content this command writes (the time it carries
+    # into latest-wins once it is the side's content).
+    as_of: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +51,20 @@ class SideState:
     failed: str | None = None  # last write error, cleared by the next attempt
     created: bool = False  # we created this item (so it may be replaced by a matching original)
     uncertain: bool = False  # a create was reported failed, yet may have made an item
+    # Field values exsf's writes gave this side (all of a create, the fields of each update).
+    # A field still holding its value here holds no person's edit of this side, so it can
+    # neither beat a delete nor carry a person's time into latest-wins.
+    ours: dict[str, Any] | None = None
+    ours_at: str | None = None  # when a person made the content exsf wrote (Pending.as_of)
+
+    def holds_ours(self) -> bool:
+        """All the side holds is what exsf wrote."""
+        return (
+            self.shadow is not None and self.ours is not None and content_hash(self.shadow) == content_hash(self.ours)
+        )
+
+    def wrote(self, fields: dict[str, Any], at: str | None) -> SideState:
+        return replace(self, ours={**(self.ours or {}), **fields}, ours_at=at)
 
     @property
     def alive(self) -> bool:

@@ -115,7 +115,9 @@ class Work:
         )
         self.commands.append(cmd)
         side = link.side(target)
-        pending = Pending(cmd.command_id, action, fields, expected_version)
+        source = link.side("exchange" if target == "salesforce" else "salesforce")
+        as_of = source.ours_at if source.holds_ours() else source.modified_at
+        pending = Pending(cmd.command_id, action, fields, expected_version, as_of)
         return replace(link.with_side(target, replace(side, pending=pending, failed=None)), seq=seq)
 
     def conflicts(self, link: LinkRecord, conflicts: list[merge.Conflict], policy: str | None = None) -> None:

@@ -8,6 +8,140 @@ from typing import Any
 Step = tuple[str, dict[str, Any]]
 
 HISTORIES: dict[str, list[Step]] = {
+    # Issue 12 item 4: the reconciler down while a contact is created, edited and deleted;
+    # our create from the stale first event must not count as an edit that beats the delete.
+    "a_create_edit_and_delete_in_one_backlog": [
+        (
+            "backlog",
+            {
+                "delete": True,
+                "edits": [(0, 0)],
+                "email": "ann@acme.test",
+                "kind": "contact",
+                "side": "exchange",
+                "tid": "t1",
+                "u": 0,
+            },
+        ),
+        (
+            "backlog",
+            {
+                "delete": True,
+                "edits": [(0, 0)],
+                "email": "bo@acme.test",
+                "kind": "contact",
+                "side": "salesforce",
+                "tid": "t1",
+                "u": 0,
+            },
+        ),
+    ],
+    # A person's edit in a mailbox, older than our later write of other fields to that item,
+    # still beats a Salesforce delete that never saw it (what exsf wrote is tracked per field).
+    "backlogs_on_both_sides_a_persons_edit_under_our_write_beats_the_delete": [
+        (
+            "backlog",
+            {
+                "delete": True,
+                "edits": [(275, 1205), (16, 0), (6275, 2228)],
+                "email": "ann@acme.test",
+                "kind": "contact",
+                "side": "exchange",
+                "tid": "t1",
+                "u": 0,
+            },
+        ),
+        (
+            "backlog",
+            {
+                "delete": False,
+                "edits": [(404, 3018), (8293, 2355), (8464, 6659)],
+                "email": "ann@acme.test",
+                "kind": "contact",
+                "side": "exchange",
+                "tid": "t1",
+                "u": 0,
+            },
+        ),
+        (
+            "backlog",
+            {
+                "delete": False,
+                "edits": [(3935, 1000), (86, 178)],
+                "email": "ann@acme.test",
+                "kind": "contact",
+                "side": "exchange",
+                "tid": "t1",
+                "u": 0,
+            },
+        ),
+        (
+            "backlog",
+            {
+                "delete": False,
+                "edits": [(4776, 1485), (38, 3479)],
+                "email": "ann@acme.test",
+                "kind": "task",
+                "side": "exchange",
+                "tid": "t1",
+                "u": 0,
+            },
+        ),
+        (
+            "backlog",
+            {
+                "delete": False,
+                "edits": [(498, 1942), (780, 1299), (410, 647)],
+                "email": "ann@acme.test",
+                "kind": "event",
+                "side": "exchange",
+                "tid": "t1",
+                "u": 0,
+            },
+        ),
+        (
+            "backlog",
+            {
+                "delete": True,
+                "edits": [(277, 592)],
+                "email": "ann@acme.test",
+                "kind": "contact",
+                "side": "salesforce",
+                "tid": "t1",
+                "u": 0,
+            },
+        ),
+        (
+            "backlog",
+            {
+                "delete": True,
+                "edits": [(612, 5050), (498, 1242), (8019, 7776)],
+                "email": "Ann@Acme.test",
+                "kind": "contact",
+                "side": "salesforce",
+                "tid": "t1",
+                "u": 0,
+            },
+        ),
+    ],
+    # Deleted and made again in one backlog: the new contact joins the record our create made
+    # from the first, and that stale copy must not win latest-wins by the time we wrote it.
+    "deleted_and_made_again_while_the_first_create_is_in_flight": [
+        ("ex_create_contact", {"email": "ann@acme.test", "tid": "t1", "u": 0}),
+        ("writer_crash", {"tid": "t1"}),
+        ("ex_delete", {"k": 0, "tid": "t1"}),
+        ("ex_create_contact", {"email": "ann@acme.test", "tid": "t1", "u": 0}),
+    ],
+    # Putting an item back in scope is a person's change a Salesforce delete may not have seen.
+    "recategorised_after_an_edit_elsewhere_then_the_record_deleted": [
+        ("sf_create_activity", {"day": "2026-03-01", "kind": "task", "tid": "t1", "u": 0}),
+        ("settle", {}),
+        ("ex_move_out", {"k": 0, "tid": "t1"}),
+        ("sf_edit", {"f": 0, "k": 0, "tid": "t1"}),
+        ("settle", {}),
+        ("ex_recategorise", {"k": 0, "tid": "t1"}),
+        ("sf_delete", {"k": 0, "tid": "t1"}),
+    ],
     "an_unlinked_pairs_copy_edited_then_the_original_arrives": [
         ("ex_create_contact", {"email": "ann@acme.test", "tid": "t1", "u": 0}),
         ("sf_create_contact", {"email": "ann@acme.test", "tid": "t1", "u": 0}),

@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from services.core.envelopes import ChangeEvent, Command, CommandResult, Origin, Side
+from services.core.envelopes import ChangeEvent, Command, CommandResult, Origin, Side, stable_id
 from services.core.records import FIELDS, canonical, normalise_email
 from services.core.tenants import Tenant, User
 from services.reconciler.core import Decision, TenantState, reconcile, sweep
@@ -106,6 +106,13 @@ class World:
         # Values typed by simulated people: value -> superseded (the person saw it replaced
         # or deleted it). Unsuperseded values must survive, or sit in a conflict record.
         self.values: dict[str, bool] = {}
+        # Pairs whose item a person deleted (tenant, link id). Their copies (the items we made
+        # for them carry the link id) must go too, unless they hold an edit a person made
+        # that no delete saw (edit beats delete) or, in Salesforce, sync another mailbox's item.
+        self.deleted: set[tuple[str, str]] = set()
+        # Mailbox items a person put back in scope: that is a change of theirs too, one a
+        # delete on the other side may not have seen.
+        self.rescoped: set[str] = set()
 
     # --- clock and ids ----------------------------------------------------------------
     def tick(self) -> int:
@@ -169,6 +176,13 @@ class World:
             if isinstance(v, str) and v in self.values:
                 self.values[v] = True
 
+    def _bury(self, tw: TenantWorld, side: str, item: ExItem | SfItem, item_id: str) -> None:
+        tid = tw.tenant.tenant_id
+        self.deleted.add((tid, stable_id("link", tid, item.entity, side, item_id)))
+        tag = item.tag if isinstance(item, ExItem) else item.ext_id
+        if tag:
+            self.deleted.add((tid, tag))  # a copy of ours deleted: its pair ends as well
+
     def ex_create(self, tenant_id: str, mailbox: str, entity: str, record: dict[str, Any]) -> str:
         tw = self.t[tenant_id]
         n = self.tick()
@@ -198,6 +212,7 @@ class World:
         tw = self.t[tenant_id]
         item = tw.mailboxes[mailbox].pop(item_id)
         self._supersede(item.record)
+        self._bury(tw, "exchange", item, item_id)
         self._ex_event(tw, mailbox, item_id, item, "delete")
 
     def ex_move_out(self, tenant_id: str, mailbox: str, item_id: str) -> None:
@@ -214,6 +229,7 @@ class World:
         item_id = f"X{n}"
         item.version, item.modified = f"ck{n}", ts(n)
         tw.mailboxes[mailbox][item_id] = item
+        self.rescoped.add(item_id)
         self._ex_event(tw, mailbox, item_id, item, "upsert")
         return item_id
 
@@ -224,6 +240,7 @@ class World:
         n = self.tick()
         item.version, item.modified = f"ck{n}", ts(n)
         tw.mailboxes[mailbox][item_id] = item
+        self.rescoped.add(item_id)
         self._ex_event(tw, mailbox, item_id, item, "upsert")
         return item_id
 
@@ -256,6 +273,7 @@ class World:
         tw = self.t[tenant_id]
         item = tw.sf.pop(item_id)
         self._supersede(item.record)
+        self._bury(tw, "salesforce", item, item_id)
         self._sf_event(tw, item_id, item, "delete", ours=False)
 
     def sf_reassign(self, tenant_id: str, item_id: str, owner: str) -> None:
@@ -467,6 +485,7 @@ class World:
         for tid, tw in self.t.items():
             self._check_tenant(tid, tw)
         self._check_values()
+        self._check_no_resurrection()
 
     def _check_tenant(self, tid: str, tw: TenantWorld) -> None:
         state = tw.state()
@@ -541,6 +560,30 @@ class World:
         lost = [v for v, superseded in self.values.items() if not superseded and v not in present | audited]
         assert not lost, f"edits lost without an audit record: {lost}"
 
+    def _check_no_resurrection(self) -> None:
+        for tid, tw in self.t.items():
+            state = tw.state()
+            shared = {r.salesforce.id for r in state.links.values() if r.status == "linked" and r.exchange.alive}
+            unlinked = {r.salesforce.id for r in state.links.values() if r.status == "unlinked"}
+            items: list[tuple[str, str, ExItem | SfItem]] = [
+                ("exchange", i, it) for mb in tw.mailboxes.values() for i, it in mb.items()
+            ]
+            items += [("salesforce", i, it) for i, it in tw.sf.items()]
+            for _side, item_id, item in items:
+                tag = item.tag if isinstance(item, ExItem) else item.ext_id
+                if item.entity == "email" or (tid, tag) not in self.deleted:
+                    continue
+                live_edit = item_id in self.rescoped or any(
+                    self.values.get(v) is False for v in item.record.values() if isinstance(v, str)
+                )
+                # A record exsf keeps syncing for another mailbox; one handed to an owner who is
+                # not enrolled (out of exsf's hands, so never deleted by it); one whose mailbox
+                # item left scope before its delete, as far as exsf saw (moving out keeps it).
+                kept = isinstance(item, SfItem) and (
+                    item_id in shared or item_id in unlinked or tw.tenant.user_by_salesforce_id(item.owner) is None
+                )
+                assert live_edit or kept, f"deleted item came back, no edit beats the delete: {item}"
+
 
 TRACKED: dict[str, tuple[str, ...]] = {
     "contact": ("given_name", "job_title", "notes", "mobile_phone"),
@@ -562,7 +605,7 @@ __all__ = ["FIELDS", "TRACKED", "World", "make_tenant", "ts"]
 
 
 def sf_key(sfi: SfItem, owner: str | None = None) -> tuple[Any, ...]:
-    """The dedupe key of DESIGN §4 (contact by email; task and event per owner)."""
+    """The dedupe key of docs/design.md §7 (contact by email; task and event per owner)."""
     r, who = sfi.record, owner or sfi.owner
     if sfi.entity == "contact":
         return ("contact", normalise_email(r.get("email")))

@@ -1,5 +1,5 @@
 """Random interleavings of people's edits, deliveries and writer outcomes converge with
-nothing lost, nothing duplicated and nothing crossing tenants (DESIGN §7).
+nothing lost, nothing duplicated and nothing crossing tenants (docs/design.md §11).
 
 Two tenants (latest-wins and exchange-wins), two mailboxes each, one Salesforce org each.
 Hypothesis picks every step: people create/edit/delete/move items on both sides and hand
@@ -159,6 +159,53 @@ class Convergence(RuleBasedStateMachine):
             # People do not hand someone a second copy of a task or event they already own.
             if all(sf_key(o) != sf_key(item, owner) for o in sf.values() if o is not item):
                 self.world.sf_reassign(tid, ids[k % len(ids)], owner)
+
+    # --- the reconciler down while people work (a rolling deploy) -------------------------
+    @rule(
+        tid=tenant_ids,
+        u=user_idx,
+        side=st.sampled_from(["exchange", "salesforce"]),
+        kind=st.sampled_from(["contact", "task", "event"]),
+        email=st.sampled_from(EMAILS),
+        edits=st.lists(st.tuples(pick, pick), min_size=1, max_size=3),
+        delete=st.booleans(),
+    )
+    def backlog(
+        self, tid: str, u: int, side: str, kind: str, email: str, edits: list[tuple[int, int]], delete: bool
+    ) -> None:
+        """An item is created, edited and (mostly) deleted on one side while the reconciler
+        processes nothing, and items on the other side change meanwhile: the reconciler,
+        back, works through all of it as one backlog."""
+        w, mb = self.world, self.mailbox(tid, u)
+        if (
+            side == "salesforce"
+            and kind == "contact"
+            and email.lower() in {str(i.record.get("email")).lower() for i in w.t[tid].sf.values()}
+        ):
+            return  # people do not duplicate inside Salesforce
+        if kind == "contact":
+            rec = {"given_name": self.value(tid), "family_name": "Doe", "email": email}
+        elif kind == "task":
+            rec = {"subject": f"B {self.value(tid)}", "due_date": DATES[0], "body": self.value(tid)}
+        else:
+            rec = {"subject": f"B {self.value(tid)}", "start": f"{DATES[0]}T13:00:00Z", "end": f"{DATES[0]}T14:00:00Z"}
+        if side == "exchange":
+            item = w.ex_create(tid, mb, kind, rec)
+        else:
+            item = w.sf_create(tid, mb, kind, rec)
+        fields = EDITABLE[kind]
+        for f, k in edits:
+            if side == "exchange":
+                w.ex_edit(tid, mb, item, fields[f % len(fields)], self.value(tid))
+                self.sf_edit(tid, k, f)
+            else:
+                w.sf_edit(tid, item, fields[f % len(fields)], self.value(tid))
+                self.ex_edit(tid, k, f)
+        if delete:
+            if side == "exchange":
+                w.ex_delete(tid, mb, item)
+            else:
+                w.sf_delete(tid, item)
 
     # --- the pipeline ---------------------------------------------------------------------
     @rule(

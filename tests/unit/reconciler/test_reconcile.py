@@ -1,10 +1,12 @@
-"""One test per rule of DESIGN §4, each driving the pure reconcile core step by step.
+"""One test per rule of docs/design.md §7, each driving the pure reconcile core step by step.
 
 `World` (sim.py) holds the simulated mailboxes and org and the queues; `step` hands one
 message to the reconciler or the writer, so every test states the exact interleaving.
 """
 
 from __future__ import annotations
+
+import itertools
 
 import orjson
 import pytest
@@ -315,6 +317,87 @@ def test_edit_beats_delete_the_item_is_restored_and_the_link_re_pointed() -> Non
     link = only_link(w)
     assert link.exchange.id != x and x in link.exchange.retired and link.status == "linked"
     assert audit(w, "restore")
+    w.check()
+
+
+QUEUES = ("exchange", "salesforce", "commands", "results")
+
+
+@pytest.mark.parametrize("side", ["exchange", "salesforce"])
+def test_a_create_edit_and_delete_in_one_backlog_never_come_back_in_any_order(side: str) -> None:
+    """The reconciler was down (a rolling deploy) while a person created, edited and deleted
+    a contact: whatever order the two sides' queues are worked through in, the create we
+    make from the stale first event is ours, not a person's edit, and cannot beat the
+    delete. Every order of the first five steps, then the rest in order."""
+    for order in itertools.product(QUEUES, repeat=5):
+        w = world()
+        if side == "exchange":
+            x = w.ex_create("t1", A, "contact", contact("Ann"))
+            w.ex_edit("t1", A, x, "given_name", "Anna")
+            w.ex_delete("t1", A, x)
+        else:
+            s = w.sf_create("t1", A, "contact", contact("Ann"))
+            w.sf_edit("t1", s, "given_name", "Anna")
+            w.sf_delete("t1", s)
+        for q in order:
+            w.step("t1", q)
+        w.settle()
+        tw = w.t["t1"]
+        assert tw.sf == {} and tw.mailboxes[A] == {}, order
+        assert audit(w, "restore") == [], order
+        w.check()
+
+
+def test_the_echo_of_our_update_is_not_an_edit_that_overwrites_a_newer_one() -> None:
+    """Outlook edit 1 goes to Salesforce; before its result, Outlook edit 2 arrives and the
+    Salesforce echo of our write 1 comes in: that echo is ours landing, not a Salesforce
+    change that conflicts with edit 2 (and, by its later timestamp, beats it)."""
+    w = world()
+    x, s = linked_contact(w)
+    w.ex_edit("t1", A, x, "job_title", "CTO")
+    w.step("t1", "exchange")
+    w.step("t1", "commands")  # written: the echo is queued, the result too
+    w.ex_edit("t1", A, x, "job_title", "CEO")
+    w.step("t1", "exchange")
+    w.step("t1", "salesforce")  # the echo of "CTO"
+    w.settle()
+    assert w.t["t1"].sf[s].record["job_title"] == "CEO"
+    assert w.t["t1"].mailboxes[A][x].record["job_title"] == "CEO"
+    assert audit(w, "conflict") == []
+    w.check()
+
+
+def test_a_redelivered_update_finding_its_own_write_is_no_conflict() -> None:
+    """The writer applied an update and died before its result; the redelivered command finds
+    the record changed (by itself) and answers conflict with it: that content is ours."""
+    w = world()
+    x, s = linked_contact(w)
+    w.ex_edit("t1", A, x, "job_title", "CTO")
+    w.step("t1", "exchange")
+    w.write("t1", w.t["t1"].commands[0])  # the first attempt, its result lost
+    w.t["t1"].sf_queue.clear()  # and its echo not here yet
+    w.ex_edit("t1", A, x, "job_title", "CEO")
+    w.step("t1", "exchange")
+    w.step("t1", "commands")  # the redelivery: conflict, with our own write as the record
+    assert w.t["t1"].results[-1].status == "conflict"
+    w.settle()
+    assert w.t["t1"].sf[s].record["job_title"] == "CEO"
+    assert audit(w, "conflict") == []
+    w.check()
+
+
+def test_a_stale_copy_of_ours_does_not_win_latest_wins_by_the_time_we_wrote_it() -> None:
+    """A mailbox contact deleted and made again (a new email of the same person) in one
+    backlog: the new one joins the record our create made from the stale first event, and
+    under latest-wins the person's newer value beats it (our write's time is not theirs)."""
+    w = world()
+    x1 = w.ex_create("t1", A, "contact", contact("Ann"))
+    w.ex_delete("t1", A, x1)
+    x2 = w.ex_create("t1", A, "contact", contact("Anna"))
+    w.settle()
+    [sf] = w.t["t1"].sf.values()
+    assert sf.record["given_name"] == "Anna"
+    assert w.t["t1"].mailboxes[A][x2].record["given_name"] == "Anna"
     w.check()
 
 
