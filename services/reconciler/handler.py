@@ -163,8 +163,12 @@ class ReconcilerHandler:
             decision.apply_to(state)
             out.extend(self._outputs(partition, decision))
             if decision.commands or decision.removed:
-                log.info("reconciler.sweep", tenant_id=tenant_id, commands=len(decision.commands),
-                         tombstones_trimmed=len(decision.removed))
+                log.info(
+                    "reconciler.sweep",
+                    tenant_id=tenant_id,
+                    commands=len(decision.commands),
+                    tombstones_trimmed=len(decision.removed),
+                )
         return out
 
     def _decode(self, message: Message) -> ChangeEvent | CommandResult:

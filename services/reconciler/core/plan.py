@@ -188,6 +188,18 @@ def unseen_values(link: LinkRecord) -> bool:
     )
 
 
+def restored(link: LinkRecord, alive: SideState) -> dict[str, Any]:
+    if alive.shadow is None:
+        return link.desired
+    ex, sf, base = link.exchange.shadow or {}, link.salesforce.shadow or {}, link.base or {}
+    carried = {
+        f: v
+        for f, v in link.desired.items()
+        if v is not None and v != base.get(f) and v != ex.get(f) and v != sf.get(f)
+    }
+    return merge.norm(link.entity, {**alive.shadow, **carried})
+
+
 def active_siblings(w: Work, link: LinkRecord, sf_id: str) -> list[LinkRecord]:
     return [
         c
@@ -256,9 +268,11 @@ def plan_delete(w: Work, link: LinkRecord) -> LinkRecord:
         )
         return w.save(replace(link, status="unlinked"))
     if person_edit(alive, link.base, gone.shadow) or unseen_values(link):
-        # Edit beats delete: recreate on the side that deleted, with the merged record
-        # (also for an edit no side holds yet: one carried from a copy removed since).
+        # Edit beats delete: recreate on the side that deleted, with what the surviving side
+        # holds (the deleting side's own edits ended with its delete, even those that won
+        # a conflict) plus any edit no side holds yet (one carried from a copy removed since).
         retired = add_retired(gone.retired, gone.id)
+        link = replace(link, desired=restored(link, alive))
         w.record(
             "restore", link, side=s, deleted_id=gone.id, record=link.desired, base=link.base, surviving=alive.shadow
         )

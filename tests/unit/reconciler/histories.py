@@ -8,6 +8,55 @@ from typing import Any
 Step = tuple[str, dict[str, Any]]
 
 HISTORIES: dict[str, list[Step]] = {
+    # The long run (seed 1201): under exchange-wins the mailbox's edit beat a Salesforce edit,
+    # then the mailbox deleted the item; the Salesforce edit beats that delete, and the
+    # restore must carry what Salesforce holds, not the deleted side's own (ended) edit.
+    "a_restore_carries_the_surviving_side_not_the_deleted_sides_won_conflict": [
+        ("settle", {}),
+        ("ex_create_contact", {"email": "cy@zeta.test", "tid": "t2", "u": 0}),
+        ("sf_create_contact", {"email": "ann@acme.test", "tid": "t1", "u": 0}),
+        ("ex_create_task", {"due": "2026-03-01", "subject": "Call", "tid": "t2", "u": 0}),
+        ("ex_create_contact", {"email": "ann@acme.test", "tid": "t1", "u": 0}),
+        ("sf_create_contact", {"email": "ann@acme.test", "tid": "t2", "u": 1}),
+        ("settle", {}),
+        ("sf_delete", {"k": 238, "tid": "t2"}),
+        ("sf_delete", {"k": 4887, "tid": "t2"}),
+        ("settle", {}),
+        ("ex_create_event", {"day": "2026-03-01", "subject": "Call", "tid": "t2", "u": 0}),
+        ("ex_create_contact", {"email": "cy@zeta.test", "tid": "t2", "u": 0}),
+        ("ex_create_task", {"due": "2026-03-01", "subject": "Call", "tid": "t2", "u": 0}),
+        ("ex_edit", {"f": 699, "k": 6363, "tid": "t2"}),
+        ("sf_edit", {"f": 4111, "k": 2935, "tid": "t2"}),
+        ("ex_create_contact", {"email": "bo@acme.test", "tid": "t2", "u": 0}),
+        ("ex_create_task", {"due": "2026-03-01", "subject": "Call", "tid": "t2", "u": 0}),
+        ("ex_delete", {"k": 0, "tid": "t2"}),
+        ("ex_delete", {"k": 414, "tid": "t2"}),
+    ],
+    # A duplicate made while our create was in flight, edited, then deleted with its delete
+    # coalesced away and redelivered late: the restore carries the surviving record only.
+    "a_duplicate_deleted_while_creates_were_retried": [
+        ("writer_outage", {}),
+        ("ex_create_contact", {"email": "ann@acme.test", "tid": "t1", "u": 0}),
+        ("ex_create_contact", {"email": "ann@acme.test", "tid": "t1", "u": 0}),
+        ("ex_edit", {"f": 0, "k": 0, "tid": "t1"}),
+        ("sf_create_contact", {"email": "ann@acme.test", "tid": "t1", "u": 0}),
+        ("writer_crash", {"tid": "t1"}),
+        ("writer_crash", {"tid": "t1"}),
+        ("writer_crash", {"tid": "t1"}),
+        ("writer_crash", {"tid": "t1"}),
+        ("writer_crash", {"tid": "t1"}),
+        ("writer_crash", {"tid": "t1"}),
+        ("writer_crash", {"tid": "t1"}),
+        ("writer_crash", {"tid": "t1"}),
+        ("writer_crash", {"tid": "t1"}),
+        ("writer_crash", {"tid": "t1"}),
+        ("writer_crash", {"tid": "t1"}),
+        ("writer_crash", {"tid": "t1"}),
+        ("writer_crash", {"tid": "t1"}),
+        ("delta_coalesces", {"k": 0, "tid": "t1"}),
+        ("ex_delete", {"k": 0, "tid": "t1"}),
+        ("drop_for_later", {"k": 0, "side": "exchange", "tid": "t1"}),
+    ],
     # Issue 12 item 4: the reconciler down while a contact is created, edited and deleted;
     # our create from the stale first event must not count as an edit that beats the delete.
     "a_create_edit_and_delete_in_one_backlog": [
