@@ -5,7 +5,8 @@ service persists `Decision.changes` to exsf.state and applies them with
 `TenantState.apply`, then sends `Decision.commands` and `Decision.audit`.
 """
 
-from services.reconciler.core.decide import Decision, reconcile, sweep
+from services.reconciler.core.decide import reconcile, sweep
 from services.reconciler.core.state import LinkRecord, Pending, SideState, TenantState, state_key
+from services.reconciler.core.work import Decision
 
 __all__ = ["Decision", "LinkRecord", "Pending", "SideState", "TenantState", "reconcile", "state_key", "sweep"]
