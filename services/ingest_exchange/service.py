@@ -147,6 +147,7 @@ class ExchangeTenant(TenantRunner):
                     w.poke.set,
                     sublog=self.sublog,
                     tenant_id=self.tenant.tenant_id,
+                    directory_tenant=self.tenant.graph.azure_tenant_id,
                     shard=self.publisher.partition,
                 )
                 self.subscriptions.append(sub)

@@ -14,7 +14,8 @@ from tests.support.front import RoundRobinFront
 
 def rec(sid: str = "s1", shard: int = 3, state: str = "secret-state") -> SubscriptionRecord:
     return SubscriptionRecord(
-        sid, state, "t1", "a@x", "contacts:f1", "/users/a@x/contacts", "2030-01-01T00:00:00Z", shard
+        sid, state, "t1", "a@x", "contacts:f1", "/users/a@x/contacts", "2030-01-01T00:00:00Z", shard,
+        directory_tenant="t1",
     )
 
 
@@ -36,6 +37,20 @@ def test_check_and_tombstone() -> None:
     assert t.check("s1", "secret-state", None) == "ok"
     assert t.apply(b"s1", None)
     assert t.check("s1", "secret-state", "t1") == "unknown subscription"
+
+
+def test_pending_traces_validate_nothing_and_are_kept_apart() -> None:
+    t = SubscriptionTable()
+    p = SubscriptionRecord(
+        "pending:n1", "st", "t1", "a@x", "contacts:f1", "/users/a@x/contacts", "2030-01-01T00:00:00Z", 3,
+        pending=True,
+    )
+    assert t.apply(p.id.encode(), p.encode())
+    assert t.apply(b"s1", rec().encode())
+    assert t.check("pending:n1", "st", None) == "unknown subscription"
+    assert [r.id for r in t.of_resource("t1", "a@x", "/users/a@x/contacts")] == ["s1"]
+    assert [r.id for r in t.pending_of_resource("t1", "a@x", "/users/a@x/contacts")] == ["pending:n1"]
+    assert t.check("s1", "secret-state", "T1") == "ok", "directory ids are GUIDs: case does not matter"
 
 
 def test_takeover_views() -> None:
