@@ -30,7 +30,7 @@ from services.core.tenants import Tenant
 from services.core.topics import Topics, cursor_key
 from services.ingest_exchange.stream import Cursor, StreamWorker
 from services.ingest_exchange.subscription_log import NotificationInbox, SubscriptionLog, forward_to_owner
-from services.ingest_exchange.subscription_table import SubscriptionRecord
+from services.ingest_exchange.subscription_table import SubscriptionRecord, directory_tenant_of
 from services.ingest_exchange.webhook import Subscription, WebhookReceiver
 
 log = structlog.get_logger(__name__)
@@ -147,7 +147,7 @@ class ExchangeTenant(TenantRunner):
                     w.poke.set,
                     sublog=self.sublog,
                     tenant_id=self.tenant.tenant_id,
-                    directory_tenant=self.tenant.graph.azure_tenant_id,
+                    directory_tenant=directory_tenant_of(self.tenant.graph.azure_tenant_id),
                     shard=self.publisher.partition,
                 )
                 self.subscriptions.append(sub)

@@ -15,6 +15,7 @@ of repr() and logs.
 
 from __future__ import annotations
 
+import re
 import secrets
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -86,6 +87,18 @@ class SubscriptionRecord:
     @property
     def stream_key(self) -> tuple[str, str, str]:
         return (self.tenant_id, self.mailbox, self.stream)
+
+
+_GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
+
+def directory_tenant_of(azure_tenant_id: str) -> str:
+    """The directory id to hold notifications to, from a tenant's configured azure_tenant_id.
+    Graph's `tenantId` is always the directory GUID, but the token authority also accepts a
+    verified domain ("contoso.onmicrosoft.com"): such a value cannot be compared, so it gives
+    "" and the check rests on clientState alone (as it would without a tenantId)."""
+    value = azure_tenant_id.strip()
+    return value.lower() if _GUID.fullmatch(value) else ""
 
 
 def check_notification(

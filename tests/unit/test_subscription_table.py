@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 from aiohttp import ClientSession, web
 
-from services.ingest_exchange.subscription_table import SubscriptionRecord, SubscriptionTable
+from services.ingest_exchange.subscription_table import SubscriptionRecord, SubscriptionTable, directory_tenant_of
 from tests.support.front import RoundRobinFront
 
 
@@ -130,3 +130,10 @@ async def test_receiver_forwards_other_pods_subscription_and_rejects_forgeries()
         assert (receiver.forwarded, receiver.rejected) == (2, 2)
     finally:
         await runner.cleanup()
+
+
+def test_only_a_directory_guid_is_held_to_notifications() -> None:
+    guid = "0D3F1F5E-1234-4ABC-9DEF-0123456789AB"
+    assert directory_tenant_of(guid) == guid.lower()
+    assert directory_tenant_of("contoso.onmicrosoft.com") == ""  # a domain: Graph names the GUID
+    assert directory_tenant_of("") == ""
