@@ -73,6 +73,30 @@ def _same_resource(a: str, b: str) -> bool:
     return a.strip("/").lower() == b.strip("/").lower()
 
 
+class GraphSubscriptions:
+    """One GET /subscriptions shared by every stream of a tenant that adopts at about the same
+    time: the list holds all of the app's subscriptions (paged), so one call per stream would
+    make a pod's start quadratic in the number of streams. A listing younger than `ttl_s`
+    is reused; concurrent callers wait for the same call."""
+
+    def __init__(self, client: ExchangeClient, ttl_s: float = 30.0) -> None:
+        self.client = client
+        self.ttl_s = ttl_s
+        self.calls = 0
+        self._lock = asyncio.Lock()
+        self._at = float("-inf")
+        self._listed: list[dict[str, object]] = []
+
+    async def listed(self) -> list[dict[str, object]]:
+        async with self._lock:
+            now = asyncio.get_running_loop().time()
+            if now - self._at > self.ttl_s:
+                self.calls += 1
+                self._listed = list(await self.client.list_subscriptions())
+                self._at = now
+            return self._listed
+
+
 @dataclass
 class _Registration:
     client_state: str
@@ -234,7 +258,9 @@ class Subscription:
         tenant_id: str = "",
         directory_tenant: str = "",
         shard: int = 0,
+        graph_subscriptions: GraphSubscriptions | None = None,
     ) -> None:
+        self.graph_subscriptions = graph_subscriptions or GraphSubscriptions(client)
         self.sublog = sublog
         self.tenant_id = tenant_id
         self.directory_tenant = directory_tenant
@@ -335,7 +361,7 @@ class Subscription:
         resource = resource_for(self.mailbox, self.stream)
         url = f"{self.public_url}/notifications"
         try:
-            listed = await self.client.list_subscriptions()
+            listed = await self.graph_subscriptions.listed()
         except Exception as exc:
             # Renewals stop on an orphan, so it expires within LIFETIME at worst.
             log.warning("subscription.list_failed", user=self.mailbox, stream=self.stream.key,

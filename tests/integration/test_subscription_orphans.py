@@ -7,6 +7,7 @@ subscription through Graph's list and delete it: exactly one subscription per st
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator
@@ -15,7 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from services.connectors.exchange.client import ExchangeClient
 from services.core.bus.kafka import KafkaBus, KafkaSettings
+from services.core.secrets import resolve_secret
 from services.core.tenant_registry import TenantRegistry
 from services.core.tenants import GraphEndpoint, Tenant, User
 from services.core.topics import Topics, topic_specs
@@ -23,7 +26,7 @@ from services.emulators.graph.admin_client import GraphAdminClient
 from services.emulators.graph.app import serve
 from services.emulators.graph.config import GraphEmulatorConfig
 from services.ingest_exchange.subscription_log import SubscriptionLog
-from services.ingest_exchange.webhook import CRASH_AFTER_CREATE_ENV
+from services.ingest_exchange.webhook import CRASH_AFTER_CREATE_ENV, GraphSubscriptions
 from tests.support.front import RoundRobinFront
 from tests.support.processes import Proc, free_port
 from tests.support.waiting import eventually, topics_visible
@@ -157,3 +160,24 @@ async def test_kill9_between_graph_create_and_record_leaves_no_orphan(world: Wor
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def test_one_graph_listing_serves_every_stream_adopting_at_once() -> None:
+    """Adoption lists all of the app's subscriptions (paged); a pod starting thousands of
+    streams must not list once per stream. Real client, real emulator over HTTP."""
+    cfg = GraphEmulatorConfig(mailboxes=(ALICE,), client_id="exsf-app", client_secret="s3cret")
+    runner, url = await serve(config=cfg)
+    endpoint = GraphEndpoint(base_url=url + "/v1.0", authority=url, azure_tenant_id=cfg.tenant_id,
+                             client_id="exsf-app", client_secret_ref="literal:s3cret")
+    client = ExchangeClient(endpoint, resolve_secret(endpoint.client_secret_ref))
+    try:
+        shared = GraphSubscriptions(client, ttl_s=30)
+        results = await asyncio.gather(*(shared.listed() for _ in range(8)))
+        assert shared.calls == 1 and all(r == [] for r in results)
+        fresh = GraphSubscriptions(client, ttl_s=0)
+        await fresh.listed()
+        await fresh.listed()
+        assert fresh.calls == 2, "an expired listing is read again"
+    finally:
+        await client.close()
+        await runner.cleanup()
