@@ -36,6 +36,11 @@ from services.core.sideserver import Health
 log = structlog.get_logger(__name__)
 
 RESTORE_RETRY_S = 2.0  # a failed restore (broker away) is retried after this pause
+# How long a stopping member waits to leave its group. aiokafka's close first awaits the
+# coordination task, which can sit in a JoinGroup until the group's rebalance completes (up
+# to the rebalance timeout, max.poll.interval = 300 s) when the stop lands mid-rebalance;
+# the broker drops a member that stopped heartbeating after session.timeout (10 s) anyway.
+LEAVE_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,7 +256,7 @@ class PartitionedProcessor:
                 self._finish_restores(consumer)
                 self._resume_due(consumer)
                 await self._tick()
-                batch = await consumer.getmany(timeout_ms=500, max_records=self.max_batch)
+                batch = await self._poll(consumer)
                 by_partition: dict[int, list[Message]] = {}
                 for tp, msgs in batch.items():
                     by_partition.setdefault(tp.partition, []).extend(msgs)
@@ -266,7 +271,10 @@ class PartitionedProcessor:
         finally:
             # Leave the group first (revokes, stopping every partition's producer), then
             # close any producer still held so no transactional producer outlives us.
-            await consumer.stop()
+            try:
+                await asyncio.wait_for(consumer.stop(), LEAVE_TIMEOUT_S)
+            except TimeoutError:
+                log.warning("consumer.leave_timeout", service=self.service, seconds=LEAVE_TIMEOUT_S)
             for n in list(self._unrestored):
                 part = await self._cancel_restore(n)
                 if part is not None:
@@ -281,6 +289,28 @@ class PartitionedProcessor:
 
     def stop(self) -> None:
         self._stopping.set()
+
+    async def _poll(self, consumer: Consumer) -> dict[TopicPartition, list[Message]]:
+        """One getmany that a stop interrupts. aiokafka's getmany does not honour its timeout
+        while a rebalance is in progress (the fetcher waits for the new assignment), and a
+        stop that lands then would wait as long as the rebalance: observed as a reconciler
+        that ignored SIGTERM until killed, in tests/integration/test_two_deployments.py.
+        Cancelling it is safe: it is cancelled only while waiting, before it hands out
+        records (and whatever is not committed is read again by the next owner)."""
+        get = asyncio.ensure_future(consumer.getmany(timeout_ms=500, max_records=self.max_batch))
+        stop = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait({get, stop}, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            get.cancel()
+            raise
+        finally:
+            stop.cancel()
+        if not get.done():
+            get.cancel()
+            await asyncio.gather(get, return_exceptions=True)
+            return {}
+        return get.result()
 
     async def _tick(self) -> None:
         """Timer work (the reconciler's safety sweep): outputs committed in a transaction
