@@ -139,6 +139,13 @@ class PartitionedProcessor:
         self._restores: dict[int, asyncio.Task[None]] = {}
         self._consumer: Consumer | None = None
         self._stopping = asyncio.Event()
+        # Held by the main loop while it works on its partitions (ticks, a batch and its
+        # transaction) and by the revocation callback, which aiokafka runs in its own
+        # coordinator task at any moment: without it a revocation stopped a partition's
+        # producer under a transaction in flight, whose commit then never returned (the
+        # main loop hung; the member ignored SIGTERM until killed). With it the revocation
+        # waits for the batch in hand to commit (or abort) first.
+        self._busy = asyncio.Lock()
         self.processed = 0
         self.tick_seconds = tick_seconds
         self._next_tick = time.monotonic() + tick_seconds
@@ -223,6 +230,10 @@ class PartitionedProcessor:
         return self._unrestored.pop(n, None)
 
     async def _on_revoked(self, tps: set[TopicPartition]) -> None:
+        async with self._busy:
+            await self._revoke(tps)
+
+    async def _revoke(self, tps: set[TopicPartition]) -> None:
         for n in sorted({tp.partition for tp in tps}):
             self._mark_restored(n)  # no longer ours: nothing left to wait for
             if n in self._unrestored:
@@ -253,21 +264,14 @@ class PartitionedProcessor:
         await consumer.start()
         try:
             while not self._stopping.is_set():
-                self._finish_restores(consumer)
-                self._resume_due(consumer)
-                await self._tick()
+                async with self._busy:
+                    self._finish_restores(consumer)
+                    self._resume_due(consumer)
+                    await self._tick()
+                # Not under the lock: a rebalance (and its revocation) happens meanwhile.
                 batch = await self._poll(consumer)
-                by_partition: dict[int, list[Message]] = {}
-                for tp, msgs in batch.items():
-                    by_partition.setdefault(tp.partition, []).extend(msgs)
-                for n, msgs in by_partition.items():
-                    if n in self._parts:
-                        await self._process(consumer, self._parts[n], msgs)
-                    else:
-                        # aiokafka can hand out records while the assignment callback is
-                        # still restoring the partition: rewind, they come back once ready.
-                        for tp in {m.tp for m in msgs} & consumer.assignment():
-                            consumer.seek(tp, min(m.offset for m in msgs if m.tp == tp))
+                async with self._busy:
+                    await self._handle_batch(consumer, batch)
         finally:
             # Leave the group first (revokes, stopping every partition's producer), then
             # close any producer still held so no transactional producer outlives us.
@@ -289,6 +293,20 @@ class PartitionedProcessor:
 
     def stop(self) -> None:
         self._stopping.set()
+
+    async def _handle_batch(self, consumer: Consumer, batch: dict[TopicPartition, list[Message]]) -> None:
+        by_partition: dict[int, list[Message]] = {}
+        for tp, msgs in batch.items():
+            by_partition.setdefault(tp.partition, []).extend(msgs)
+        for n, msgs in by_partition.items():
+            if n in self._parts:
+                await self._process(consumer, self._parts[n], msgs)
+            else:
+                # aiokafka can hand out records while the assignment callback is still
+                # restoring the partition (or a revocation took it meanwhile): rewind, they
+                # come back once ready (or go to the new owner).
+                for tp in {m.tp for m in msgs} & consumer.assignment():
+                    consumer.seek(tp, min(m.offset for m in msgs if m.tp == tp))
 
     async def _poll(self, consumer: Consumer) -> dict[TopicPartition, list[Message]]:
         """One getmany that a stop interrupts. aiokafka's getmany does not honour its timeout
