@@ -36,6 +36,11 @@ from services.core.sideserver import Health
 log = structlog.get_logger(__name__)
 
 RESTORE_RETRY_S = 2.0  # a failed restore (broker away) is retried after this pause
+# How long a stopping member waits to leave its group. aiokafka's close first awaits the
+# coordination task, which can sit in a JoinGroup until the group's rebalance completes (up
+# to the rebalance timeout, max.poll.interval = 300 s) when the stop lands mid-rebalance;
+# the broker drops a member that stopped heartbeating after session.timeout (10 s) anyway.
+LEAVE_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +139,13 @@ class PartitionedProcessor:
         self._restores: dict[int, asyncio.Task[None]] = {}
         self._consumer: Consumer | None = None
         self._stopping = asyncio.Event()
+        # Held by the main loop while it works on its partitions (ticks, a batch and its
+        # transaction) and by the revocation callback, which aiokafka runs in its own
+        # coordinator task at any moment: without it a revocation stopped a partition's
+        # producer under a transaction in flight, whose commit then never returned (the
+        # main loop hung; the member ignored SIGTERM until killed). With it the revocation
+        # waits for the batch in hand to commit (or abort) first.
+        self._busy = asyncio.Lock()
         self.processed = 0
         self.tick_seconds = tick_seconds
         self._next_tick = time.monotonic() + tick_seconds
@@ -218,6 +230,10 @@ class PartitionedProcessor:
         return self._unrestored.pop(n, None)
 
     async def _on_revoked(self, tps: set[TopicPartition]) -> None:
+        async with self._busy:
+            await self._revoke(tps)
+
+    async def _revoke(self, tps: set[TopicPartition]) -> None:
         for n in sorted({tp.partition for tp in tps}):
             self._mark_restored(n)  # no longer ours: nothing left to wait for
             if n in self._unrestored:
@@ -248,25 +264,21 @@ class PartitionedProcessor:
         await consumer.start()
         try:
             while not self._stopping.is_set():
-                self._finish_restores(consumer)
-                self._resume_due(consumer)
-                await self._tick()
-                batch = await consumer.getmany(timeout_ms=500, max_records=self.max_batch)
-                by_partition: dict[int, list[Message]] = {}
-                for tp, msgs in batch.items():
-                    by_partition.setdefault(tp.partition, []).extend(msgs)
-                for n, msgs in by_partition.items():
-                    if n in self._parts:
-                        await self._process(consumer, self._parts[n], msgs)
-                    else:
-                        # aiokafka can hand out records while the assignment callback is
-                        # still restoring the partition: rewind, they come back once ready.
-                        for tp in {m.tp for m in msgs} & consumer.assignment():
-                            consumer.seek(tp, min(m.offset for m in msgs if m.tp == tp))
+                async with self._busy:
+                    self._finish_restores(consumer)
+                    self._resume_due(consumer)
+                    await self._tick()
+                # Not under the lock: a rebalance (and its revocation) happens meanwhile.
+                batch = await self._poll(consumer)
+                async with self._busy:
+                    await self._handle_batch(consumer, batch)
         finally:
             # Leave the group first (revokes, stopping every partition's producer), then
             # close any producer still held so no transactional producer outlives us.
-            await consumer.stop()
+            try:
+                await asyncio.wait_for(consumer.stop(), LEAVE_TIMEOUT_S)
+            except TimeoutError:
+                log.warning("consumer.leave_timeout", service=self.service, seconds=LEAVE_TIMEOUT_S)
             for n in list(self._unrestored):
                 part = await self._cancel_restore(n)
                 if part is not None:
@@ -281,6 +293,42 @@ class PartitionedProcessor:
 
     def stop(self) -> None:
         self._stopping.set()
+
+    async def _handle_batch(self, consumer: Consumer, batch: dict[TopicPartition, list[Message]]) -> None:
+        by_partition: dict[int, list[Message]] = {}
+        for tp, msgs in batch.items():
+            by_partition.setdefault(tp.partition, []).extend(msgs)
+        for n, msgs in by_partition.items():
+            if n in self._parts:
+                await self._process(consumer, self._parts[n], msgs)
+            else:
+                # aiokafka can hand out records while the assignment callback is still
+                # restoring the partition (or a revocation took it meanwhile): rewind, they
+                # come back once ready (or go to the new owner).
+                for tp in {m.tp for m in msgs} & consumer.assignment():
+                    consumer.seek(tp, min(m.offset for m in msgs if m.tp == tp))
+
+    async def _poll(self, consumer: Consumer) -> dict[TopicPartition, list[Message]]:
+        """One getmany that a stop interrupts. aiokafka's getmany does not honour its timeout
+        while a rebalance is in progress (the fetcher waits for the new assignment), and a
+        stop that lands then would wait as long as the rebalance: observed as a reconciler
+        that ignored SIGTERM until killed, in tests/integration/test_two_deployments.py.
+        Cancelling it is safe: it is cancelled only while waiting, before it hands out
+        records (and whatever is not committed is read again by the next owner)."""
+        get = asyncio.ensure_future(consumer.getmany(timeout_ms=500, max_records=self.max_batch))
+        stop = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait({get, stop}, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            get.cancel()
+            raise
+        finally:
+            stop.cancel()
+        if not get.done():
+            get.cancel()
+            await asyncio.gather(get, return_exceptions=True)
+            return {}
+        return get.result()
 
     async def _tick(self) -> None:
         """Timer work (the reconciler's safety sweep): outputs committed in a transaction

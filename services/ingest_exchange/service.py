@@ -30,8 +30,8 @@ from services.core.tenants import Tenant
 from services.core.topics import Topics, cursor_key
 from services.ingest_exchange.stream import Cursor, StreamWorker
 from services.ingest_exchange.subscription_log import NotificationInbox, SubscriptionLog, forward_to_owner
-from services.ingest_exchange.subscription_table import SubscriptionRecord
-from services.ingest_exchange.webhook import Subscription, WebhookReceiver
+from services.ingest_exchange.subscription_table import SubscriptionRecord, directory_tenant_of
+from services.ingest_exchange.webhook import GraphSubscriptions, Subscription, WebhookReceiver
 
 log = structlog.get_logger(__name__)
 
@@ -70,6 +70,8 @@ class ExchangeTenant(TenantRunner):
         )
         self.workers: list[StreamWorker] = []
         self.subscriptions: list[Subscription] = []
+        # Every stream of the tenant adopts at start: one Graph listing serves them all.
+        self.graph_subscriptions = GraphSubscriptions(self.client)
         self._tasks: list[asyncio.Task[None]] = []
         self.prepared: dict[str, object] = {}
 
@@ -147,7 +149,9 @@ class ExchangeTenant(TenantRunner):
                     w.poke.set,
                     sublog=self.sublog,
                     tenant_id=self.tenant.tenant_id,
+                    directory_tenant=directory_tenant_of(self.tenant.graph.azure_tenant_id),
                     shard=self.publisher.partition,
+                    graph_subscriptions=self.graph_subscriptions,
                 )
                 self.subscriptions.append(sub)
                 await sub.start()

@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import secrets
+import signal
+import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -24,9 +27,15 @@ from aiohttp import web
 
 from services.connectors.exchange.client import ExchangeClient
 from services.connectors.exchange.models import DeltaStream
+from services.core.errors import TransientError
 from services.core.metrics import ERRORS
 from services.ingest_exchange.subscription_log import SubscriptionLog
-from services.ingest_exchange.subscription_table import SubscriptionRecord, SubscriptionTable
+from services.ingest_exchange.subscription_table import (
+    SubscriptionRecord,
+    SubscriptionTable,
+    Verdict,
+    check_notification,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -48,11 +57,52 @@ def resource_for(mailbox: str, stream: DeltaStream) -> str:
     return f"/users/{mailbox}/events"
 
 
+# Test hook for the crash window between Graph's create and exsf's record (issue 11): when
+# set to "1" the process SIGKILLs itself right after Graph answers the create. Inert unless
+# set; nothing in deploy/ sets it.
+CRASH_AFTER_CREATE_ENV = "EXSF_TEST_CRASH_AFTER_SUBSCRIPTION_CREATE"
+
+
+def _crash_hook() -> None:
+    if os.environ.get(CRASH_AFTER_CREATE_ENV) == "1":
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _same_resource(a: str, b: str) -> bool:
+    # Graph echoes the resource as it was sent, but its paths are case-insensitive.
+    return a.strip("/").lower() == b.strip("/").lower()
+
+
+class GraphSubscriptions:
+    """One GET /subscriptions shared by every stream of a tenant that adopts at about the same
+    time: the list holds all of the app's subscriptions (paged), so one call per stream would
+    make a pod's start quadratic in the number of streams. A listing younger than `ttl_s`
+    is reused; concurrent callers wait for the same call."""
+
+    def __init__(self, client: ExchangeClient, ttl_s: float = 30.0) -> None:
+        self.client = client
+        self.ttl_s = ttl_s
+        self.calls = 0
+        self._lock = asyncio.Lock()
+        self._at = float("-inf")
+        self._listed: list[dict[str, object]] = []
+
+    async def listed(self) -> list[dict[str, object]]:
+        async with self._lock:
+            now = asyncio.get_running_loop().time()
+            if now - self._at > self.ttl_s:
+                self.calls += 1
+                self._listed = list(await self.client.list_subscriptions())
+                self._at = now
+            return self._listed
+
+
 @dataclass
 class _Registration:
     client_state: str
     poke: Callable[[], None]
     lifecycle: Callable[[str], Coroutine[object, object, None]]
+    directory_tenant: str = ""
 
 
 # (record, what happened: "change" or the lifecycleEvent) -> sent to the owning shard.
@@ -68,6 +118,7 @@ class WebhookReceiver:
         self._pending: set[asyncio.Task[None]] = set()
         self.accepted = 0
         self.rejected = 0
+        self.rejected_tenant = 0  # of `rejected`: right clientState, another directory tenant
 
     def register(
         self,
@@ -75,8 +126,9 @@ class WebhookReceiver:
         client_state: str,
         poke: Callable[[], None],
         lifecycle: Callable[[str], Coroutine[object, object, None]],
+        directory_tenant: str = "",
     ) -> None:
-        self._subs[subscription_id] = _Registration(client_state, poke, lifecycle)
+        self._subs[subscription_id] = _Registration(client_state, poke, lifecycle, directory_tenant)
 
     async def deliver(self, subscription_id: str, what: str) -> None:
         """A notification forwarded by another pod (already validated there)."""
@@ -106,37 +158,45 @@ class WebhookReceiver:
         return web.Response(text=token, content_type="text/plain")
 
     def _check(self, n: dict[str, object]) -> _Registration | None:
+        """This pod's subscription: its registration. Another pod's, genuine per the table:
+        forwarded to its owner (None). Anything else: refused, logged once, counted."""
         sid = str(n.get("subscriptionId"))
+        state = str(n.get("clientState") or "")
+        tenant = n.get("tenantId")
+        tenant_id = str(tenant) if tenant else None
         sub = self._subs.get(sid)
-        if sub is not None and secrets.compare_digest(
-            str(n.get("clientState") or "").encode(), sub.client_state.encode()
-        ):
-            self.accepted += 1
-            return sub
-        reason = "unknown subscription" if sub is None else "clientState mismatch"
-        if self._forwarded(n):
-            return None
+        verdict: Verdict
+        if sub is not None:
+            verdict = check_notification(sub.client_state, sub.directory_tenant, state, tenant_id)
+            if verdict == "ok":
+                self.accepted += 1
+                return sub
+        elif self.table is not None and self.forward is not None:
+            verdict = self.table.check(sid, state, tenant_id)
+            if verdict == "ok":
+                self._forward_later(sid, str(n.get("lifecycleEvent") or "change"))
+                return None
+        else:
+            verdict = "unknown subscription"
         self.rejected += 1
-        ERRORS.labels("ingest-exchange", "webhook_rejected").inc()
-        log.warning("webhook.rejected", subscription_id=sid, reason=reason)
+        if verdict == "tenant mismatch":
+            self.rejected_tenant += 1
+            ERRORS.labels("ingest-exchange", "webhook_tenant_mismatch").inc()
+        else:
+            ERRORS.labels("ingest-exchange", "webhook_rejected").inc()
+        # The tenant Graph named is not a secret, and it is what an operator needs to see.
+        log.warning("webhook.rejected", subscription_id=sid, reason=verdict, notified_tenant=tenant_id)
         return None
 
-    def _forwarded(self, n: dict[str, object]) -> bool:
-        """Another pod's subscription, genuine per the table: forward it to its owner."""
-        if self.table is None or self.forward is None:
-            return False
-        sid = str(n.get("subscriptionId"))
-        if self.table.check(sid, str(n.get("clientState") or ""), None) != "ok":
-            return False
+    def _forward_later(self, sid: str, what: str) -> None:
+        assert self.table is not None
         rec = self.table.get(sid)
         assert rec is not None
         self.accepted += 1
         self.forwarded += 1
-        what = str(n.get("lifecycleEvent") or "change")
         task = asyncio.get_running_loop().create_task(self._forward(rec, what))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
-        return True
 
     async def _forward(self, rec: SubscriptionRecord, what: str) -> None:
         assert self.forward is not None
@@ -196,10 +256,14 @@ class Subscription:
         *,
         sublog: SubscriptionLog | None = None,
         tenant_id: str = "",
+        directory_tenant: str = "",
         shard: int = 0,
+        graph_subscriptions: GraphSubscriptions | None = None,
     ) -> None:
+        self.graph_subscriptions = graph_subscriptions or GraphSubscriptions(client)
         self.sublog = sublog
         self.tenant_id = tenant_id
+        self.directory_tenant = directory_tenant
         self.shard = shard
         self._record: SubscriptionRecord | None = None
         self.client = client
@@ -232,10 +296,8 @@ class Subscription:
                 await self.sublog.remove(self._record)
         self._record = None
 
-    async def _remember(self, sid: str, state: str, expiry: datetime) -> None:
-        if self.sublog is None:
-            return
-        self._record = SubscriptionRecord(
+    def _make_record(self, sid: str, state: str, expiry: datetime, *, pending: bool = False) -> SubscriptionRecord:
+        return SubscriptionRecord(
             sid,
             state,
             self.tenant_id,
@@ -244,8 +306,18 @@ class Subscription:
             resource_for(self.mailbox, self.stream),
             expiry.strftime("%Y-%m-%dT%H:%M:%SZ"),
             self.shard,
+            directory_tenant=self.directory_tenant,
+            pending=pending,
         )
+
+    async def _remember(self, sid: str, state: str, expiry: datetime) -> None:
+        if self.sublog is None:
+            return
+        self._record = self._make_record(sid, state, expiry)
         await self.sublog.record(self._record)
+
+    def _register(self, sid: str, state: str) -> None:
+        self.receiver.register(sid, state, self.poke, self._on_lifecycle, self.directory_tenant)
 
     async def _adopt(self) -> None:
         """After a restart or a takeover: reuse the newest recorded subscription of this
@@ -262,7 +334,7 @@ class Subscription:
             try:
                 await self.client.renew_subscription(keep.id, expiry)
                 self.id = keep.id
-                self.receiver.register(keep.id, keep.client_state, self.poke, self._on_lifecycle)
+                self._register(keep.id, keep.client_state)
                 await self._remember(keep.id, keep.client_state, expiry)
                 log.info("subscription.reused", user=self.mailbox, stream=self.stream.key, subscription_id=keep.id)
             except Exception as exc:
@@ -276,20 +348,73 @@ class Subscription:
             with contextlib.suppress(Exception):
                 await self.sublog.remove(old)
             log.info("subscription.replaced", user=self.mailbox, stream=self.stream.key, subscription_id=old.id)
+        await self._delete_unrecorded()
+
+    async def _delete_unrecorded(self) -> None:
+        """Graph subscriptions of this resource and notification URL that no record owns:
+        a previous owner was killed between Graph's create and its record (its pending trace
+        says so, but an unrecorded one is an orphan either way, so Graph's list decides).
+        Only this deployment's URL is matched: another deployment sharing the app
+        registration keeps its own. The stream has one owner (its shard's), so no other
+        live pod is creating for it right now."""
+        assert self.sublog is not None
+        resource = resource_for(self.mailbox, self.stream)
+        url = f"{self.public_url}/notifications"
+        try:
+            listed = await self.graph_subscriptions.listed()
+        except Exception as exc:
+            # Renewals stop on an orphan, so it expires within LIFETIME at worst.
+            log.warning("subscription.list_failed", user=self.mailbox, stream=self.stream.key,
+                        error=type(exc).__name__)
+            return
+        for s in listed:
+            sid = str(s.get("id"))
+            if sid == self.id or not _same_resource(str(s.get("resource") or ""), resource):
+                continue
+            if str(s.get("notificationUrl") or "") != url:
+                continue
+            owned = self.sublog.table.get(sid)
+            if owned is not None and not owned.pending:
+                continue
+            with contextlib.suppress(Exception):
+                await self.client.delete_subscription(sid)
+                log.info("subscription.orphan_deleted", user=self.mailbox, stream=self.stream.key, subscription_id=sid)
+        for trace in self.sublog.table.pending_of_resource(self.tenant_id, self.mailbox, resource):
+            with contextlib.suppress(Exception):
+                await self.sublog.remove(trace)
 
     async def _create(self) -> None:
         state = secrets.token_urlsafe(32)
         expiry = datetime.now(UTC) + LIFETIME
-        sub = await self.client.create_subscription(
-            resource_for(self.mailbox, self.stream),
-            f"{self.public_url}/notifications",
-            expiration=expiry,
-            client_state=state,
-            lifecycle_url=f"{self.public_url}/lifecycle",
-        )
+        trace: SubscriptionRecord | None = None
+        if self.sublog is not None:
+            # Before Graph: a crash after the create but before the record below must leave
+            # a trace on the topic (see SubscriptionRecord.pending).
+            trace = self._make_record(f"pending:{uuid.uuid4().hex}", state, expiry, pending=True)
+            await self.sublog.record(trace)
+        try:
+            sub = await self.client.create_subscription(
+                resource_for(self.mailbox, self.stream),
+                f"{self.public_url}/notifications",
+                expiration=expiry,
+                client_state=state,
+                lifecycle_url=f"{self.public_url}/lifecycle",
+            )
+        except TransientError:
+            raise  # may have reached Graph (a timeout): the trace stays for the next adoption
+        except Exception:
+            # Refused by Graph (e.g. the validation handshake failed): nothing was created,
+            # so the trace goes, or retries every minute would pile traces up.
+            if self.sublog is not None and trace is not None:
+                with contextlib.suppress(Exception):
+                    await self.sublog.remove(trace)
+            raise
+        _crash_hook()
         self.id = str(sub["id"])
-        self.receiver.register(self.id, state, self.poke, self._on_lifecycle)
+        self._register(self.id, state)
         await self._remember(self.id, state, expiry)
+        if self.sublog is not None and trace is not None:
+            await self.sublog.remove(trace)
         log.info("subscription.created", user=self.mailbox, stream=self.stream.key, subscription_id=self.id)
 
     async def _on_lifecycle(self, event: str) -> None:

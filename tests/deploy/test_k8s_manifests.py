@@ -1,16 +1,24 @@
-"""Static checks of the Kubernetes deployment in deploy/k8s (no cluster, no kustomize binary).
+"""Semantic checks of the Kubernetes deployment in deploy/k8s, on what the real `kustomize
+build` renders (v5.8.2, installed by tools/k8s-tools.sh; see test_kubeconform.py, which also
+validates the same output against the Kubernetes, Strimzi and KEDA schemas).
 
-Every check is a function returning a list of problems computed from the manifests; the
-tests assert the list is empty, and `test_check_detects_mutation` breaks a copy of the
-manifests in one way per check to show the check can fail.
+kustomize and kubeconform check that the manifests build and are well-formed; they cannot
+check that they fit exsf: one Deployment per service with probes on the side port, KEDA
+triggers on exactly the groups and topics each service consumes, ACLs for its transactional
+ids, no secret values in git, a webhook URL on the Ingress host, and so on. Those checks are
+here. Every check is a function returning a list of problems; the tests assert the list is
+empty, and `test_check_detects_mutation` breaks a copy of the manifests in one way per check
+(written back as YAML and rendered again by kustomize) to show the check can fail.
 """
 
 from __future__ import annotations
 
 import copy
 import re
+import subprocess
+import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -20,10 +28,11 @@ import yaml
 
 from services.cli_services import SERVICES
 from services.core.topics import ALL_TOPICS, topic_specs
+from tests.deploy.test_kubeconform import tool
 
 K8S = Path(__file__).resolve().parents[2] / "deploy" / "k8s"
-BASE = K8S / "base"
-OVERLAY = K8S / "overlays" / "example"
+BASE = "base"
+OVERLAY = "overlays/example"
 
 # Input topics per consumer service (its consumer group is exsf-<service>): what KEDA scales on.
 CONSUMED = {
@@ -38,15 +47,25 @@ SECRET_VALUE = re.compile(r"-----BEGIN|\beyJ[\w-]{10,}\.|^literal:|password=|://
 KUSTOMIZATION_NAMES = {"kustomization.yaml", "kustomization.yml", "Kustomization"}
 
 
-# --- loading -----------------------------------------------------------------------------
+# --- loading and rendering -----------------------------------------------------------------
 
 
 @dataclass
 class Tree:
-    files: dict[Path, list[Any]]  # every YAML file under deploy/k8s -> its documents
+    """The YAML files of a deploy/k8s tree (the real one, or a copy being broken on purpose)."""
+
+    root: Path
+    files: dict[Path, list[Any]]  # path relative to root -> its documents
 
     def kustomizations(self) -> dict[Path, dict[str, Any]]:
         return {p.parent: docs[0] for p, docs in self.files.items() if p.name in KUSTOMIZATION_NAMES}
+
+    def write(self, dest: Path) -> Tree:
+        """The same documents as YAML under `dest` (comments are lost, content is not)."""
+        for rel, docs in self.files.items():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            (dest / rel).write_text(yaml.safe_dump_all(docs, sort_keys=False))
+        return Tree(dest, self.files)
 
 
 def load_tree(root: Path = K8S) -> Tree:
@@ -54,48 +73,38 @@ def load_tree(root: Path = K8S) -> Tree:
     files: dict[Path, list[Any]] = {}
     for p in paths:
         with p.open() as fh:
-            files[p.resolve()] = [d for d in yaml.safe_load_all(fh) if d is not None]
-    return Tree(files)
+            files[p.relative_to(root)] = [d for d in yaml.safe_load_all(fh) if d is not None]
+    return Tree(root, files)
+
+
+def kustomize(root: Path, kdir: str) -> tuple[list[dict[str, Any]], str]:
+    """(objects, "") as `kustomize build` renders them, or ([], its error)."""
+    out = subprocess.run([tool("kustomize"), "build", str(root / kdir)], capture_output=True, text=True,
+                         check=False)
+    if out.returncode != 0:
+        return [], out.stderr.strip().splitlines()[-1] if out.stderr.strip() else f"exit {out.returncode}"
+    return [d for d in yaml.safe_load_all(out.stdout) if isinstance(d, dict)], ""
+
+
+@dataclass
+class Build:
+    tree: Tree
+    rendered: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # base / overlay -> objects
+    errors: dict[str, str] = field(default_factory=dict)  # kustomization that failed -> kustomize's error
+
+
+def build(tree: Tree) -> Build:
+    b = Build(tree)
+    for kdir in (BASE, OVERLAY):
+        b.rendered[kdir], err = kustomize(tree.root, kdir)
+        if err:
+            b.errors[kdir] = err
+    return b
 
 
 @pytest.fixture(scope="module")
-def tree() -> Tree:
-    return load_tree()
-
-
-def _resource_paths(kdir: Path, k: dict[str, Any]) -> list[Path]:
-    return [(kdir / e).resolve() for e in k.get("resources") or []]
-
-
-def _patch_paths(kdir: Path, k: dict[str, Any]) -> list[Path]:
-    out = [(kdir / p["path"]).resolve() for p in k.get("patches") or [] if "path" in p]
-    out += [(kdir / p).resolve() for p in k.get("patchesStrategicMerge") or [] if isinstance(p, str)]
-    out += [(kdir / p["path"]).resolve() for p in k.get("patchesJson6902") or [] if "path" in p]
-    return out
-
-
-def _literals(gen: dict[str, Any]) -> dict[str, str]:
-    return dict(str(lit).split("=", 1) for lit in gen.get("literals") or [])
-
-
-def objects(t: Tree, kdir: Path) -> list[dict[str, Any]]:
-    """The resources a kustomization builds, without patches/transformers, plus its
-    configMapGenerator output (merged with the bases' for behavior: merge)."""
-    k = t.kustomizations()[kdir]
-    out: list[dict[str, Any]] = []
-    for p in _resource_paths(kdir, k):
-        if p in t.kustomizations():
-            out += objects(t, p)
-        else:
-            out += [d for d in t.files.get(p, []) if isinstance(d, dict)]
-    for gen in k.get("configMapGenerator") or []:
-        existing = [o for o in out if o.get("kind") == "ConfigMap" and o["metadata"]["name"] == gen["name"]]
-        if gen.get("behavior") == "merge" and existing:
-            existing[0]["data"] = {**existing[0]["data"], **_literals(gen)}
-        else:
-            out.append({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": gen["name"]},
-                        "data": _literals(gen)})
-    return copy.deepcopy(out)
+def real() -> Build:
+    return build(load_tree())
 
 
 def of_kind(objs: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
@@ -103,7 +112,10 @@ def of_kind(objs: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
 
 
 def config(objs: list[dict[str, Any]]) -> dict[str, str]:
-    return {k: str(v) for k, v in of_kind(objs, "ConfigMap")["exsf-config"].get("data", {}).items()}
+    # kustomize's configMapGenerator appends a content hash to the name (and rewrites refs).
+    cms = [o for n, o in of_kind(objs, "ConfigMap").items() if n == "exsf-config" or n.startswith("exsf-config-")]
+    assert len(cms) == 1, f"one ConfigMap exsf-config expected, found {len(cms)}"
+    return {k: str(v) for k, v in cms[0].get("data", {}).items()}
 
 
 def partitions(objs: list[dict[str, Any]]) -> int:
@@ -181,32 +193,47 @@ def file_is_mounted(dep: dict[str, Any], path: str) -> bool:
 # --- checks ------------------------------------------------------------------------------
 
 
-def kustomization_problems(t: Tree) -> list[str]:
-    problems: list[str] = []
+def _resource_paths(kdir: Path, k: dict[str, Any]) -> list[Path]:
+    return [Path(*(kdir / e).parts) for e in k.get("resources") or []]
+
+
+def _normal(p: Path) -> Path:
+    parts: list[str] = []
+    for part in p.parts:
+        if part == "..":
+            parts.pop()
+        elif part != ".":
+            parts.append(part)
+    return Path(*parts) if parts else Path(".")
+
+
+def _patch_paths(kdir: Path, k: dict[str, Any]) -> list[Path]:
+    out = [kdir / p["path"] for p in k.get("patches") or [] if "path" in p]
+    out += [kdir / p for p in k.get("patchesStrategicMerge") or [] if isinstance(p, str)]
+    out += [kdir / p["path"] for p in k.get("patchesJson6902") or [] if "path" in p]
+    return out
+
+
+def _literals(gen: dict[str, Any]) -> dict[str, str]:
+    return dict(str(lit).split("=", 1) for lit in gen.get("literals") or [])
+
+
+def kustomization_problems(b: Build) -> list[str]:
+    """kustomize itself rejects missing files and bad patches; what it cannot see is a
+    manifest in the tree that no kustomization includes (it would silently not be applied)."""
+    problems = [f"kustomize build {kdir} fails: {err}" for kdir, err in b.errors.items()]
+    t = b.tree
     ks = t.kustomizations()
-    if BASE.resolve() not in ks or OVERLAY.resolve() not in ks:
+    if Path(BASE) not in ks or Path(OVERLAY) not in ks:
         problems.append("deploy/k8s/base and deploy/k8s/overlays/example need a kustomization.yaml")
-    listed: set[Path] = set()
-    for kdir, k in ks.items():
-        for p in _resource_paths(kdir, k):
-            if p.suffix in (".yaml", ".yml"):
-                if p not in t.files:
-                    problems.append(f"{kdir.name}/kustomization.yaml lists missing file {p}")
-            elif p not in ks:
-                problems.append(f"{kdir.name}/kustomization.yaml lists {p}, which is no kustomization")
-            listed.add(p)
-        for p in _patch_paths(kdir, k):
-            if p not in t.files:
-                problems.append(f"{kdir.name}/kustomization.yaml lists missing patch {p}")
-            listed.add(p)
+    listed = {_normal(p) for kdir, k in ks.items() for p in _resource_paths(kdir, k) + _patch_paths(kdir, k)}
     for p in t.files:
         if p.name not in KUSTOMIZATION_NAMES and p not in listed:
             problems.append(f"{p} is not listed in any kustomization.yaml")
     return problems
 
 
-def deployment_problems(t: Tree) -> list[str]:
-    objs = objects(t, BASE.resolve())
+def deployment_problems(objs: list[dict[str, Any]]) -> list[str]:
     problems: list[str] = []
     deps = of_kind(objs, "Deployment")
     pdbs = of_kind(objs, "PodDisruptionBudget")
@@ -318,7 +345,9 @@ def _named_value_problem(where: str, name: str, value: str) -> str | None:
     return None
 
 
-def secret_problems(t: Tree) -> list[str]:
+def secret_problems(b: Build) -> list[str]:
+    """On the files in git (what a reviewer sees) and on what kustomize renders from them."""
+    t = b.tree
     problems: list[str] = []
     for path, docs in t.files.items():
         for doc in docs:
@@ -343,10 +372,14 @@ def secret_problems(t: Tree) -> list[str]:
                         problems.append(f"{path.name}: envFrom a Secret: mount it as files")
     for kdir, k in t.kustomizations().items():
         if k.get("secretGenerator"):
-            problems.append(f"{kdir.name}/kustomization.yaml: secretGenerator puts secret values in git")
+            problems.append(f"{kdir}/kustomization.yaml: secretGenerator puts secret values in git")
         for gen in k.get("configMapGenerator") or []:
             for key, value in _literals(gen).items():
-                problems.append(_named_value_problem(f"{kdir.name}/kustomization.yaml", key, value) or "")
+                problems.append(_named_value_problem(f"{kdir}/kustomization.yaml", key, value) or "")
+    for kdir, objs in b.rendered.items():
+        for o in of_kind(objs, "ConfigMap").values():
+            for key, value in (o.get("data") or {}).items():
+                problems.append(_named_value_problem(f"rendered {kdir}", key, str(value)) or "")
     return [p for p in problems if p]
 
 
@@ -358,8 +391,7 @@ def _pod_specs(doc: dict[str, Any]) -> Iterator[dict[str, Any]]:
             yield tpl["spec"]
 
 
-def topic_problems(t: Tree) -> list[str]:
-    objs = objects(t, BASE.resolve())
+def topic_problems(objs: list[dict[str, Any]]) -> list[str]:
     problems: list[str] = []
     topics = {o["spec"].get("topicName", o["metadata"]["name"]): o for o in objs if o.get("kind") == "KafkaTopic"}
     if set(topics) != set(ALL_TOPICS):
@@ -403,8 +435,7 @@ def _acl_allows(acls: list[dict[str, Any]], rtype: str, name: str, op: str) -> b
     return False
 
 
-def kafka_user_problems(t: Tree) -> list[str]:
-    objs = objects(t, BASE.resolve())
+def kafka_user_problems(objs: list[dict[str, Any]]) -> list[str]:
     problems: list[str] = []
     users = of_kind(objs, "KafkaUser")
     cfg = config(objs)
@@ -433,8 +464,7 @@ def kafka_user_problems(t: Tree) -> list[str]:
     return problems
 
 
-def keda_problems(t: Tree) -> list[str]:
-    objs = objects(t, BASE.resolve())
+def keda_problems(objs: list[dict[str, Any]]) -> list[str]:
     problems: list[str] = []
     deps = of_kind(objs, "Deployment")
     auths = of_kind(objs, "TriggerAuthentication")
@@ -461,9 +491,15 @@ def keda_problems(t: Tree) -> list[str]:
             if md.get("bootstrapServersFromEnv") not in cfg and not md.get("bootstrapServers"):
                 problems.append(f"ScaledObject {name}: bootstrap servers unresolvable")
             boot = cfg.get(md.get("bootstrapServersFromEnv", ""), md.get("bootstrapServers", ""))
-            if any(not h.rsplit(":", 1)[0].endswith(".svc") for h in str(boot).split(",")):
+            hosts = [h.rsplit(":", 1)[0] for h in str(boot).split(",")]
+            if any(not h.endswith(".svc") for h in hosts):
                 # KEDA's operator dials these from its own namespace: short names miss.
                 problems.append(f"ScaledObject {name}: bootstrap {boot} must be <svc>.<namespace>.svc:port")
+            ns = so["metadata"].get("namespace")
+            if ns and any(h.endswith(".svc") and h.split(".")[-2] != ns for h in hosts):
+                # The Strimzi cluster lives in exsf's namespace (README): a rendered namespace
+                # other than the one in the address means the overlay moved exsf, not Kafka.
+                problems.append(f"ScaledObject {name}: bootstrap {boot} is not in namespace {ns}")
             auth = auths.get((trig.get("authenticationRef") or {}).get("name"))
             if auth is None:
                 problems.append(f"ScaledObject {name}: authenticationRef names no TriggerAuthentication")
@@ -495,8 +531,7 @@ def _port_matches(rule_ports: list[dict[str, Any]] | None, dep: dict[str, Any], 
     return any(p.get("port") in (port_name, number) for p in rule_ports)
 
 
-def network_problems(t: Tree) -> list[str]:
-    objs = objects(t, BASE.resolve())
+def network_problems(objs: list[dict[str, Any]]) -> list[str]:
     problems: list[str] = []
     policies = list(of_kind(objs, "NetworkPolicy").values())
     bootstrap_port = int(config(objs)["KAFKA_BOOTSTRAP_SERVERS"].split(",")[0].rsplit(":", 1)[1])
@@ -526,8 +561,7 @@ def network_problems(t: Tree) -> list[str]:
     return problems
 
 
-def ingress_problems(t: Tree) -> list[str]:
-    objs = objects(t, BASE.resolve())
+def ingress_problems(objs: list[dict[str, Any]]) -> list[str]:
     problems: list[str] = []
     services = of_kind(objs, "Service")
     deps = of_kind(objs, "Deployment")
@@ -559,44 +593,20 @@ def ingress_problems(t: Tree) -> list[str]:
     return problems
 
 
-def _pointer_get(doc: Any, pointer: str) -> Any:
-    for raw in pointer.lstrip("/").split("/"):
-        part = raw.replace("~1", "/").replace("~0", "~")
-        doc = doc[int(part)] if isinstance(doc, list) else doc[part]
-    return doc
-
-
-def _json6902(doc: Any, ops: list[dict[str, Any]]) -> tuple[Any, list[str]]:
-    doc, errors = copy.deepcopy(doc), []
-    for op in ops:
-        parent_ptr, _, last = op["path"].rpartition("/")
-        try:
-            parent = _pointer_get(doc, parent_ptr) if parent_ptr else doc
-            key: Any = int(last) if isinstance(parent, list) and last != "-" else last.replace("~1", "/")
-            if op["op"] in ("replace", "remove", "test"):
-                _ = parent[key]  # must exist
-            if op["op"] == "replace":
-                parent[key] = op["value"]
-            elif op["op"] == "add" and isinstance(parent, list):
-                parent.insert(len(parent) if key == "-" else key, op["value"])
-            elif op["op"] == "add":
-                parent[key] = op["value"]
-        except (KeyError, IndexError, TypeError, ValueError):
-            errors.append(f"{op['op']} {op['path']} does not resolve")
-    return doc, errors
-
-
-def overlay_problems(t: Tree, overlay: Path = OVERLAY) -> list[str]:
-    odir = overlay.resolve()
-    k = t.kustomizations()[odir]
-    base = [o for p in _resource_paths(odir, k) if p in t.kustomizations() for o in objects(t, p)]
+def overlay_problems(b: Build) -> list[str]:
+    """What kustomize accepts silently: `images` and `replicas` entries naming nothing (they
+    are ignored), a generator merging into nothing, and a webhook URL that is not the
+    Ingress host Graph must reach."""
+    k = b.tree.kustomizations().get(Path(OVERLAY))
+    if k is None:
+        return [f"{OVERLAY} has no kustomization.yaml"]
     problems: list[str] = []
     if not k.get("namespace"):
         problems.append("overlay sets no namespace")
-    if not base:
-        problems.append("overlay includes no base kustomization")
+    base, rendered = b.rendered.get(BASE) or [], b.rendered.get(OVERLAY) or []
+    if not base or not rendered:
+        return [*problems, "base or overlay does not render"]
     deps = of_kind(base, "Deployment")
-    scaled = {so["spec"]["scaleTargetRef"]["name"] for so in of_kind(base, "ScaledObject").values()}
     images = {container(d)["image"].rsplit(":", 1)[0] for d in deps.values()}
     for img in k.get("images") or []:
         if img["name"] not in images:
@@ -604,89 +614,87 @@ def overlay_problems(t: Tree, overlay: Path = OVERLAY) -> list[str]:
     for r in k.get("replicas") or []:
         if r["name"] not in deps:
             problems.append(f"overlay replicas: no Deployment {r['name']}")
-        elif r["name"] in scaled:
-            problems.append(f"overlay replicas: {r['name']} is scaled by KEDA")
-    base_cms = of_kind(base, "ConfigMap")
+    base_cms = {n.rsplit("-", 1)[0] for n in of_kind(base, "ConfigMap")}
     for gen in k.get("configMapGenerator") or []:
         if gen.get("behavior") in ("merge", "replace") and gen["name"] not in base_cms:
             problems.append(f"overlay configMapGenerator merges into missing {gen['name']}")
-    rendered = {(o["kind"], o["metadata"]["name"]): copy.deepcopy(o) for o in base}
-    for patch in k.get("patches") or []:
-        docs = t.files.get((odir / patch["path"]).resolve(), []) if "path" in patch else \
-            [yaml.safe_load(patch["patch"])]
-        target = patch.get("target")
-        if target:
-            key = (target.get("kind"), target.get("name"))
-            if key not in rendered:
-                problems.append(f"overlay patch {patch.get('path')}: target {key} not in base")
-                continue
-            ops = docs[0] if docs and isinstance(docs[0], list) else None
-            if ops is None:
-                problems.append(f"overlay patch {patch.get('path')}: expected a JSON 6902 op list")
-                continue
-            rendered[key], errors = _json6902(rendered[key], ops)
-            problems += [f"overlay patch {patch.get('path')}: {e}" for e in errors]
-            continue
-        for doc in docs:
-            key = (doc.get("kind"), (doc.get("metadata") or {}).get("name"))
-            if key not in rendered:
-                problems.append(f"overlay patch {patch.get('path')}: {key} not in base")
-                continue
-            have = {c["name"]: c for c in _pod_spec(rendered[key]).get("containers", [])}
-            for c in _pod_spec(doc).get("containers", []):
-                if c["name"] not in have:
-                    problems.append(f"overlay patch {patch.get('path')}: {key} has no container {c['name']}")
-                    continue
-                for e in c.get("env") or []:
-                    envs = have[c["name"]].setdefault("env", [])
-                    envs[:] = [x for x in envs if x["name"] != e["name"]] + [e]
+    if any(o.get("metadata", {}).get("namespace") != k.get("namespace") for o in rendered):
+        problems.append(f"overlay: not every object renders into namespace {k.get('namespace')}")
     # The public webhook URL ingest-exchange registers with Graph is the Ingress host.
-    hosts = {r.get("host") for ing in (v for (kd, _), v in rendered.items() if kd == "Ingress")
-             for r in ing["spec"].get("rules") or []}
-    for (kind, name), obj in rendered.items():
-        if kind == "Deployment" and named_port(obj, "webhook") is not None:
-            url = env_of(obj, base).get("EXSF_WEBHOOK_PUBLIC_URL", "")
+    hosts = {r.get("host") for ing in of_kind(rendered, "Ingress").values() for r in ing["spec"].get("rules") or []}
+    for name, dep in of_kind(rendered, "Deployment").items():
+        if named_port(dep, "webhook") is not None:
+            url = env_of(dep, rendered).get("EXSF_WEBHOOK_PUBLIC_URL", "")
             if urlparse(url).scheme != "https" or urlparse(url).hostname not in hosts:
                 problems.append(f"overlay: {name} EXSF_WEBHOOK_PUBLIC_URL={url!r} is not https on Ingress host {hosts}")
     return problems
 
 
-def _pod_spec(doc: dict[str, Any]) -> dict[str, Any]:
-    return next(_pod_specs(doc), {})
+def _on_renders(check: Callable[[list[dict[str, Any]]], list[str]]) -> Callable[[Build], list[str]]:
+    """A check of rendered objects, run on the base and on the example overlay."""
+
+    def run(b: Build) -> list[str]:
+        out: list[str] = []
+        for kdir in (BASE, OVERLAY):
+            if kdir in b.errors:
+                out.append(f"{kdir}: does not render ({b.errors[kdir]})")
+            else:
+                out += [f"{kdir}: {p}" for p in check(b.rendered[kdir])]
+        return out
+
+    return run
 
 
-CHECKS: dict[str, Callable[[Tree], list[str]]] = {
+CHECKS: dict[str, Callable[[Build], list[str]]] = {
     "kustomization": kustomization_problems,
-    "deployments": deployment_problems,
+    "deployments": _on_renders(deployment_problems),
     "secrets": secret_problems,
-    "topics": topic_problems,
-    "kafka_user": kafka_user_problems,
-    "keda": keda_problems,
-    "network": network_problems,
-    "ingress": ingress_problems,
+    "topics": _on_renders(topic_problems),
+    "kafka_user": _on_renders(kafka_user_problems),
+    "keda": _on_renders(keda_problems),
+    "network": _on_renders(network_problems),
+    "ingress": _on_renders(ingress_problems),
     "overlay": overlay_problems,
 }
 
 
 @pytest.mark.parametrize("check", sorted(CHECKS))
-def test_manifests(tree: Tree, check: str) -> None:
-    assert CHECKS[check](tree) == []
+def test_manifests(real: Build, check: str) -> None:
+    assert not real.errors
+    assert CHECKS[check](real) == []
 
 
-def test_every_yaml_file_parses_to_kubernetes_objects_or_patches(tree: Tree) -> None:
-    assert len(tree.files) >= 10
-    for path, docs in tree.files.items():
+def test_every_yaml_file_parses_to_kubernetes_objects_or_patches(real: Build) -> None:
+    assert len(real.tree.files) >= 10
+    for path, docs in real.tree.files.items():
         assert docs, f"{path} is empty"
         for doc in docs:
             if isinstance(doc, dict) and path.name not in KUSTOMIZATION_NAMES:
                 assert doc.get("kind") and (doc.get("metadata") or {}).get("name"), path
 
 
+def test_rendered_output_is_what_the_checks_read(real: Build) -> None:
+    """The checks see kustomize's output, not the files: the overlay's patches, generator
+    merge and namespace are applied, and generated names carry their hash."""
+    dep = of_kind(real.rendered[OVERLAY], "Deployment")["ingest-exchange"]
+    assert dep["metadata"]["namespace"] == "exsf" and dep["spec"]["replicas"] == 3
+    assert env_of(dep, real.rendered[OVERLAY])["EXSF_WEBHOOK_PUBLIC_URL"] == "https://exsf-webhook.example.com"
+    ref = container(dep)["envFrom"][0]["configMapRef"]["name"]
+    assert ref.startswith("exsf-config-") and ref in of_kind(real.rendered[OVERLAY], "ConfigMap")
+
+
+def test_written_copy_renders_like_the_original(real: Build, tmp_path: Path) -> None:
+    # The mutation tests render a YAML dump of the tree: it must render to the same objects.
+    copy_ = build(real.tree.write(tmp_path))
+    assert not copy_.errors
+    assert copy_.rendered == real.rendered
+
+
 # --- each check can fail -----------------------------------------------------------------
 
 
 def _file(t: Tree, *parts: str) -> list[Any]:
-    return t.files[K8S.joinpath(*parts).resolve()]
+    return t.files[Path(*parts)]
 
 
 def _doc(t: Tree, kind: str, name: str) -> dict[str, Any]:
@@ -695,11 +703,11 @@ def _doc(t: Tree, kind: str, name: str) -> dict[str, Any]:
 
 
 def _base_k(t: Tree) -> dict[str, Any]:
-    return t.kustomizations()[BASE.resolve()]
+    return t.kustomizations()[Path(BASE)]
 
 
 def _overlay_k(t: Tree) -> dict[str, Any]:
-    return t.kustomizations()[OVERLAY.resolve()]
+    return t.kustomizations()[Path(OVERLAY)]
 
 
 def _drop_topic(t: Tree) -> None:
@@ -811,6 +819,19 @@ def _overlay_url_mismatch(t: Tree) -> None:
     env["spec"]["template"]["spec"]["containers"][0]["env"][0]["value"] = "https://other.example.com"
 
 
+def _overlay_image_typo(t: Tree) -> None:
+    _overlay_k(t)["images"][0]["name"] = "ghcr.io/exsf/exfs"  # kustomize ignores it: the tag is not pinned
+
+
+def _overlay_other_namespace(t: Tree) -> None:
+    # exsf moved to another namespace while the bootstrap address still names Kafka's.
+    _overlay_k(t)["namespace"] = "exsf-prod"
+
+
+# Mutation -> (how it breaks the tree, the check that must report it). Those of check
+# "kustomization" include the ones real kustomize rejects (the check reports its error);
+# for every other check the broken tree must still render, so it is the semantic check
+# that finds the fault, not a build failure.
 MUTATIONS: dict[str, tuple[Callable[[Tree], None], str]] = {
     "drop_topic": (_drop_topic, "topics"),
     "wrong_cleanup": (_wrong_cleanup, "topics"),
@@ -833,11 +854,14 @@ MUTATIONS: dict[str, tuple[Callable[[Tree], None], str]] = {
     "ingress_wrong_port": (_ingress_wrong_port, "ingress"),
     "unlisted_resource": (_unlisted_resource, "kustomization"),
     "missing_resource": (_missing_resource, "kustomization"),
-    "overlay_patch_unknown_target": (_overlay_patch_unknown_target, "overlay"),
-    "overlay_json_patch_bad_path": (_overlay_json_patch_bad_path, "overlay"),
-    "overlay_replicas_on_keda_target": (_overlay_replicas_on_keda_target, "overlay"),
+    "overlay_patch_unknown_target": (_overlay_patch_unknown_target, "kustomization"),
+    "overlay_json_patch_bad_path": (_overlay_json_patch_bad_path, "kustomization"),
+    "overlay_replicas_on_keda_target": (_overlay_replicas_on_keda_target, "keda"),
     "overlay_url_mismatch": (_overlay_url_mismatch, "overlay"),
+    "overlay_image_typo": (_overlay_image_typo, "overlay"),
+    "overlay_other_namespace": (_overlay_other_namespace, "keda"),
 }
+RENDER_FAILURES = {"missing_resource", "overlay_patch_unknown_target", "overlay_json_patch_bad_path"}
 
 
 def test_every_check_has_a_mutation() -> None:
@@ -845,8 +869,14 @@ def test_every_check_has_a_mutation() -> None:
 
 
 @pytest.mark.parametrize("mutation", sorted(MUTATIONS))
-def test_check_detects_mutation(tree: Tree, mutation: str) -> None:
+def test_check_detects_mutation(real: Build, mutation: str) -> None:
     mutate, check = MUTATIONS[mutation]
-    broken = copy.deepcopy(tree)
+    broken = copy.deepcopy(real.tree)
     mutate(broken)
-    assert CHECKS[check](broken) != []
+    with tempfile.TemporaryDirectory() as tmp:
+        b = build(broken.write(Path(tmp)))
+        if mutation in RENDER_FAILURES:
+            assert b.errors, "real kustomize accepted it"
+        else:
+            assert not b.errors, f"the broken copy must still render: {b.errors}"
+        assert CHECKS[check](b) != []

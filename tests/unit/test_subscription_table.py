@@ -8,13 +8,14 @@ from datetime import UTC, datetime
 
 from aiohttp import ClientSession, web
 
-from services.ingest_exchange.subscription_table import SubscriptionRecord, SubscriptionTable
+from services.ingest_exchange.subscription_table import SubscriptionRecord, SubscriptionTable, directory_tenant_of
 from tests.support.front import RoundRobinFront
 
 
 def rec(sid: str = "s1", shard: int = 3, state: str = "secret-state") -> SubscriptionRecord:
     return SubscriptionRecord(
-        sid, state, "t1", "a@x", "contacts:f1", "/users/a@x/contacts", "2030-01-01T00:00:00Z", shard
+        sid, state, "t1", "a@x", "contacts:f1", "/users/a@x/contacts", "2030-01-01T00:00:00Z", shard,
+        directory_tenant="t1",
     )
 
 
@@ -36,6 +37,20 @@ def test_check_and_tombstone() -> None:
     assert t.check("s1", "secret-state", None) == "ok"
     assert t.apply(b"s1", None)
     assert t.check("s1", "secret-state", "t1") == "unknown subscription"
+
+
+def test_pending_traces_validate_nothing_and_are_kept_apart() -> None:
+    t = SubscriptionTable()
+    p = SubscriptionRecord(
+        "pending:n1", "st", "t1", "a@x", "contacts:f1", "/users/a@x/contacts", "2030-01-01T00:00:00Z", 3,
+        pending=True,
+    )
+    assert t.apply(p.id.encode(), p.encode())
+    assert t.apply(b"s1", rec().encode())
+    assert t.check("pending:n1", "st", None) == "unknown subscription"
+    assert [r.id for r in t.of_resource("t1", "a@x", "/users/a@x/contacts")] == ["s1"]
+    assert [r.id for r in t.pending_of_resource("t1", "a@x", "/users/a@x/contacts")] == ["pending:n1"]
+    assert t.check("s1", "secret-state", "T1") == "ok", "directory ids are GUIDs: case does not matter"
 
 
 def test_takeover_views() -> None:
@@ -115,3 +130,10 @@ async def test_receiver_forwards_other_pods_subscription_and_rejects_forgeries()
         assert (receiver.forwarded, receiver.rejected) == (2, 2)
     finally:
         await runner.cleanup()
+
+
+def test_only_a_directory_guid_is_held_to_notifications() -> None:
+    guid = "0D3F1F5E-1234-4ABC-9DEF-0123456789AB"
+    assert directory_tenant_of(guid) == guid.lower()
+    assert directory_tenant_of("contoso.onmicrosoft.com") == ""  # a domain: Graph names the GUID
+    assert directory_tenant_of("") == ""

@@ -595,6 +595,11 @@ class ExchangeClient:
         return await self._send(lambda: _with_json(b.to_patch_request_information(Subscription()), body),
                                 "renew subscription")
 
+    async def list_subscriptions(self) -> list[dict[str, Any]]:
+        """GET /subscriptions: this app's subscriptions (all pages). Used to find ones created
+        on Graph but never recorded by exsf (a crash in between)."""
+        return await self._all_pages(self.graph.subscriptions, None, "list subscriptions")
+
     async def delete_subscription(self, subscription_id: str) -> None:
         b = self.graph.subscriptions.by_subscription_id(subscription_id)
         try:
