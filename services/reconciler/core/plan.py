@@ -12,6 +12,7 @@ from services.reconciler.core import merge
 from services.reconciler.core.email import email_create
 from services.reconciler.core.state import (
     LinkRecord,
+    Pending,
     SideState,
     other,
 )
@@ -26,28 +27,29 @@ def observe(
     record: dict[str, Any],
     version: str | None,
     t: str | None,
-    written: dict[str, Any] | None = None,
+    written: Pending | None = None,
 ) -> LinkRecord:
-    """Fold a side's current content into the link (merge + conflict audit). `written`: the
-    fields of an update we sent to this side (default: the one in flight), whose values
-    showing up are our write landing, not the side's edit."""
+    """Fold a side's current content into the link (merge + conflict audit). `written`: an
+    update we sent to this side (default: the one in flight), whose values showing up are
+    our write landing, not the side's edit."""
     side = link.side(s)
     o = link.side(other(s))
     policy = w.tenant.conflict_policy
     pend = side.pending
     if written is None and pend is not None and pend.action == "update":
-        written = pend.fields
+        written = pend
     mine: dict[str, Any] = {}  # fields of `record` that are our write landing
     conflicts: list[merge.Conflict]
     if side.shadow is None and pend is not None and pend.action == "create" and merge.same(record, pend.fields):
         # Our create showing up (echo) before its result. Anything else, even carrying
         # our tag (a stale copy moved back in), is merged as an item that never agreed.
         desired, conflicts, mine = dict(link.desired), [], record
-    elif side.shadow is not None and written:
+        written = pend
+    elif side.shadow is not None and written is not None:
         # Fields holding what our update wrote are ours, not an edit of this side: merge
         # against the shadow as our write left it, so a newer edit of the other side made
         # meanwhile is not taken for a conflict (and lost to our own stale value).
-        mine = {f: v for f, v in written.items() if record.get(f) == v}
+        mine = {f: v for f, v in written.fields.items() if record.get(f) == v}
         landed = merge.apply_patch(link.entity, side.shadow, mine)
         desired, conflicts = merge.absorb(link.entity, link.desired, landed, record, s, policy, t, o.modified_at)
     elif side.shadow is None:
@@ -65,8 +67,8 @@ def observe(
         modified_at=t or side.modified_at,
         gone=False,
     )
-    if mine:
-        st = st.wrote(mine, pend.as_of if pend is not None else side.ours_at)
+    if mine and written is not None:
+        st = st.wrote(written, mine)
     return replace(link.with_side(s, st), desired=desired)
 
 
@@ -201,7 +203,9 @@ def restored(link: LinkRecord, alive: SideState) -> dict[str, Any]:
 
 
 def active_siblings(w: Work, link: LinkRecord, sf_id: str) -> list[LinkRecord]:
-    return [
+    """Other mailbox items that sync this Salesforce record, or will: a link still waiting
+    to join a record with its key (its create waits for ours) is one too."""
+    linked = [
         c
         for c in w.find("salesforce", sf_id)
         if c.link_id != link.link_id
@@ -210,6 +214,17 @@ def active_siblings(w: Work, link: LinkRecord, sf_id: str) -> list[LinkRecord]:
         and not c.salesforce.gone
         and c.exchange.alive
     ]
+    waiting = [
+        c
+        for key in link.match_keys()
+        for c in w.find("key", key)
+        if c.link_id != link.link_id
+        and c.status == "pending"
+        and c.salesforce.id is None
+        and c.salesforce.pending is None
+        and c.exchange.alive
+    ]
+    return linked + waiting
 
 
 def content_time(link: LinkRecord, s: Side) -> str | None:

@@ -82,7 +82,7 @@ def on_result(w: Work, r: CommandResult) -> None:
             else:
                 # A redelivered update finds the item changed by its own first attempt:
                 # what it wrote is no edit of that side.
-                written = p.fields if p.action == "update" else None
+                written = p if p.action == "update" else None
                 link = observe(w, link, s, side.id or r.target_id or "", fresh, r.new_version, r.modified_at, written)
         elif side.version == p.expected_version:
             # Fresh content unknown: its change event will come and re-plan; planning now
@@ -150,7 +150,7 @@ def discard_made(w: Work, link: LinkRecord, s: Side, r: CommandResult, sent: dic
 
 
 def take_created(
-    w: Work, link: LinkRecord, s: Side, r: CommandResult, sent: dict[str, Any], as_of: str | None = None
+    w: Work, link: LinkRecord, s: Side, r: CommandResult, sent: dict[str, Any], p: Pending | None = None
 ) -> LinkRecord:
     """Our create made item r.target_id on side s (the side had none)."""
     assert r.target_id is not None
@@ -185,7 +185,7 @@ def take_created(
     # What we sent is the shadow; anything else in the returned record is someone's edit
     # of the new item (a retried create returns the item as it is now).
     st = replace(side, created=True, id=r.target_id, shadow=sent, gone=False, uncertain=False)
-    link = link.with_side(s, replace(st, ours=dict(sent), ours_at=as_of))
+    link = link.with_side(s, st.wrote(p, sent) if p is not None else st)
     if link.status == "unlinked":
         st = replace(link.side(s), shadow=record, version=r.new_version)
         return replace(link.with_side(s, st), desired=record)
@@ -226,7 +226,7 @@ def applied(w: Work, link: LinkRecord, s: Side, p: Pending, r: CommandResult) ->
             w.record("adopt", link, side=s, target_id=r.target_id, reason="the item the pair held was deleted")
             retired = add_retired(side.retired, side.id)
             return take_created(
-                w, link.with_side(s, SideState(retired=retired, modified_at=side.modified_at)), s, r, sent, p.as_of
+                w, link.with_side(s, SideState(retired=retired, modified_at=side.modified_at)), s, r, sent, p
             )
         if other_item:
             # The link was attached to a matching item meanwhile; ours is a second copy.
@@ -241,7 +241,7 @@ def applied(w: Work, link: LinkRecord, s: Side, p: Pending, r: CommandResult) ->
             )
             return discard_made(w, link.with_side(s, side), s, r, sent)
         if side.id is None and r.target_id:
-            return take_created(w, link, s, r, sent, p.as_of)
+            return take_created(w, link, s, r, sent, p)
         # Its echo linked the item before this result: the result proves the item is
         # ours, a copy that an original found later must replace.
         link = link.with_side(s, replace(side, created=side.created or side.id == r.target_id))
@@ -256,7 +256,7 @@ def applied(w: Work, link: LinkRecord, s: Side, p: Pending, r: CommandResult) ->
             shadow=shadow,
             version=r.new_version,
             modified_at=r.modified_at or side.modified_at,
-        ).wrote(p.fields, p.as_of)
+        ).wrote(p, p.fields)
         link = link.with_side(s, side)
         if s == "salesforce" and side.id:
             fan_out(w, link, side.id, shadow, r.new_version, r.modified_at)

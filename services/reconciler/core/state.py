@@ -37,6 +37,13 @@ class Pending:
     # When a person last changed the content this command writes (the time it carries
     # into latest-wins once it is the side's content).
     as_of: str | None = None
+    # The fields whose values the other side held when the command was made: only those are
+    # "ours" once written (a value carried from elsewhere, say an edit of a removed copy,
+    # is still a person's edit the other side never saw).
+    sourced: tuple[str, ...] = ()
+
+    def ours_of(self, values: dict[str, Any]) -> dict[str, Any]:
+        return {f: v for f, v in values.items() if f in self.sourced}
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,8 +70,9 @@ class SideState:
             self.shadow is not None and self.ours is not None and content_hash(self.shadow) == content_hash(self.ours)
         )
 
-    def wrote(self, fields: dict[str, Any], at: str | None) -> SideState:
-        return replace(self, ours={**(self.ours or {}), **fields}, ours_at=at)
+    def wrote(self, p: Pending, values: dict[str, Any]) -> SideState:
+        """The side now holds `values` of command `p`: those that came from the other side are ours."""
+        return replace(self, ours={**(self.ours or {}), **p.ours_of(values)}, ours_at=p.as_of)
 
     @property
     def alive(self) -> bool:
@@ -117,7 +125,7 @@ class LinkRecord:
         def side(sd: Mapping[str, Any] | None) -> SideState:
             sd = dict(sd or {})
             p = sd.get("pending")
-            sd["pending"] = Pending(**p) if p else None
+            sd["pending"] = Pending(**{**p, "sourced": tuple(p.get("sourced") or ())}) if p else None
             sd["retired"] = tuple(sd.get("retired") or ())
             return SideState(**sd)
 

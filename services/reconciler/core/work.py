@@ -117,7 +117,9 @@ class Work:
         side = link.side(target)
         source = link.side("exchange" if target == "salesforce" else "salesforce")
         as_of = source.ours_at if source.holds_ours() else source.modified_at
-        pending = Pending(cmd.command_id, action, fields, expected_version, as_of)
+        held = source.shadow or {}
+        sourced = tuple(f for f, v in fields.items() if held.get(f) == v)
+        pending = Pending(cmd.command_id, action, fields, expected_version, as_of, sourced)
         return replace(link.with_side(target, replace(side, pending=pending, failed=None)), seq=seq)
 
     def conflicts(self, link: LinkRecord, conflicts: list[merge.Conflict], policy: str | None = None) -> None:

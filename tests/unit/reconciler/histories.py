@@ -8,6 +8,61 @@ from typing import Any
 Step = tuple[str, dict[str, Any]]
 
 HISTORIES: dict[str, list[Step]] = {
+    # The long run (seed 3): an edit of a copy being removed (owner changed) reaches the new
+    # owner's item through our write; it is still a person's edit, and beats the delete of
+    # the record that never saw it (only values the other side held are "ours").
+    "an_edit_carried_through_our_write_still_beats_the_delete": [
+        ("sf_create_contact", {"email": "ann@acme.test", "tid": "t2", "u": 1}),
+        ("settle", {}),
+        ("sf_reassign", {"k": 955, "tid": "t2", "u": 0}),
+        ("ex_edit", {"f": 0, "k": 0, "tid": "t2"}),
+        ("sf_delete", {"k": 0, "tid": "t2"}),
+    ],
+    # The long run (seed 2), in the same spirit: a mailbox item deleted while other items of
+    # the same contact wait to join its record unlinks; it is not restored.
+    "a_delete_while_duplicates_wait_to_join_the_record": [
+        ("sf_create_contact", {"email": "ann@acme.test", "tid": "t1", "u": 0}),
+        ("settle", {}),
+        ("ex_create_contact", {"email": "ann@acme.test", "tid": "t1", "u": 0}),
+        ("ex_delete", {"k": 0, "tid": "t1"}),
+        (
+            "backlog",
+            {
+                "delete": False,
+                "edits": [(0, 0)],
+                "email": "ann@acme.test",
+                "kind": "contact",
+                "side": "exchange",
+                "tid": "t1",
+                "u": 0,
+            },
+        ),
+        (
+            "backlog",
+            {
+                "delete": False,
+                "edits": [(0, 0)],
+                "email": "ann@acme.test",
+                "kind": "contact",
+                "side": "exchange",
+                "tid": "t1",
+                "u": 0,
+            },
+        ),
+        ("settle", {}),
+        (
+            "backlog",
+            {
+                "delete": True,
+                "edits": [(0, 0)],
+                "email": "ann@acme.test",
+                "kind": "contact",
+                "side": "exchange",
+                "tid": "t1",
+                "u": 0,
+            },
+        ),
+    ],
     # The long run (seed 1201): under exchange-wins the mailbox's edit beat a Salesforce edit,
     # then the mailbox deleted the item; the Salesforce edit beats that delete, and the
     # restore must carry what Salesforce holds, not the deleted side's own (ended) edit.
