@@ -21,8 +21,6 @@ HISTORIES: dict[str, list[Step]] = {
     # The long run (seed 2), in the same spirit: a mailbox item deleted while other items of
     # the same contact wait to join its record unlinks; it is not restored.
     "a_delete_while_duplicates_wait_to_join_the_record": [
-        ("sf_create_contact", {"email": "ann@acme.test", "tid": "t1", "u": 0}),
-        ("settle", {}),
         ("ex_create_contact", {"email": "ann@acme.test", "tid": "t1", "u": 0}),
         ("ex_delete", {"k": 0, "tid": "t1"}),
         (
@@ -49,6 +47,8 @@ HISTORIES: dict[str, list[Step]] = {
                 "u": 0,
             },
         ),
+        ("sf_create_activity", {"day": "2026-03-01", "kind": "task", "tid": "t1", "u": 0}),
+        ("sf_create_contact", {"email": "ann@acme.test", "tid": "t1", "u": 0}),
         ("settle", {}),
         (
             "backlog",
