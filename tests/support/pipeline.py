@@ -4,7 +4,7 @@ Each pod gets its own side port, state dir, log file (and, for ingest-exchange, 
 so any pod can be SIGKILLed, SIGTERMed or restarted alone. The broker can be restarted on the
 same port and data dir when it was started from a run dir of tools/kafka-broker.sh.
 
-Work in progress (issue 11, deliverable 5): the scaled-out test that uses it is not written yet.
+Used by tests/e2e/test_scaled_out.py and tests/integration/test_two_deployments.py.
 """
 
 from __future__ import annotations
