@@ -111,3 +111,74 @@ async def test_stop_during_a_stalled_rebalance_returns_promptly(kafka_bus: Kafka
             await asyncio.wait_for(task_c, 40)
         if not task_a.done():
             task_a.cancel()
+
+
+class Gated(Quiet):
+    """Holds the first message until `gate` opens, so a rebalance lands mid-batch."""
+
+    def __init__(self, out: str) -> None:
+        self.out = out
+        self.gate = asyncio.Event()
+        self.holding = asyncio.Event()
+
+    async def handle(self, partition: int, message: Message) -> list[Output]:
+        if message.value == b"held":
+            self.holding.set()
+            await self.gate.wait()
+        return [Output(self.out, message.value, message.key)]
+
+
+async def test_a_revocation_waits_for_the_transaction_in_flight(kafka_bus: KafkaBus) -> None:
+    name = f"rev{uuid.uuid4().hex[:8]}"
+    topic, out, group = f"{name}.in", f"{name}.out", f"{name}-group"
+    await kafka_bus.create_topics([TopicSpec(topic, 2), TopicSpec(out, 2), TopicSpec(f"{name}.dl", 2)])
+    await topics_visible(kafka_bus, topic, out, partitions=2)
+    handler = Gated(out)
+
+    def member(h: Quiet) -> PartitionedProcessor:
+        return PartitionedProcessor(kafka_bus, service="rev", group_id=group, topics=[topic], handler=h,
+                                    deadletter_topic=f"{name}.dl", transactional_prefix=f"{name}-txn")
+
+    a = member(handler)
+    task_a = asyncio.create_task(a.run())
+    await eventually(lambda: _true(len(a._parts) == 2), "the first member owns both partitions", timeout=60)
+    producer = kafka_bus.producer()
+    await producer.start()
+    await producer.send_and_wait(topic, b"held", key=b"k", partition=0)
+    await producer.stop()
+    await asyncio.wait_for(handler.holding.wait(), 30)
+    # A second member joins while the first holds a batch of partition 0 mid-transaction:
+    # the group revokes partition 0 (co-partitioned, range style) from the first member.
+    b = member(Gated(out))
+    b_handler = b.handler
+    assert isinstance(b_handler, Gated)
+    b_handler.gate.set()
+    task_b = asyncio.create_task(b.run())
+    try:
+        await asyncio.sleep(3)  # the revocation is now waiting for the batch
+        handler.gate.set()
+        await eventually(lambda: _true(bool(b._parts)), "the second member got its partition", timeout=60)
+        a.stop()
+        # Its main loop is not stuck on a stopped producer. (asyncio.wait, not wait_for: a
+        # regression must fail here, not hang in cancelling a task that cannot finish.)
+        done, _ = await asyncio.wait({task_a}, timeout=30)
+        assert task_a in done, "the first member did not stop: its loop hangs on a transaction"
+        committed = await _read_committed(kafka_bus, out)
+        assert committed.count(b"held") == 1, committed
+    finally:
+        b.stop()
+        await asyncio.wait({task_b}, timeout=30)
+        for t in (task_a, task_b):
+            if not t.done():
+                t.cancel()  # not awaited: it may never finish (see above)
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+async def _read_committed(bus: KafkaBus, topic: str) -> list[bytes]:
+    out: list[bytes] = []
+    async for batch in bus.read_batches(topic):  # read_committed: only what a transaction committed
+        out += [m.value or b"" for m in batch]
+    return out
