@@ -1,8 +1,9 @@
 """The receiver refuses a notification whose subscription belongs to one directory tenant but
 which names another in `tenantId` (Graph puts the Azure AD tenant id in every change and
-lifecycle notification: /work/shared/reference/graph.md, "Notifications"). Over real HTTP,
-for both paths: this pod's own subscription and another pod's (validated against the table,
-then forwarded)."""
+lifecycle notification; see the changeNotification resource in the Graph v1.0 docs,
+https://learn.microsoft.com/en-us/graph/api/resources/changenotification). Over real
+HTTP, for both paths: this pod's own subscription and another pod's (validated against
+the table, then forwarded)."""
 
 from __future__ import annotations
 
