@@ -39,12 +39,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-
 from services.emulators.graph.admin_client import GraphAdminClient
 from services.emulators.graph.config import GraphEmulatorConfig
 from services.emulators.salesforce.admin_client import SalesforceAdmin
 from tests.support.front import RoundRobinFront
+from tests.support.graph_api import GraphApi as Graph
 from tests.support.pipeline import Pipeline
 from tests.support.processes import Proc, free_port, wait_http
 
@@ -61,50 +60,6 @@ def pct(values: list[float], q: float) -> float:
 def summary(values: list[float]) -> dict[str, Any]:
     return {"samples": len(values), "p50_s": pct(values, 50), "p90_s": pct(values, 90), "p99_s": pct(values, 99),
             "mean_s": round(statistics.fmean(values), 2)}
-
-
-class Graph:
-    """Reads and writes through the Graph API itself (an app token), as any client would."""
-
-    def __init__(self, root: str) -> None:
-        self.root = root
-        self.session = aiohttp.ClientSession()
-        self._token: str | None = None
-        self.requests = 0  # Graph API calls this reader made (the emulator counts them too)
-
-    async def close(self) -> None:
-        await self.session.close()
-
-    async def _auth(self) -> str:
-        if self._token is None:
-            form = {"grant_type": "client_credentials", "client_id": "x", "client_secret": "x",
-                    "scope": "https://graph.microsoft.com/.default"}
-            async with self.session.post(f"{self.root}/t/oauth2/v2.0/token", data=form) as r:
-                r.raise_for_status()
-                self._token = str((await r.json())["access_token"])
-        return self._token
-
-    async def call(self, method: str, path: str, body: Any = None) -> Any:
-        url = path if path.startswith("http") else f"{self.root}/v1.0{path}"
-        for _ in range(3):
-            headers = {"Authorization": f"Bearer {await self._auth()}"}
-            self.requests += 1
-            async with self.session.request(method, url, json=body, headers=headers) as r:
-                if r.status == 401:
-                    self._token = None
-                    continue
-                r.raise_for_status()
-                return await r.json() if r.content_length != 0 and r.status != 204 else None
-        raise RuntimeError(f"{method} {path}: 401 after token refresh")
-
-    async def all(self, path: str) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
-        url: str | None = path + ("&" if "?" in path else "?") + "$top=500"
-        while url:
-            page = await self.call("GET", url)
-            out.extend(page.get("value", []))
-            url = page.get("@odata.nextLink")
-        return out
 
 
 async def graph_total(admin: GraphAdminClient) -> dict[str, int]:

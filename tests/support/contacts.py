@@ -14,10 +14,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
-
 from services.emulators.graph.admin_client import GraphAdminClient
 from services.emulators.salesforce.admin_client import SalesforceAdmin
+from tests.support.graph_api import GraphApi
 
 FOLDER = "Salesforce Contacts"
 
@@ -138,21 +137,11 @@ class GraphReader:
 
     def __init__(self, root: str, graph: GraphAdminClient) -> None:
         self.root, self.graph = root, graph
-        self._session = aiohttp.ClientSession()
-        self._token: str | None = None
+        self.api = GraphApi(root)
         self._folders: dict[str, str] = {}
 
     async def close(self) -> None:
-        await self._session.close()
-
-    async def _auth(self) -> str:
-        if self._token is None:
-            form = {"grant_type": "client_credentials", "client_id": "x", "client_secret": "x",
-                    "scope": "https://graph.microsoft.com/.default"}
-            async with self._session.post(f"{self.root}/t/oauth2/v2.0/token", data=form) as r:
-                r.raise_for_status()
-                self._token = str((await r.json())["access_token"])
-        return self._token
+        await self.api.close()
 
     async def _folder(self, mailbox: str) -> str:
         if mailbox not in self._folders:
@@ -161,18 +150,7 @@ class GraphReader:
         return self._folders[mailbox]
 
     async def contacts(self, mailbox: str) -> list[dict[str, Any]]:
-        url: str | None = f"{self.root}/v1.0/users/{mailbox}/contactFolders/{await self._folder(mailbox)}/contacts"
-        out: list[dict[str, Any]] = []
-        while url:
-            async with self._session.get(url, headers={"Authorization": f"Bearer {await self._auth()}"}) as r:
-                if r.status == 401:
-                    self._token = None
-                    continue
-                r.raise_for_status()
-                page = await r.json()
-            out.extend(page.get("value", []))
-            url = page.get("@odata.nextLink")
-        return out
+        return await self.api.all(f"/users/{mailbox}/contactFolders/{await self._folder(mailbox)}/contacts")
 
     async def view(self, mailboxes: list[str]) -> tuple[dict[str, ContactView], list[str]]:
         views = []
