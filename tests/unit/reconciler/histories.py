@@ -8,6 +8,38 @@ from typing import Any
 Step = tuple[str, dict[str, Any]]
 
 HISTORIES: dict[str, list[Step]] = {
+    # The long run (seed 2, second pass): a legitimate restore whose edit later lost a merge
+    # to a duplicate deleted afterwards; the restore is judged when it is decided.
+    "a_restored_contact_merged_with_a_duplicate_that_is_deleted": [
+        ("settle", {}),
+        ("sf_create_contact", {"email": "ann@acme.test", "tid": "t1", "u": 0}),
+        ("ex_create_event", {"day": "2026-03-01", "subject": "Call", "tid": "t1", "u": 0}),
+        (
+            "backlog",
+            {
+                "delete": True,
+                "edits": [(0, 0)],
+                "email": "ann@acme.test",
+                "kind": "contact",
+                "side": "exchange",
+                "tid": "t1",
+                "u": 0,
+            },
+        ),
+        ("settle", {}),
+        (
+            "backlog",
+            {
+                "delete": True,
+                "edits": [(0, 0)],
+                "email": "ann@acme.test",
+                "kind": "contact",
+                "side": "exchange",
+                "tid": "t1",
+                "u": 0,
+            },
+        ),
+    ],
     # The long run (seed 3): an edit of a copy being removed (owner changed) reaches the new
     # owner's item through our write; it is still a person's edit, and beats the delete of
     # the record that never saw it (only values the other side held are "ours").
