@@ -182,24 +182,26 @@ def other_record(w: Work, link: LinkRecord, sf_id: str) -> LinkRecord | None:
     return None
 
 
+def carried_values(link: LinkRecord) -> dict[str, Any]:
+    """The values of `desired` that neither side's last content nor the base held (edits
+    carried from a copy of ours removed since)."""
+    ex, sf, base = link.exchange.shadow or {}, link.salesforce.shadow or {}, link.base or {}
+    return {
+        f: v
+        for f, v in link.desired.items()
+        if v is not None and v != base.get(f) and v != ex.get(f) and v != sf.get(f)
+    }
+
+
 def unseen_values(link: LinkRecord) -> bool:
     """Does `desired` hold a value that neither side's last content nor the base held?"""
-    ex, sf, base = link.exchange.shadow or {}, link.salesforce.shadow or {}, link.base or {}
-    return any(
-        v is not None and v != base.get(f) and v != ex.get(f) and v != sf.get(f) for f, v in link.desired.items()
-    )
+    return bool(carried_values(link))
 
 
 def restored(link: LinkRecord, alive: SideState) -> dict[str, Any]:
     if alive.shadow is None:
         return link.desired
-    ex, sf, base = link.exchange.shadow or {}, link.salesforce.shadow or {}, link.base or {}
-    carried = {
-        f: v
-        for f, v in link.desired.items()
-        if v is not None and v != base.get(f) and v != ex.get(f) and v != sf.get(f)
-    }
-    return merge.norm(link.entity, {**alive.shadow, **carried})
+    return merge.norm(link.entity, {**alive.shadow, **carried_values(link)})
 
 
 def active_siblings(w: Work, link: LinkRecord, sf_id: str) -> list[LinkRecord]:
