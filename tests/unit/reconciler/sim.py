@@ -438,6 +438,10 @@ class World:
         self._apply(tw, d)
         return d
 
+    def _holds_live_edit(self, record: dict[str, Any]) -> bool:
+        """Does the record hold a value a person typed that nothing superseded yet?"""
+        return any(self.values.get(v) is False for v in record.values() if isinstance(v, str))
+
     def _check_restores(self, tw: TenantWorld, d: Decision) -> None:
         """Note the restores (edit beats delete) that a person's edit justified when they were
         decided: the record brought back holds a value a person typed that nothing superseded
@@ -451,7 +455,7 @@ class World:
             link = changed.get(a["link_id"])
             rescoped = link is not None and link.exchange.id in self.rescoped
             record = a.get("record") or {}
-            if rescoped or any(self.values.get(v) is False for v in record.values() if isinstance(v, str)):
+            if rescoped or self._holds_live_edit(record):
                 self.restored.add((tw.tenant.tenant_id, a["link_id"]))
 
     def step(self, tenant_id: str, queue: str, index: int = 0) -> bool:
@@ -592,9 +596,7 @@ class World:
                 tag = item.tag if isinstance(item, ExItem) else item.ext_id
                 if item.entity == "email" or (tid, tag) not in self.deleted or (tid, tag) in self.restored:
                     continue  # not a deleted pair's copy, or one a justified restore brought back
-                live_edit = item_id in self.rescoped or any(
-                    self.values.get(v) is False for v in item.record.values() if isinstance(v, str)
-                )
+                live_edit = item_id in self.rescoped or self._holds_live_edit(item.record)
                 # A record exsf keeps syncing for another mailbox; one handed to an owner who is
                 # not enrolled (out of exsf's hands, so never deleted by it); one whose mailbox
                 # item left scope before its delete, as far as exsf saw (moving out keeps it).
