@@ -92,7 +92,7 @@ def discard_input(
         return
     old = side.shadow or {}
     assert side.id is not None
-    successors = [c for c in w.find(s, side.id) if side.id in c.side(s).retired and takes_edits(c, s)]
+    successors = [c for c in w.find(s, side.id) if side.id in c.side(s).retired and takes_edits(c)]
     if not successors and not merge.same(old, fresh):
         w.record("discarded_edit", rec, side=s, target_id=side.id, record=fresh, before=old)
     for succ in successors:
@@ -110,13 +110,14 @@ def discard_input(
     w.save(discard_plan(w, rec))
 
 
-def takes_edits(link: LinkRecord, s: Side) -> bool:
-    """Can edits made to a discarded copy on side s move to this link? A pair that left
-    its mailbox (unlinked) still holds its Salesforce record, which takes edits made to a
-    Salesforce copy; a parked pair's record belongs to someone exsf does not sync."""
+def takes_edits(link: LinkRecord) -> bool:
+    """Can edits made to a discarded copy move to this link? A pair that left its mailbox
+    (unlinked) still holds its Salesforce record, which takes edits made to a copy on
+    either side (a mailbox copy of ours sat in the synced folder, so an edit there was
+    meant to sync); a parked pair's record belongs to someone exsf does not sync."""
     if link.status in ("pending", "linked"):
         return True
-    return link.status == "unlinked" and s == "salesforce" and not link.parked and link.salesforce.id is not None
+    return link.status == "unlinked" and not link.parked and link.salesforce.id is not None
 
 
 def repoint(w: Work, s_old: str, ev: ChangeEvent, record: dict[str, Any], key: str) -> None:

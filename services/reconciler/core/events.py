@@ -16,6 +16,7 @@ from services.reconciler.core.ownership import follow_owner
 from services.reconciler.core.plan import join, observe, other_record, plan
 from services.reconciler.core.state import (
     LinkRecord,
+    Pending,
     SideState,
 )
 from services.reconciler.core.unlinked import follow_unlinked, push_unlinked
@@ -176,7 +177,10 @@ def on_known(w: Work, link: LinkRecord, ev: ChangeEvent, record: dict[str, Any] 
     if s == "exchange" and ev.op == "left_scope":
         if link.status != "unlinked":
             w.record("unlink", link, exchange_id=ev.source_id, salesforce_id=link.salesforce.id, record=link.desired)
-        w.save(replace(link, status="unlinked", parked=False, exchange=replace(side, modified_at=t, pending=None)))
+        # A create in flight stays remembered: its result may name a second copy (a
+        # redelivered create) that only what it sent tells apart from a person's edit.
+        ex = replace(side, modified_at=t, pending=creating(side))
+        w.save(replace(link, status="unlinked", parked=False, exchange=ex))
         return
 
     if ev.op != "upsert" and side.id is None:
@@ -249,11 +253,17 @@ def is_stray_create(link: LinkRecord, ev: ChangeEvent, mailbox: str) -> bool:
         ev.source == "exchange"
         and link.entity == ev.entity
         and link.user.lower() == mailbox.lower()
-        and link.status in ("pending", "linked")
+        and link.status in ("pending", "linked", "unlinked")
         and p is not None
         and p.action == "create"
         and link.exchange.id not in (None, ev.source_id)
     )
+
+
+def creating(side: SideState) -> Pending | None:
+    """The side's create still in flight, if any (what outlives an unlink or a relink)."""
+    p = side.pending
+    return p if p is not None and p.action == "create" else None
 
 
 def stray_copy(w: Work, link: LinkRecord, ev: ChangeEvent, record: dict[str, Any]) -> None:
@@ -293,7 +303,12 @@ def relink(w: Work, link: LinkRecord, ev: ChangeEvent, record: dict[str, Any]) -
         w.save(replace(link, parked=True, seen=add_seen(link.seen, ev.event_id)))
         return
     ex = SideState(
-        id=ev.source_id, version=ev.version, modified_at=event_time(ev), shadow=record, retired=link.exchange.retired
+        id=ev.source_id,
+        version=ev.version,
+        modified_at=event_time(ev),
+        shadow=record,
+        retired=link.exchange.retired,
+        pending=creating(link.exchange),
     )
     sf = link.salesforce
     # While unlinked, `desired` followed the Salesforce record and also holds edits carried

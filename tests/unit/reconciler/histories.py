@@ -8,6 +8,31 @@ from typing import Any
 Step = tuple[str, dict[str, Any]]
 
 HISTORIES: dict[str, list[Step]] = {
+    # The long run (seed 3 on 51e4a13): our Salesforce create is redelivered after the
+    # writer crashed; our first mailbox copy was moved out of the folder meanwhile, and an
+    # edit of the second copy the redelivery made must not be lost.
+    "a_redelivered_create_after_our_copy_moved_out": [
+        ("sf_create_contact", {"email": "ann@acme.test", "tid": "t1", "u": 0}),
+        ("process", {"k": 0, "overtake": False, "q": "salesforce", "tid": "t1", "times": 1}),
+        ("writer_crash", {"tid": "t1"}),
+        ("process", {"k": 0, "overtake": False, "q": "exchange", "tid": "t1", "times": 2}),
+        ("ex_move_out", {"k": 0, "tid": "t1"}),
+        ("writer_crash", {"tid": "t1"}),
+        ("ex_edit", {"f": 0, "k": 0, "tid": "t1"}),
+        ("process", {"k": 0, "overtake": False, "q": "exchange", "tid": "t1", "times": 1}),
+    ],
+    # The same, with the second copy's own events (its edit) before the create's result: it
+    # is our stray copy (removed, its edit carried to Salesforce), not a person's new item.
+    "a_redelivered_create_after_our_copy_moved_out_its_echo_first": [
+        ("sf_create_contact", {"email": "ann@acme.test", "tid": "t1", "u": 0}),
+        ("process", {"k": 0, "overtake": False, "q": "salesforce", "tid": "t1", "times": 1}),
+        ("writer_crash", {"tid": "t1"}),
+        ("process", {"k": 0, "overtake": False, "q": "exchange", "tid": "t1", "times": 2}),
+        ("ex_move_out", {"k": 0, "tid": "t1"}),
+        ("writer_crash", {"tid": "t1"}),
+        ("ex_edit", {"f": 0, "k": 0, "tid": "t1"}),
+        ("process", {"k": 0, "overtake": False, "q": "exchange", "tid": "t1", "times": 3}),
+    ],
     # The long run (seed 2, second pass): a legitimate restore whose edit later lost a merge
     # to a duplicate deleted afterwards; the restore is judged when it is decided.
     "a_restored_contact_merged_with_a_duplicate_that_is_deleted": [
