@@ -37,8 +37,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import timedelta
+from typing import assert_never
 
-from services.core.envelopes import ChangeEvent, Side
+from services.core.envelopes import ChangeEvent, CommandResult, Side
 from services.core.tenants import Tenant
 from services.reconciler.core import merge
 from services.reconciler.core.discard import discard_plan
@@ -49,7 +50,7 @@ from services.reconciler.core.state import (
     TenantState,
 )
 from services.reconciler.core.unlinked import push_unlinked
-from services.reconciler.core.work import Decision, Input, Work
+from services.reconciler.core.work import Decision, Input, Replan, Step, Work
 
 
 def reconcile(state: TenantState, tenant: Tenant, item: Input, now: str) -> Decision:
@@ -57,14 +58,38 @@ def reconcile(state: TenantState, tenant: Tenant, item: Input, now: str) -> Deci
     if item.tenant_id != tenant.tenant_id or state.tenant_id != tenant.tenant_id:
         w.record("drop", reason="tenant mismatch", input_tenant=item.tenant_id, entity=item.entity)
         return w.decision()
-    if isinstance(item, ChangeEvent):
-        if item.entity not in tenant.entities:
-            w.record("drop", reason="entity not synced for tenant", entity=item.entity, source_id=item.source_id)
-        else:
-            on_event(w, item)
-    else:
-        on_result(w, item)
+    if isinstance(item, ChangeEvent) and item.entity not in tenant.entities:
+        w.record("drop", reason="entity not synced for tenant", entity=item.entity, source_id=item.source_id)
+        return w.decision()
+    run(w, item)
     return w.decision()
+
+
+def run(w: Work, item: Step) -> None:
+    """One input, then the follow-ups it queued for other links, in order."""
+    step(w, item)
+    drain(w)
+
+
+def drain(w: Work) -> None:
+    while w.followups:
+        step(w, Replan(w.followups.popleft()))
+
+
+def step(w: Work, item: Step) -> None:
+    match item:
+        case ChangeEvent():
+            on_event(w, item)
+        case CommandResult():
+            on_result(w, item)
+        case Replan(link_id=link_id):
+            link = w.get(link_id)
+            if link is not None and link.status == "unlinked":
+                push_unlinked(w, link)
+            elif link is not None:
+                plan(w, link)
+        case _:
+            assert_never(item)
 
 
 def sweep(state: TenantState, tenant: Tenant, now: str) -> Decision:
@@ -98,4 +123,5 @@ def sweep(state: TenantState, tenant: Tenant, now: str) -> Decision:
                 link, exchange=replace(link.exchange, failed=None), salesforce=replace(link.salesforce, failed=None)
             )
         plan(w, link)
+    drain(w)
     return w.decision()

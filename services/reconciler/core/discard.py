@@ -9,13 +9,12 @@ from typing import Any
 
 from services.core.envelopes import ChangeEvent, Side, stable_id
 from services.reconciler.core import merge
-from services.reconciler.core.plan import observe, plan
+from services.reconciler.core.plan import observe
 from services.reconciler.core.state import (
     LinkRecord,
     SideState,
     other,
 )
-from services.reconciler.core.unlinked import push_unlinked
 from services.reconciler.core.work import Work, add_retired, add_seen, event_time
 
 
@@ -101,11 +100,7 @@ def discard_input(
             succ.entity, succ.desired, old, fresh, s, w.tenant.conflict_policy, t, o.modified_at
         )
         w.conflicts(succ, conflicts)
-        succ = w.save(replace(succ, desired=desired))
-        if succ.status == "unlinked":
-            push_unlinked(w, succ)
-        else:
-            plan(w, succ)
+        w.replan(replace(succ, desired=desired))
     rec = rec.with_side(s, replace(side, shadow=fresh, version=version, modified_at=t or side.modified_at))
     w.save(discard_plan(w, rec))
 
@@ -155,8 +150,7 @@ def repoint(w: Work, s_old: str, ev: ChangeEvent, record: dict[str, Any], key: s
             desired, conflicts = merge.join(link.entity, old_side.shadow or {}, record, "salesforce-wins", None, None)
             w.conflicts(link, conflicts, "salesforce-wins")
             st = replace(fresh, id=ev.source_id, version=ev.version, modified_at=t, shadow=record)
-            push_unlinked(w, replace(link.with_side("salesforce", st), desired=desired))
+            w.replan(replace(link.with_side("salesforce", st), desired=desired))
             continue
-        link = observe(w, link, "salesforce", ev.source_id, record, ev.version, t)
-        plan(w, w.save(link))
+        w.replan(observe(w, link, "salesforce", ev.source_id, record, ev.version, t))
     discard(w, links[0], "salesforce", s_old, old_side.version, old_side.shadow, t=old_side.modified_at)

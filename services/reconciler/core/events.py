@@ -5,7 +5,7 @@ not know yet become new links (after dedupe) or tombstones."""
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
+from typing import Any, assert_never
 
 from services.core.envelopes import ChangeEvent, Side, stable_id
 from services.reconciler.core import merge
@@ -122,46 +122,71 @@ def on_ownerless(w: Work, ev: ChangeEvent) -> None:
 
 
 def on_known(w: Work, link: LinkRecord, ev: ChangeEvent, record: dict[str, Any] | None) -> None:
-    s = ev.source
-    side = link.side(s)
-    t = event_time(ev)
+    """A change event of an item this link knows: one handler per link status."""
     if ev.event_id in link.seen:
         return
-    if link.status == "deleted":
-        gone_for_good = ev.op == "delete"
-        if gone_for_good and side.id == ev.source_id and not is_older(t, side.modified_at):
-            # The item is gone for good: a late event from before (an owner coming back)
-            # must not revive the pair.
-            link = w.save(link.with_side(s, replace(side, gone=True, modified_at=t)))
-            side = link.side(s)
-        moved_out = s == "exchange" and ev.op == "left_scope" and side.id == ev.source_id
-        if moved_out and not is_older(t, side.modified_at):
-            # Our delete found it gone because it had left the folder: it still exists,
-            # unsynced, and may be put back in scope (then it syncs as a new pair).
-            ex = replace(side, gone=False, pending=None, modified_at=t)
-            w.save(replace(link.with_side(s, ex), status="unlinked", seen=add_seen(link.seen, ev.event_id)))
-            return
-        if ev.op == "upsert" and side.id is None and ev.source_id not in side.retired:
-            # Found by its tag: a create of ours landed after all (reported failed, then
-            # applied by a redelivery) for a pair that is gone. Nothing must keep it.
-            discard(w, link, s, ev.source_id, ev.version, record, t=event_time(ev))
-            w.save(link.with_side(s, replace(side, retired=add_retired(side.retired, ev.source_id))))
+    match link.status:
+        case "deleted":
+            on_ended(w, link, ev, record)
+        case "discard":
+            on_copy(w, link, ev, record)
+        case "pending" | "linked" | "unlinked":
+            on_pair(w, link, ev, record)
+        case _:
+            assert_never(link.status)
+
+
+def on_ended(w: Work, link: LinkRecord, ev: ChangeEvent, record: dict[str, Any] | None) -> None:
+    """A tombstone: the pair is gone; only our own late creates and a move out change it."""
+    s, t = ev.source, event_time(ev)
+    side = link.side(s)
+    fresh = not is_older(t, side.modified_at)
+    match ev.op:
+        case "delete":
+            if side.id == ev.source_id and fresh:
+                # The item is gone for good: a late event from before (an owner coming back)
+                # must not revive the pair.
+                w.save(link.with_side(s, replace(side, gone=True, modified_at=t)))
+        case "left_scope":
+            if s == "exchange" and side.id == ev.source_id and fresh:
+                # Our delete found it gone because it had left the folder: it still exists,
+                # unsynced, and may be put back in scope (then it syncs as a new pair).
+                ex = replace(side, gone=False, pending=None, modified_at=t)
+                w.save(replace(link.with_side(s, ex), status="unlinked", seen=add_seen(link.seen, ev.event_id)))
+        case "upsert":
+            if side.id is None and ev.source_id not in side.retired:
+                # Found by its tag: a create of ours landed after all (reported failed, then
+                # applied by a redelivery) for a pair that is gone. Nothing must keep it.
+                discard(w, link, s, ev.source_id, ev.version, record, t=t)
+                w.save(link.with_side(s, replace(side, retired=add_retired(side.retired, ev.source_id))))
+        case _:
+            assert_never(ev.op)
+
+
+def on_copy(w: Work, link: LinkRecord, ev: ChangeEvent, record: dict[str, Any] | None) -> None:
+    """A stray copy of ours being removed (a discard record)."""
+    s, t = ev.source, event_time(ev)
+    side = link.side(s)
+    if ev.source_id in side.retired or is_older(t, side.modified_at):
         return
+    if s == "exchange" and ev.op == "left_scope":
+        # The person moved our copy out of the folder before we removed it: it is
+        # theirs now, unsynced; put back in scope it syncs as their own item.
+        moved = replace(side, pending=None, modified_at=t)
+        w.save(replace(link.with_side(s, moved), status="unlinked", seen=add_seen(link.seen, ev.event_id)))
+    elif side.version != ev.version:
+        # An event of the copy means it is in enrolled hands (again): remove it.
+        link = replace(link, parked=False, seen=add_seen(link.seen, ev.event_id))
+        discard_input(w, link, s, record, ev.version, t)
+
+
+def on_pair(w: Work, link: LinkRecord, ev: ChangeEvent, record: dict[str, Any] | None) -> None:
+    """A pair that syncs (pending, linked) or follows its Salesforce record (unlinked)."""
+    s, t = ev.source, event_time(ev)
+    side = link.side(s)
     if ev.source_id in side.retired:
-        if s == "exchange" and ev.op == "left_scope" and link.status in ("pending", "linked"):
+        if s == "exchange" and ev.op == "left_scope" and link.status != "unlinked":
             unlinked_after_restore(w, link, ev)
-        return
-    if link.status == "discard":
-        if s == "exchange" and ev.op == "left_scope" and not is_older(t, side.modified_at):
-            # The person moved our copy out of the folder before we removed it: it is
-            # theirs now, unsynced; put back in scope it syncs as their own item.
-            moved = replace(side, pending=None, modified_at=t)
-            w.save(replace(link.with_side(s, moved), status="unlinked", seen=add_seen(link.seen, ev.event_id)))
-            return
-        if not is_older(t, side.modified_at) and side.version != ev.version:
-            # An event of the copy means it is in enrolled hands (again): remove it.
-            link = replace(link, parked=False, seen=add_seen(link.seen, ev.event_id))
-            discard_input(w, link, s, record, ev.version, t)
         return
     if is_older(t, side.modified_at) or (ev.op == "upsert" and side.id == ev.source_id and side.version == ev.version):
         return
@@ -172,41 +197,54 @@ def on_known(w: Work, link: LinkRecord, ev: ChangeEvent, record: dict[str, Any] 
         exchange=replace(link.exchange, failed=None),
         salesforce=replace(link.salesforce, failed=None),
     )
+    match ev.op:
+        case "left_scope" if s == "exchange":
+            left_folder(w, link, ev)
+        case "delete" | "left_scope":
+            deleted(w, link, ev)
+        case "upsert":
+            assert record is not None
+            upserted(w, link, ev, record)
+        case _:
+            assert_never(ev.op)
+
+
+def deleted(w: Work, link: LinkRecord, ev: ChangeEvent) -> None:
+    s = ev.source
     side = link.side(s)
-
-    if s == "exchange" and ev.op == "left_scope":
-        if link.status != "unlinked":
-            w.record("unlink", link, exchange_id=ev.source_id, salesforce_id=link.salesforce.id, record=link.desired)
-        # A create in flight stays remembered: its result may name a second copy (a
-        # redelivered create) that only what it sent tells apart from a person's edit.
-        ex = replace(side, modified_at=t, pending=creating(side))
-        w.save(replace(link, status="unlinked", parked=False, exchange=ex))
-        return
-
-    if ev.op != "upsert" and side.id is None:
+    if side.id is None:
         # The item our create made (found by its tag) is already deleted again: remember
         # its id, so its late echoes are stale and a result naming it means "gone".
         w.save(link.with_side(s, replace(side, retired=add_retired(side.retired, ev.source_id))))
         return
-    if ev.op != "upsert":
-        link = link.with_side(s, replace(side, gone=True, modified_at=t, version=ev.version))
-        if link.status == "unlinked":
-            push_unlinked(w, link)
-            return
-        plan(w, w.save(link))
-        return
-
-    assert record is not None
+    link = link.with_side(s, replace(side, gone=True, modified_at=event_time(ev), version=ev.version))
     if link.status == "unlinked":
-        if s == "salesforce":
-            link = link.with_side(s, replace(side, id=side.id or ev.source_id))
-            push_unlinked(w, follow_unlinked(w, link, record, ev.version, t))
-        else:
-            relink(w, link, ev, record)
-        return
+        push_unlinked(w, link)
+    else:
+        plan(w, w.save(link))
 
-    link = observe(w, link, s, ev.source_id, record, ev.version, t)
-    plan(w, w.save(link))
+
+def upserted(w: Work, link: LinkRecord, ev: ChangeEvent, record: dict[str, Any]) -> None:
+    s, t = ev.source, event_time(ev)
+    if link.status != "unlinked":
+        plan(w, w.save(observe(w, link, s, ev.source_id, record, ev.version, t)))
+    elif s == "salesforce":
+        link = link.with_side(s, replace(link.salesforce, id=link.salesforce.id or ev.source_id))
+        push_unlinked(w, follow_unlinked(w, link, record, ev.version, t))
+    else:
+        relink(w, link, ev, record)
+
+
+def left_folder(w: Work, link: LinkRecord, ev: ChangeEvent) -> None:
+    """The person moved the mailbox item out of the synced folder: the pair stops syncing
+    the mailbox (unlinked) and keeps following its Salesforce record."""
+    side = link.exchange
+    if link.status != "unlinked":
+        w.record("unlink", link, exchange_id=ev.source_id, salesforce_id=link.salesforce.id, record=link.desired)
+    # A create in flight stays remembered: its result may name a second copy (a
+    # redelivered create) that only what it sent tells apart from a person's edit.
+    ex = replace(side, modified_at=event_time(ev), pending=creating(side))
+    w.save(replace(link, status="unlinked", parked=False, exchange=ex))
 
 
 def our_late_copy(w: Work, link: LinkRecord, existing: LinkRecord, ev: ChangeEvent, record: dict[str, Any]) -> None:

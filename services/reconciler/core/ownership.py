@@ -12,7 +12,7 @@ from services.core.envelopes import ChangeEvent, stable_id
 from services.reconciler.core import merge
 from services.reconciler.core.dedupe import match_keys
 from services.reconciler.core.discard import discard, repoint
-from services.reconciler.core.plan import join, observe, plan
+from services.reconciler.core.plan import join, observe
 from services.reconciler.core.state import (
     LinkRecord,
     SideState,
@@ -41,7 +41,7 @@ def follow_owner(w: Work, links: list[LinkRecord], ev: ChangeEvent, owner: str, 
             for r in ended:
                 w.save(replace(r, owner=owner))
             replace_our_copy(w, ev, owner, record)
-            plan(w, owner_link(w, ev, owner, record, None))
+            w.replan(owner_link(w, ev, owner, record, None))
         return
     if any(ev.event_id in r.seen or is_older(t, r.salesforce.modified_at) for r in live):
         return
@@ -95,7 +95,7 @@ def follow_owner(w: Work, links: list[LinkRecord], ev: ChangeEvent, owner: str, 
             w.save(replace(r, owner=owner))
     if successor is not None:
         successor = w.get(successor.link_id) or successor
-        plan(w, w.save(replace(successor, owner=owner)))
+        w.replan(replace(successor, owner=owner))
 
 
 def replace_our_copy(w: Work, ev: ChangeEvent, owner: str, record: dict[str, Any]) -> None:

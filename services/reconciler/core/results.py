@@ -110,12 +110,9 @@ def retry_successors(w: Work, s: Side, item_id: str | None) -> None:
     """A copy is gone: links whose create found it while it was being removed create now."""
     for succ in w.find(s, item_id) if item_id else []:
         side = succ.side(s)
-        if item_id in side.retired and side.id is None and side.failed and side.pending is None:
-            succ = replace(succ.with_side(s, replace(side, failed=None)))
-            if succ.status == "unlinked":
-                push_unlinked(w, succ)
-            elif succ.status in ("pending", "linked"):
-                plan(w, w.save(succ))
+        waiting = item_id in side.retired and side.id is None and side.failed and side.pending is None
+        if waiting and succ.status in ("pending", "linked", "unlinked"):
+            w.replan(succ.with_side(s, replace(side, failed=None)))
 
 
 def late_create(w: Work, link: LinkRecord, r: CommandResult) -> None:
@@ -272,9 +269,9 @@ def fan_out(w: Work, link: LinkRecord, sf_id: str, record: dict[str, Any], versi
         if sib.status == "deleted" or sib.salesforce.gone:
             continue
         if sib.status == "unlinked":
-            push_unlinked(w, follow_unlinked(w, sib, record, version, t))
+            w.replan(follow_unlinked(w, sib, record, version, t))
             continue
-        plan(w, w.save(observe(w, sib, "salesforce", sf_id, record, version, t)))
+        w.replan(observe(w, sib, "salesforce", sf_id, record, version, t))
 
 
 def refresh_waiters(w: Work, link: LinkRecord) -> None:
@@ -292,4 +289,4 @@ def refresh_waiters(w: Work, link: LinkRecord) -> None:
                 and not cand.salesforce.gone
                 and cand.exchange.alive
             ):
-                plan(w, cand)
+                w.replan(cand)

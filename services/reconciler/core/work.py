@@ -4,6 +4,7 @@ step uses (settling status and base, watermarks, retired ids)."""
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -28,6 +29,16 @@ from services.reconciler.core.state import (
 )
 
 Input = ChangeEvent | CommandResult
+
+
+@dataclass(frozen=True, slots=True)
+class Replan:
+    """Follow-up input: plan a link another link's step changed."""
+
+    link_id: str
+
+
+Step = Input | Replan
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +71,9 @@ class Work:
         self.commands: list[Command] = []
         self.audit: list[dict[str, Any]] = []
         self.removed: list[LinkRecord] = []
+        # Links another link's step changed (fan-out, waiters, successors, re-pointing):
+        # each is planned after the step, as a follow-up input, never from inside it.
+        self.followups: deque[str] = deque()
 
     # --- reads --------------------------------------------------------------------
     def get(self, link_id: str) -> LinkRecord | None:
@@ -76,6 +90,13 @@ class Work:
         link = settle(link)
         self.changed[link.link_id] = replace(link, updated_at=self.now)
         return self.changed[link.link_id]
+
+    def replan(self, link: LinkRecord) -> LinkRecord:
+        """Save another link's new state and queue it to be planned once this step is done."""
+        link = self.save(link)
+        if link.link_id not in self.followups:
+            self.followups.append(link.link_id)
+        return link
 
     def record(self, kind: str, link: LinkRecord | None = None, **data: Any) -> None:
         rec: dict[str, Any] = {"kind": kind, "tenant_id": self.tenant.tenant_id, "at": self.now}
