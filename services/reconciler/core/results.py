@@ -5,7 +5,7 @@ had already written off or that turned out to duplicate an original."""
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
+from typing import Any, assert_never
 
 from services.core.envelopes import CommandResult, Side, stable_id
 from services.reconciler.core import merge
@@ -17,6 +17,7 @@ from services.reconciler.core.work import Work, add_retired, is_older
 
 
 def on_result(w: Work, r: CommandResult) -> None:
+    """A writer's answer to a command: one handler per link status."""
     link = w.get(r.link_id)
     if link is None or link.entity != r.entity:
         w.record("drop", reason="result for unknown link", link_id=r.link_id, command_id=r.command_id)
@@ -27,77 +28,118 @@ def on_result(w: Work, r: CommandResult) -> None:
         if r.status == "applied" and r.target_id and r.target_id != side.id and r.target_id not in side.retired:
             late_create(w, link, r)
         return  # otherwise a duplicate or superseded result: already handled
+    link = link.with_side(r.target, replace(side, pending=None))
+    match link.status:
+        case "deleted":
+            # The pair ended while its create was in flight (the record moved to another
+            # owner): nothing keeps what the create made.
+            made = r.status == "applied" and p.action == "create" and r.target_id
+            if made and r.target_id not in side.retired:
+                link = discard_made(w, link, r.target, r, merge.norm(link.entity, p.fields))
+            w.save(link)
+        case "discard":
+            copy_result(w, link, p, r)
+        case "pending" | "linked" | "unlinked":
+            pair_result(w, link, p, r)
+        case _:
+            assert_never(link.status)
+
+
+def copy_result(w: Work, link: LinkRecord, p: Pending, r: CommandResult) -> None:
+    """The delete of a stray copy of ours."""
     s: Side = r.target
-    side = replace(side, pending=None)
-    link = link.with_side(s, side)
-    if link.status == "deleted":
-        # The pair ended while its create was in flight (the record moved to another
-        # owner): nothing keeps what the create made.
-        if r.status == "applied" and p.action == "create" and r.target_id and r.target_id not in side.retired:
-            link = discard_made(w, link, s, r, merge.norm(link.entity, p.fields))
-        w.save(link)
-        return
-    if link.status == "discard":
-        if r.status in ("applied", "gone"):
+    side = link.side(s)
+    match r.status:
+        case "applied" | "gone":
             w.save(replace(link.with_side(s, replace(side, gone=True)), status="deleted"))
             retry_successors(w, s, side.id)
-        elif r.status == "failed":
+        case "failed":
             w.save(link.with_side(s, replace(side, failed=r.error or "failed")))
-        elif r.record is not None:
+        case "conflict" if r.record is not None:
             discard_input(w, link, s, merge.norm(link.entity, r.record), r.new_version, r.modified_at)
-        elif side.version != p.expected_version:
+        case "conflict" if side.version != p.expected_version:
             # A newer version was seen (and its edits carried) while the delete was in
             # flight: delete that one.
             w.save(discard_plan(w, link))
-        else:
+        case "conflict":
             w.save(link)  # wait for the change event with the fresh content
-        return
+        case _:
+            assert_never(r.status)
 
-    if r.status == "failed" or (r.status == "gone" and p.action == "create"):
-        w.record(
-            "failed", link, side=s, action=p.action, command_id=r.command_id, error=r.error or r.status, fields=p.fields
-        )
-        # A create reported failed may still have happened (a writer that died after the
-        # call, then failed the redelivery): remember that until the side has an item.
-        uncertain = side.uncertain or (p.action == "create" and side.id is None)
-        link = w.save(link.with_side(s, replace(side, failed=r.error or r.status, uncertain=uncertain)))
-        plan(w, link)  # a delete decision may have waited for this command
-        return
 
-    if link.entity == "email":
-        if r.status == "applied" and r.target_id:
-            w.save(link.with_side(s, replace(side, id=r.target_id, version=r.new_version)))
-        else:  # an email task cannot conflict; gone means it was deleted, so create again
-            w.record("failed", link, side=s, action=p.action, command_id=r.command_id, error=r.status)
-            w.save(link.with_side(s, replace(side, failed=r.status)))
-        return
-
-    if r.status == "applied":
-        link = applied(w, link, s, p, r)
-    elif r.status == "conflict":
-        if r.record is not None and r.new_version != side.version and not is_older(r.modified_at, side.modified_at):
-            fresh = merge.norm(link.entity, r.record)
-            if link.status == "unlinked" and s == "salesforce":
-                link = follow_unlinked(w, link, fresh, r.new_version, r.modified_at)
-            else:
-                # A redelivered update finds the item changed by its own first attempt:
-                # what it wrote is no edit of that side.
-                written = p if p.action == "update" else None
-                link = observe(w, link, s, side.id or r.target_id or "", fresh, r.new_version, r.modified_at, written)
-        elif side.version == p.expected_version:
-            # Fresh content unknown: its change event will come and re-plan; planning now
-            # would only repeat the same stale write.
-            w.save(link)
+def pair_result(w: Work, link: LinkRecord, p: Pending, r: CommandResult) -> None:
+    s: Side = r.target
+    side = link.side(s)
+    match r.status:
+        case "failed":
+            write_failed(w, link, p, r)
             return
-    else:  # gone: deleted meanwhile; for an update that carried an edit, planning restores it
-        link = link.with_side(s, replace(side, gone=True, modified_at=r.modified_at or side.modified_at))
+        case "gone" if p.action == "create":
+            write_failed(w, link, p, r)
+            return
+        case _ if link.entity == "email":
+            email_result(w, link, p, r)
+            return
+        case "applied":
+            link = applied(w, link, s, p, r)
+        case "conflict":
+            conflicted = conflict(w, link, p, r)
+            if conflicted is None:
+                return
+            link = conflicted
+        case "gone":  # deleted meanwhile; for an update that carried an edit, planning restores it
+            link = link.with_side(s, replace(side, gone=True, modified_at=r.modified_at or side.modified_at))
+        case _:
+            assert_never(r.status)
     if link.status == "unlinked":
         push_unlinked(w, link)
-        return
-    if link.status == "deleted":
+    elif link.status == "deleted":
         w.save(link)
-        return
-    plan(w, w.save(link))
+    else:
+        plan(w, w.save(link))
+
+
+def write_failed(w: Work, link: LinkRecord, p: Pending, r: CommandResult) -> None:
+    s: Side = r.target
+    side = link.side(s)
+    error = r.error or r.status
+    w.record("failed", link, side=s, action=p.action, command_id=r.command_id, error=error, fields=p.fields)
+    # A create reported failed may still have happened (a writer that died after the
+    # call, then failed the redelivery): remember that until the side has an item.
+    uncertain = side.uncertain or (p.action == "create" and side.id is None)
+    link = w.save(link.with_side(s, replace(side, failed=error, uncertain=uncertain)))
+    plan(w, link)  # a delete decision may have waited for this command
+
+
+def email_result(w: Work, link: LinkRecord, p: Pending, r: CommandResult) -> None:
+    s: Side = r.target
+    side = link.side(s)
+    if r.status == "applied" and r.target_id:
+        w.save(link.with_side(s, replace(side, id=r.target_id, version=r.new_version)))
+    else:  # an email task cannot conflict; gone means it was deleted, so create again
+        w.record("failed", link, side=s, action=p.action, command_id=r.command_id, error=r.status)
+        w.save(link.with_side(s, replace(side, failed=r.status)))
+
+
+def conflict(w: Work, link: LinkRecord, p: Pending, r: CommandResult) -> LinkRecord | None:
+    """The side changed under our write (412): fold its fresh content in, or wait for its
+    change event (None) when the writer could not read it."""
+    s: Side = r.target
+    side = link.side(s)
+    if r.record is not None and r.new_version != side.version and not is_older(r.modified_at, side.modified_at):
+        fresh = merge.norm(link.entity, r.record)
+        if link.status == "unlinked" and s == "salesforce":
+            return follow_unlinked(w, link, fresh, r.new_version, r.modified_at)
+        # A redelivered update finds the item changed by its own first attempt:
+        # what it wrote is no edit of that side.
+        written = p if p.action == "update" else None
+        return observe(w, link, s, side.id or r.target_id or "", fresh, r.new_version, r.modified_at, written)
+    if side.version == p.expected_version:
+        # Fresh content unknown: its change event will come and re-plan; planning now
+        # would only repeat the same stale write.
+        w.save(link)
+        return None
+    return link
 
 
 def removing(w: Work, link: LinkRecord, s: Side, item_id: str) -> LinkRecord | None:
