@@ -235,58 +235,80 @@ def take_created(
 
 def applied(w: Work, link: LinkRecord, s: Side, p: Pending, r: CommandResult) -> LinkRecord:
     side = link.side(s)
+    match p.action:
+        case "delete":
+            return link.with_side(s, replace(side, gone=True, modified_at=r.modified_at or side.modified_at))
+        case "create" if r.target_id and r.target_id in side.retired and side.id is None:
+            return made_retired(w, link, s, r)
+        case "create":
+            return created(w, link, s, p, r)
+        case "update":
+            return updated(w, link, s, p, r)
+        case _:
+            assert_never(p.action)
+
+
+def made_retired(w: Work, link: LinkRecord, s: Side, r: CommandResult) -> LinkRecord:
+    """Our create names an item the side already retired."""
+    assert r.target_id is not None
+    side = link.side(s)
     record = merge.norm(link.entity, r.record) if r.record is not None else None
-    if p.action == "delete":
-        return link.with_side(s, replace(side, gone=True, modified_at=r.modified_at or side.modified_at))
-    if p.action == "create":
-        if r.target_id and r.target_id in side.retired and side.id is None:
-            copy = removing(w, link, s, r.target_id)
-            if copy is not None and copy.parked:
-                # Idempotent creates find an item by our link id: this one is a copy of
-                # ours that someone handed to an owner exsf does not sync. No other item
-                # can carry the link id, so it is the pair's, parked like any record that
-                # left enrolled hands (it syncs again when it comes back).
-                w.save(replace(copy, status="deleted"))
-                w.record("unlink", link, reason="salesforce owner not enrolled", salesforce_id=r.target_id)
-                retired = tuple(x for x in side.retired if x != r.target_id)
-                st = replace(side, id=r.target_id, version=r.new_version, shadow=record, retired=retired)
-                return replace(link.with_side(s, st), status="unlinked", owner="", parked=link.exchange.alive)
-            if copy is not None:
-                # A copy of ours still being removed: create again once it is gone (or at
-                # the sweep), rather than take it for deleted and restore in a loop.
-                return link.with_side(s, replace(side, failed="a copy with this link id is still being removed"))
-            return link.with_side(s, replace(side, id=r.target_id, gone=True))  # created, then deleted already
-        sent = merge.norm(link.entity, p.fields)
-        edited = record is not None and not merge.same(record, sent)
-        other_item = side.id is not None and r.target_id and side.id != r.target_id
-        if other_item and side.gone and (edited or unseen_values(link)):
-            # The item the pair held meanwhile is deleted, and ours holds an edit no
-            # delete saw (made to it, or the one a restore carries): it is the pair's now.
-            w.record("adopt", link, side=s, target_id=r.target_id, reason="the item the pair held was deleted")
-            retired = add_retired(side.retired, side.id)
-            return take_created(
-                w, link.with_side(s, SideState(retired=retired, modified_at=side.modified_at)), s, r, sent, p
-            )
-        if other_item:
-            # The link was attached to a matching item meanwhile; ours is a second copy.
-            w.record(
-                "dedupe",
-                link,
-                reason="removing our duplicate create",
-                side=s,
-                duplicate_id=r.target_id,
-                kept_id=side.id,
-                record=record or p.fields,
-            )
-            return discard_made(w, link.with_side(s, side), s, r, sent)
-        if side.id is None and r.target_id:
-            return take_created(w, link, s, r, sent, p)
-        # Its echo linked the item before this result: the result proves the item is
-        # ours, a copy that an original found later must replace.
-        link = link.with_side(s, replace(side, created=side.created or side.id == r.target_id))
-        refresh_waiters(w, link)
-        return link
-    # update
+    copy = removing(w, link, s, r.target_id)
+    if copy is not None and copy.parked:
+        # Idempotent creates find an item by our link id: this one is a copy of
+        # ours that someone handed to an owner exsf does not sync. No other item
+        # can carry the link id, so it is the pair's, parked like any record that
+        # left enrolled hands (it syncs again when it comes back).
+        w.save(replace(copy, status="deleted"))
+        w.record("unlink", link, reason="salesforce owner not enrolled", salesforce_id=r.target_id)
+        retired = tuple(x for x in side.retired if x != r.target_id)
+        st = replace(side, id=r.target_id, version=r.new_version, shadow=record, retired=retired)
+        return replace(link.with_side(s, st), status="unlinked", owner="", parked=link.exchange.alive)
+    if copy is not None:
+        # A copy of ours still being removed: create again once it is gone (or at
+        # the sweep), rather than take it for deleted and restore in a loop.
+        return link.with_side(s, replace(side, failed="a copy with this link id is still being removed"))
+    return link.with_side(s, replace(side, id=r.target_id, gone=True))  # created, then deleted already
+
+
+def created(w: Work, link: LinkRecord, s: Side, p: Pending, r: CommandResult) -> LinkRecord:
+    side = link.side(s)
+    record = merge.norm(link.entity, r.record) if r.record is not None else None
+    sent = merge.norm(link.entity, p.fields)
+    edited = record is not None and not merge.same(record, sent)
+    other_item = side.id is not None and r.target_id and side.id != r.target_id
+    if other_item and side.gone and (edited or unseen_values(link)):
+        # The item the pair held meanwhile is deleted, and ours holds an edit no
+        # delete saw (made to it, or the one a restore carries): it is the pair's now.
+        w.record("adopt", link, side=s, target_id=r.target_id, reason="the item the pair held was deleted")
+        retired = add_retired(side.retired, side.id)
+        return take_created(
+            w, link.with_side(s, SideState(retired=retired, modified_at=side.modified_at)), s, r, sent, p
+        )
+    if other_item:
+        # The link was attached to a matching item meanwhile; ours is a second copy.
+        w.record(
+            "dedupe",
+            link,
+            reason="removing our duplicate create",
+            side=s,
+            duplicate_id=r.target_id,
+            kept_id=side.id,
+            record=record or p.fields,
+        )
+        return discard_made(w, link.with_side(s, side), s, r, sent)
+    if side.id is None and r.target_id:
+        return take_created(w, link, s, r, sent, p)
+    # Its echo linked the item before this result: the result proves the item is
+    # ours, a copy that an original found later must replace.
+    link = link.with_side(s, replace(side, created=side.created or side.id == r.target_id))
+    refresh_waiters(w, link)
+    return link
+
+
+def updated(w: Work, link: LinkRecord, s: Side, p: Pending, r: CommandResult) -> LinkRecord:
+    side = link.side(s)
+    record = merge.norm(link.entity, r.record) if r.record is not None else None
     if side.version == p.expected_version:
         # Nothing newer was observed since we wrote, so the write's result is current.
         shadow = record if record is not None else merge.apply_patch(link.entity, side.shadow, p.fields)
