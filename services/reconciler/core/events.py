@@ -370,46 +370,45 @@ def relink(w: Work, link: LinkRecord, ev: ChangeEvent, record: dict[str, Any]) -
 
 def on_new_item(w: Work, ev: ChangeEvent, mailbox: str, record: dict[str, Any] | None) -> None:
     s: Side = ev.source
-    link_id = stable_id("link", ev.tenant_id, ev.entity, s, ev.source_id)
     st = SideState(id=ev.source_id, version=ev.version, modified_at=event_time(ev), shadow=record, gone=record is None)
-    ical = ev.origin.ical_uid
-    base_link = LinkRecord(
+    link = LinkRecord(
         tenant_id=ev.tenant_id,
         entity=ev.entity,
-        link_id=link_id,
+        link_id=stable_id("link", ev.tenant_id, ev.entity, s, ev.source_id),
         user=mailbox,
         status="pending",
         desired=record or {},
-        ical_uid=ical,
+        ical_uid=ev.origin.ical_uid,
         owner=mailbox if s == "salesforce" else None,
         seen=(ev.event_id,),
-    )
+    ).with_side(s, st)
     if record is None:
         # A delete (or a move out of scope) for an item we never saw; it may have overtaken
         # its own upsert. A tombstone makes that late upsert stale instead of a new copy;
         # an unlinked one still lets the item come back in scope later.
         if s == "exchange" and ev.op == "left_scope":
-            w.save(replace(base_link.with_side(s, replace(st, gone=False)), status="unlinked"))
+            w.save(replace(link.with_side(s, replace(st, gone=False)), status="unlinked"))
         else:
-            w.save(replace(base_link.with_side(s, st), status="deleted"))
-        return
-    keys = match_keys(ev.entity, mailbox, record, ical)
-    if s == "exchange":
-        # Our own create into this mailbox seen before its result.
-        for key in keys:
-            for cand in w.find("key", key):
-                if (
-                    cand.user.lower() == mailbox.lower()
-                    and cand.exchange.id is None
-                    and cand.exchange.pending is not None
-                    and cand.status != "deleted"
-                ):
-                    on_known(w, cand, ev, record)
-                    return
-        plan(w, w.save(base_link.with_side(s, st)))
-        return
-    # salesforce
-    for key in keys:
+            w.save(replace(link, status="deleted"))
+    elif s == "exchange":
+        new_mailbox_item(w, link, ev, record)
+    else:
+        new_salesforce_item(w, link, ev, record)
+
+
+def new_mailbox_item(w: Work, link: LinkRecord, ev: ChangeEvent, record: dict[str, Any]) -> None:
+    mailbox = link.user.lower()
+    for key in match_keys(ev.entity, link.user, record, link.ical_uid):
+        for cand in w.find("key", key):
+            ex = cand.exchange
+            if cand.user.lower() == mailbox and ex.id is None and ex.pending is not None and cand.status != "deleted":
+                on_known(w, cand, ev, record)  # our own create into this mailbox, seen before its result
+                return
+    plan(w, w.save(link))
+
+
+def new_salesforce_item(w: Work, link: LinkRecord, ev: ChangeEvent, record: dict[str, Any]) -> None:
+    for key in match_keys(ev.entity, link.user, record, link.ical_uid):
         cands = [
             c for c in w.find("key", key) if not c.salesforce.gone and c.status in ("pending", "linked", "unlinked")
         ]
@@ -420,7 +419,7 @@ def on_new_item(w: Work, ev: ChangeEvent, mailbox: str, record: dict[str, Any] |
                 w.record(
                     "dedupe", cand, reason="salesforce item matches a pending link", salesforce_id=ev.source_id, key=key
                 )
-                on_known(w, replace(cand, owner=cand.owner or mailbox), ev, record)
+                on_known(w, replace(cand, owner=cand.owner or link.user), ev, record)
                 return
         ours = [c for c in cands if c.salesforce.alive and c.salesforce.created]
         if ours:
@@ -432,13 +431,13 @@ def on_new_item(w: Work, ev: ChangeEvent, mailbox: str, record: dict[str, Any] |
             # one into the mailbox would make a duplicate there. Track it, do not sync.
             w.record(
                 "dedupe",
-                base_link,
+                link,
                 reason="salesforce duplicate not synced",
                 salesforce_id=ev.source_id,
                 key=key,
                 matches=[c.salesforce.id for c in synced],
                 record=record,
             )
-            w.save(replace(base_link.with_side(s, st), status="unlinked"))
+            w.save(replace(link, status="unlinked"))
             return
-    plan(w, w.save(base_link.with_side(s, st)))
+    plan(w, w.save(link))
