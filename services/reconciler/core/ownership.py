@@ -31,17 +31,7 @@ def follow_owner(w: Work, links: list[LinkRecord], ev: ChangeEvent, owner: str, 
     held = [r for r in (w.get(x.link_id) or x for x in links) if r.salesforce.id == sf_id and r.status != "discard"]
     live = [r for r in held if r.status != "deleted"]
     if not live:
-        # Every pair of the record ended because it left their user's hands (the owner it
-        # went to is recorded): that does not keep it from its new owner.
-        ended = [r for r in held if r.owner is not None and r.owner.lower() != r.user.lower()]
-        fresh = not any(ev.event_id in r.seen or is_older(t, r.salesforce.modified_at) for r in held)
-        if owner and record is not None and fresh and ended and len(ended) == len(held):
-            previous = sorted({r.owner or "" for r in ended})
-            w.record("owner_changed", ended[0], salesforce_id=sf_id, previous=previous, owner=owner)
-            for r in ended:
-                w.save(replace(r, owner=owner))
-            replace_our_copy(w, ev, owner, record)
-            w.replan(owner_link(w, ev, owner, record, None))
+        owner_after_end(w, held, ev, owner, record)
         return
     if any(ev.event_id in r.seen or is_older(t, r.salesforce.modified_at) for r in live):
         return
@@ -56,6 +46,31 @@ def follow_owner(w: Work, links: list[LinkRecord], ev: ChangeEvent, owner: str, 
             if r.owner != owner:
                 w.save(replace(r, owner=owner))
         return
+    owner_moves(w, live, ev, owner, record, known)
+
+
+def owner_after_end(
+    w: Work, held: list[LinkRecord], ev: ChangeEvent, owner: str, record: dict[str, Any] | None
+) -> None:
+    """Every pair of the record ended because it left their user's hands (the owner it went
+    to is recorded): that does not keep it from its new owner."""
+    sf_id, t = ev.source_id, event_time(ev)
+    ended = [r for r in held if r.owner is not None and r.owner.lower() != r.user.lower()]
+    fresh = not any(ev.event_id in r.seen or is_older(t, r.salesforce.modified_at) for r in held)
+    if owner and record is not None and fresh and ended and len(ended) == len(held):
+        previous = sorted({r.owner or "" for r in ended})
+        w.record("owner_changed", ended[0], salesforce_id=sf_id, previous=previous, owner=owner)
+        for r in ended:
+            w.save(replace(r, owner=owner))
+        replace_our_copy(w, ev, owner, record)
+        w.replan(owner_link(w, ev, owner, record, None))
+
+
+def owner_moves(
+    w: Work, live: list[LinkRecord], ev: ChangeEvent, owner: str, record: dict[str, Any] | None, known: set[str]
+) -> None:
+    """The record has a new owner (or one exsf does not sync)."""
+    sf_id, t = ev.source_id, event_time(ev)
     lower = owner.lower()
     w.record("owner_changed", live[0], salesforce_id=sf_id, previous=sorted(known), owner=owner or None)
     if owner:
