@@ -241,9 +241,11 @@ def left_folder(w: Work, link: LinkRecord, ev: ChangeEvent) -> None:
     side = link.exchange
     if link.status != "unlinked":
         w.record("unlink", link, exchange_id=ev.source_id, salesforce_id=link.salesforce.id, record=link.desired)
-    # A create in flight stays remembered: its result may name a second copy (a
+    # The item is kept by its id even when only its tag found it (our create, its result
+    # still to come), so its late echoes are stale and putting it back re-links it. A
+    # create in flight stays remembered: its result may name a second copy (a
     # redelivered create) that only what it sent tells apart from a person's edit.
-    ex = replace(side, modified_at=event_time(ev), pending=creating(side))
+    ex = replace(side, id=side.id or ev.source_id, modified_at=event_time(ev), pending=creating(side))
     w.save(replace(link, status="unlinked", parked=False, exchange=ex))
 
 
