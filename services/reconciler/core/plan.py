@@ -5,16 +5,23 @@ and deletes (edit beats delete; a delete in one mailbox only unlinks while other
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
+from typing import Any, assert_never
 
 from services.core.envelopes import CommandContext, Side
 from services.reconciler.core import merge
 from services.reconciler.core.email import email_create
 from services.reconciler.core.state import (
+    Absent,
+    Creating,
+    Gone,
     LinkRecord,
     Pending,
+    Present,
     SideState,
+    Stalled,
+    Writing,
     other,
+    phase,
 )
 from services.reconciler.core.work import Work, add_retired
 
@@ -77,24 +84,37 @@ def plan(w: Work, link: LinkRecord) -> LinkRecord:
         return link
     ex, sf = link.exchange, link.salesforce
     if link.entity == "email":
-        if sf.id is None and sf.pending is None and sf.failed is None:
+        if isinstance(phase(sf), Absent):
             link = w.save(email_create(w, link))
         return link
-    busy = ex.pending is not None or sf.pending is not None
-    if ex.gone or sf.gone:
-        if not busy:
-            link = plan_delete(w, link)
-        return link
-    for s in ("exchange", "salesforce"):
-        side = link.side(s)
-        if side.pending is not None or side.failed is not None:
-            continue  # a failed write waits for the next change or the sweep
-        if side.id is None:
-            link = plan_create(w, link, s)
-        elif not merge.same(side.shadow, link.desired):
+    match phase(ex), phase(sf):
+        case (Gone(), Creating() | Writing()) | (Creating() | Writing(), Gone()):
+            return link  # a delete is decided only when nothing is in flight
+        case (Writing(gone=True), _) | (_, Writing(gone=True)):
+            return link
+        case (Gone(), _) | (_, Gone()):
+            return plan_delete(w, link)
+        case _:
+            for s in ("exchange", "salesforce"):
+                link = plan_side(w, link, s)
+            return w.save(link)
+
+
+def plan_side(w: Work, link: LinkRecord, s: Side) -> LinkRecord:
+    """Bring one side to `desired`: one command in flight at a time."""
+    side = link.side(s)
+    match phase(side):
+        case Absent():
+            return plan_create(w, link, s)
+        case Present(id=item_id) if not merge.same(side.shadow, link.desired):
             fields = merge.patch(link.entity, side.shadow, link.desired)
-            link = w.command(link, s, "update", side.id, fields, side.version)
-    return w.save(link)
+            return w.command(link, s, "update", item_id, fields, side.version)
+        case Present() | Creating() | Writing() | Stalled():
+            return link  # in sync, in flight, or a failed write waiting for the next change or the sweep
+        case Gone():
+            raise AssertionError("a gone side is planned by plan_delete")
+        case _:
+            assert_never(phase(side))
 
 
 def plan_create(w: Work, link: LinkRecord, s: Side) -> LinkRecord:

@@ -79,6 +79,60 @@ class SideState:
         return self.id is not None and not self.gone
 
 
+# What one side of a pair is doing, named (docs/design.md §8). SideState stores it as
+# fields (the exsf.state format); phase() says which state those fields are in, so a
+# decision matches on a state instead of combining flags by hand.
+@dataclass(frozen=True, slots=True)
+class Absent:
+    """No item on this side: none yet, or the one it had was retired (a restore is due)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Creating:
+    command: Pending
+
+
+@dataclass(frozen=True, slots=True)
+class Present:
+    id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Writing:
+    """An update or delete in flight; `gone` when the item was deleted meanwhile."""
+
+    id: str
+    command: Pending
+    gone: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Stalled:
+    """A write failed: it waits for the next change of the pair or the sweep."""
+
+    error: str
+    id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Gone:
+    id: str | None
+
+
+SidePhase = Absent | Creating | Present | Writing | Stalled | Gone
+
+
+def phase(side: SideState) -> SidePhase:
+    p = side.pending
+    if p is not None:
+        return Creating(p) if side.id is None else Writing(side.id, p, side.gone)
+    if side.gone:
+        return Gone(side.id)  # a failed write to it no longer matters: the delete rules do
+    if side.failed is not None:
+        return Stalled(side.failed, side.id)
+    return Absent() if side.id is None else Present(side.id)
+
+
 @dataclass(frozen=True, slots=True)
 class LinkRecord:
     tenant_id: str
