@@ -28,9 +28,11 @@ Decisions worth knowing (the convergence test in tests/unit/reconciler shows why
   `sweep` retries it;
 - the owner's mailbox follows the Salesforce OwnerId (ownership.py).
 
-Where each step lives: events.py (change events), results.py (command results), plan.py
-(merge and planning), discard.py (stray copies), ownership.py, email.py; work.py holds
-the working set of one decision.
+Where each step lives (the table is docs/design.md §8): `step` below dispatches every
+input; events.py (change events, by link status and op), results.py (command results, by
+link status and result), plan.py (merge and planning, by side state), discard.py (stray
+copies), ownership.py, email.py; work.py holds the working set of one decision and the
+queue of follow-ups (`Replan`) that steps leave for other links.
 """
 
 from __future__ import annotations
