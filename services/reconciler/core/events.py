@@ -100,6 +100,7 @@ def on_ownerless(w: Work, ev: ChangeEvent) -> None:
             link_id=stable_id("link", ev.tenant_id, ev.entity, "salesforce", ev.source_id),
             user=UNKNOWN_OWNER,
             status="unlinked" if unlinked else "deleted",
+            reason="owner_not_enrolled" if unlinked else None,
             salesforce=st,
             owner="" if unlinked else None,
             seen=(ev.event_id,),
@@ -152,7 +153,7 @@ def on_ended(w: Work, link: LinkRecord, ev: ChangeEvent, record: dict[str, Any] 
                 # Our delete found it gone because it had left the folder: it still exists,
                 # unsynced, and may be put back in scope (then it syncs as a new pair).
                 ex = replace(side, gone=False, pending=None, modified_at=t)
-                w.save(replace(link.with_side(s, ex), status="unlinked", seen=add_seen(link.seen, ev.event_id)))
+                w.save(replace(link.with_side(s, ex), seen=add_seen(link.seen, ev.event_id)).unlinked("moved_out"))
         case "upsert":
             if side.id is None and ev.source_id not in side.retired:
                 # Found by its tag: a create of ours landed after all (reported failed, then
@@ -173,7 +174,7 @@ def on_copy(w: Work, link: LinkRecord, ev: ChangeEvent, record: dict[str, Any] |
         # The person moved our copy out of the folder before we removed it: it is
         # theirs now, unsynced; put back in scope it syncs as their own item.
         moved = replace(side, pending=None, modified_at=t)
-        w.save(replace(link.with_side(s, moved), status="unlinked", seen=add_seen(link.seen, ev.event_id)))
+        w.save(replace(link.with_side(s, moved), seen=add_seen(link.seen, ev.event_id)).unlinked("moved_out"))
     elif side.version != ev.version:
         # An event of the copy means it is in enrolled hands (again): remove it.
         link = replace(link, parked=False, seen=add_seen(link.seen, ev.event_id))
@@ -246,7 +247,7 @@ def left_folder(w: Work, link: LinkRecord, ev: ChangeEvent) -> None:
     # create in flight stays remembered: its result may name a second copy (a
     # redelivered create) that only what it sent tells apart from a person's edit.
     ex = replace(side, id=side.id or ev.source_id, modified_at=event_time(ev), pending=creating(side))
-    w.save(replace(link, status="unlinked", parked=False, exchange=ex))
+    w.save(replace(link, parked=False, exchange=ex).unlinked("moved_out"))
 
 
 def our_late_copy(w: Work, link: LinkRecord, existing: LinkRecord, ev: ChangeEvent, record: dict[str, Any]) -> None:
@@ -330,7 +331,7 @@ def unlinked_after_restore(w: Work, link: LinkRecord, ev: ChangeEvent) -> None:
         discard(w, link, "exchange", ex.id, ex.version, ex.shadow, t=ex.modified_at)
     retired = tuple(i for i in add_retired(ex.retired, ex.id) if i != ev.source_id)
     unlinked = SideState(id=ev.source_id, modified_at=event_time(ev), retired=retired)
-    w.save(replace(link.with_side("exchange", unlinked), status="unlinked", seen=add_seen(link.seen, ev.event_id)))
+    w.save(replace(link.with_side("exchange", unlinked), seen=add_seen(link.seen, ev.event_id)).unlinked("moved_out"))
 
 
 def relink(w: Work, link: LinkRecord, ev: ChangeEvent, record: dict[str, Any]) -> None:
@@ -389,7 +390,7 @@ def on_new_item(w: Work, ev: ChangeEvent, mailbox: str, record: dict[str, Any] |
         # its own upsert. A tombstone makes that late upsert stale instead of a new copy;
         # an unlinked one still lets the item come back in scope later.
         if s == "exchange" and ev.op == "left_scope":
-            w.save(replace(link.with_side(s, replace(st, gone=False)), status="unlinked"))
+            w.save(link.with_side(s, replace(st, gone=False)).unlinked("moved_out"))
         else:
             w.save(replace(link, status="deleted"))
     elif s == "exchange":
@@ -440,6 +441,6 @@ def new_salesforce_item(w: Work, link: LinkRecord, ev: ChangeEvent, record: dict
                 matches=[c.salesforce.id for c in synced],
                 record=record,
             )
-            w.save(replace(link, status="unlinked"))
+            w.save(link.unlinked("salesforce_duplicate"))
             return
     plan(w, w.save(link))

@@ -103,7 +103,7 @@ def owner_moves(
         r = w.get(r.link_id) or r
         if not owner and r.status in ("pending", "linked"):
             w.record("unlink", r, reason="salesforce owner not enrolled", salesforce_id=sf_id, record=r.desired)
-            w.save(replace(watermark(r, t), status="unlinked", owner=owner, parked=r.exchange.alive))
+            w.save(replace(watermark(r, t), owner=owner, parked=r.exchange.alive).unlinked("owner_not_enrolled"))
         elif not owner:
             w.save(replace(watermark(r, t), owner=owner))
         else:

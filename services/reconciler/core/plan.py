@@ -303,7 +303,7 @@ def plan_delete(w: Work, link: LinkRecord) -> LinkRecord:
             salesforce_id=alive.id,
             record=link.desired,
         )
-        return w.save(replace(link, status="unlinked"))
+        return w.save(link.unlinked("deleted_here"))
     if person_edit(alive, link.base, gone.shadow) or unseen_values(link):
         # Edit beats delete: recreate on the side that deleted, with what the surviving side
         # holds (the deleting side's own edits ended with its delete, even those that won

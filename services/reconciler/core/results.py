@@ -263,7 +263,7 @@ def made_retired(w: Work, link: LinkRecord, s: Side, r: CommandResult) -> LinkRe
         w.record("unlink", link, reason="salesforce owner not enrolled", salesforce_id=r.target_id)
         retired = tuple(x for x in side.retired if x != r.target_id)
         st = replace(side, id=r.target_id, version=r.new_version, shadow=record, retired=retired)
-        return replace(link.with_side(s, st), status="unlinked", owner="", parked=link.exchange.alive)
+        return replace(link.with_side(s, st), owner="", parked=link.exchange.alive).unlinked("owner_not_enrolled")
     if copy is not None:
         # A copy of ours still being removed: create again once it is gone (or at
         # the sweep), rather than take it for deleted and restore in a loop.

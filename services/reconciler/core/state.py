@@ -22,6 +22,13 @@ from services.reconciler.core.dedupe import match_keys
 
 # discard: a stray copy we made (a create that raced a matching item) being deleted.
 LinkStatus = Literal["pending", "linked", "unlinked", "deleted", "discard"]
+# Why a pair stopped syncing its mailbox item (status "unlinked"), for operators and the
+# audit: the person moved the item out of scope; the Salesforce owner is not enrolled;
+# one mailbox deleted its copy while others still sync the record; a Salesforce record
+# duplicating a synced one (tracked, never copied into a mailbox).
+UnlinkReason = Literal["moved_out", "owner_not_enrolled", "deleted_here", "salesforce_duplicate"]
+# exsf.state record format: 2 adds `reason`; records without `schema` are 1 and migrate.
+STATE_SCHEMA = 2
 SEEN_LIMIT = 32  # recent event ids per link; older redeliveries are caught by the watermark
 
 
@@ -152,6 +159,7 @@ class LinkRecord:
     # Unlinked only because the record's owner is not enrolled (the mailbox item is still
     # in scope): syncs again when an enrolled user owns the record.
     parked: bool = False
+    reason: UnlinkReason | None = None  # set exactly while status is "unlinked"
     seen: tuple[str, ...] = ()
     seq: int = 0  # commands issued so far; part of command ids so retries get fresh ids
     updated_at: str = ""
@@ -171,8 +179,11 @@ class LinkRecord:
             return ()
         return match_keys(self.entity, self.user, self.desired, self.ical_uid)
 
+    def unlinked(self, reason: UnlinkReason) -> LinkRecord:
+        return replace(self, status="unlinked", reason=reason)
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "schema": STATE_SCHEMA}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> LinkRecord:
@@ -184,11 +195,29 @@ class LinkRecord:
             return SideState(**sd)
 
         dd = dict(d)
+        schema = dd.pop("schema", 1)
         dd["exchange"] = side(d.get("exchange"))
         dd["salesforce"] = side(d.get("salesforce"))
         dd["seen"] = tuple(d.get("seen") or ())
         dd["entity"] = cast(Entity, d["entity"])
-        return cls(**dd)
+        rec = cls(**dd)
+        return migrate_v1(rec) if schema == 1 else rec
+
+
+def migrate_v1(rec: LinkRecord) -> LinkRecord:
+    """Schema 1 kept no reason for an unlinked pair: read it from the record's shape."""
+    if rec.status != "unlinked" or rec.reason is not None:
+        return rec
+    reason: UnlinkReason
+    if rec.owner == "":
+        reason = "owner_not_enrolled"
+    elif rec.exchange.gone:
+        reason = "deleted_here"
+    elif rec.exchange.id is None:
+        reason = "salesforce_duplicate"
+    else:
+        reason = "moved_out"
+    return replace(rec, reason=reason)
 
 
 def state_key(tenant_id: str, entity: str, link_id: str) -> str:

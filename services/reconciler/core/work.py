@@ -26,6 +26,7 @@ from services.reconciler.core.state import (
     Pending,
     TenantState,
     index_entries,
+    migrate_v1,
 )
 
 Input = ChangeEvent | CommandResult
@@ -168,6 +169,10 @@ def settle(link: LinkRecord) -> LinkRecord:
     """Derive status and base: base moves only when both sides hold `desired` and nothing
     is in flight, so it always is a record both sides really agreed on."""
     ex, sf = link.exchange, link.salesforce
+    if link.status != "unlinked" and link.reason is not None:
+        link = replace(link, reason=None)
+    if link.status == "unlinked" and link.reason is None:
+        link = migrate_v1(link)  # every unlink names its reason; this only guards a record that does not
     if link.status not in ("unlinked", "deleted", "discard"):
         status: LinkStatus = "linked" if ex.alive and sf.alive else "pending"
         link = replace(link, status=status)
