@@ -179,6 +179,10 @@ def join(w: Work, link: LinkRecord, cand: LinkRecord, key: str) -> LinkRecord:
         shadow=sf.shadow,
         retired=link.salesforce.retired,
         created=sf.created,
+        # What exsf wrote to the record (for the link that holds it) is no person's edit of
+        # it for this link either.
+        ours=sf.ours,
+        ours_at=sf.ours_at,
     )
     link = replace(link.with_side("salesforce", joined), desired=desired, owner=link.owner or cand.owner)
     return plan(w, w.save(link))

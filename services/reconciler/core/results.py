@@ -320,22 +320,27 @@ def updated(w: Work, link: LinkRecord, s: Side, p: Pending, r: CommandResult) ->
         ).wrote(p, p.fields)
         link = link.with_side(s, side)
         if s == "salesforce" and side.id:
-            fan_out(w, link, side.id, shadow, r.new_version, r.modified_at)
+            fan_out(w, link, p, side.id, shadow, r.new_version, r.modified_at)
     return link
 
 
-def fan_out(w: Work, link: LinkRecord, sf_id: str, record: dict[str, Any], version: str | None, t: str | None) -> None:
+def fan_out(
+    w: Work, link: LinkRecord, p: Pending, sf_id: str, record: dict[str, Any], version: str | None, t: str | None
+) -> None:
     """A write to a Salesforce record shared by several mailbox items: the other links see
-    it as a Salesforce change now, rather than waiting for its CDC echo."""
+    it as a Salesforce change now, rather than waiting for its CDC echo. What exsf wrote is
+    ours for them too: it is no person's edit of the record (it came from a mailbox item,
+    whose own delete ends it), so it cannot beat their mailbox's delete."""
     for sib in w.find("salesforce", sf_id):
         if sib.link_id == link.link_id or sib.salesforce.id != sf_id or sib.salesforce.version == version:
             continue
         if sib.status == "deleted" or sib.salesforce.gone:
             continue
         if sib.status == "unlinked":
-            w.replan(follow_unlinked(w, sib, record, version, t))
-            continue
-        w.replan(observe(w, sib, "salesforce", sf_id, record, version, t))
+            sib = follow_unlinked(w, sib, record, version, t)
+        else:
+            sib = observe(w, sib, "salesforce", sf_id, record, version, t)
+        w.replan(sib.with_side("salesforce", sib.salesforce.wrote(p, p.fields)))
 
 
 def refresh_waiters(w: Work, link: LinkRecord) -> None:

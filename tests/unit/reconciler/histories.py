@@ -8,6 +8,46 @@ from typing import Any
 Step = tuple[str, dict[str, Any]]
 
 HISTORIES: dict[str, list[Step]] = {
+    # The long run (seed 4 on 2b07020): two items of one mailbox synced with one Salesforce
+    # contact (our copy, and one the person made in a backlog) are both deleted. What exsf
+    # wrote to the record from one of them is no person's edit for the other: nothing is
+    # restored (a dedupe join and a fan-out now carry `ours` to the other link).
+    "two_items_of_one_contact_deleted_in_one_mailbox": [
+        ("settle", {}),
+        ("settle", {}),
+        ("settle", {}),
+        ("sf_create_contact", {"email": "ann@acme.test", "tid": "t2", "u": 0}),
+        ("sf_create_contact", {"email": "cy@zeta.test", "tid": "t2", "u": 0}),
+        ("ex_create_event", {"day": "2026-03-01", "subject": "Call", "tid": "t2", "u": 0}),
+        ("ex_create_task", {"due": "2026-03-01", "subject": "Call", "tid": "t2", "u": 1}),
+        ("settle", {}),
+        (
+            "backlog",
+            {
+                "delete": True,
+                "edits": [(1169, 5698)],
+                "email": "ann@acme.test",
+                "kind": "event",
+                "side": "salesforce",
+                "tid": "t2",
+                "u": 0,
+            },
+        ),
+        ("settle", {}),
+        (
+            "backlog",
+            {
+                "delete": True,
+                "edits": [(1662, 221)],
+                "email": "cy@zeta.test",
+                "kind": "contact",
+                "side": "exchange",
+                "tid": "t2",
+                "u": 0,
+            },
+        ),
+        ("ex_delete", {"k": 3798, "tid": "t2"}),
+    ],
     # The long run (seed 3 on 1b672ff): our mailbox create lands (its result lost), its
     # echo is delayed, and the person moves the new item out of the folder before we know
     # its id. The moved item is kept by its id (its late echo is stale, not a new item to
