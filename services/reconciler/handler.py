@@ -38,7 +38,7 @@ from services.core.state_store import StateStore
 from services.core.tenant_registry import TenantRegistry
 from services.core.tenants import Tenant
 from services.core.topics import Topics, tenant_key
-from services.reconciler.core import Decision, LinkRecord, TenantState, reconcile, sweep
+from services.reconciler.core import Decision, LinkRecord, Record, TenantState, reconcile, record_from_dict, sweep
 
 log = structlog.get_logger(__name__)
 
@@ -97,9 +97,9 @@ class ReconcilerHandler:
         self.states[partition] = self._load(partition)
 
     def _load(self, partition: int) -> dict[str, TenantState]:
-        by_tenant: dict[str, list[LinkRecord]] = defaultdict(list)
+        by_tenant: dict[str, list[Record]] = defaultdict(list)
         for _key, value in self.store.items(partition):
-            rec = LinkRecord.from_dict(orjson.loads(value))
+            rec = record_from_dict(orjson.loads(value))
             by_tenant[rec.tenant_id].append(rec)
         return {t: TenantState(t, recs) for t, recs in by_tenant.items()}
 
@@ -119,12 +119,12 @@ class ReconcilerHandler:
         state = self.state(partition, tenant.tenant_id)
         now = iso_ms(message.timestamp_ms)
         decisions: list[Decision] = []
-        before: dict[str, LinkRecord | None] = {}
+        before: dict[str, Record | None] = {}
         try:
             for inp in self._adapt(state, item):
                 decision = reconcile(state, tenant, inp, now)
                 for rec in decision.changes:
-                    before.setdefault(rec.link_id, state.links.get(rec.link_id))
+                    before.setdefault(rec.link_id, state.links.get(rec.link_id) or state.copies.get(rec.link_id))
                 decision.apply_to(state)
                 decisions.append(decision)
         except Exception:
@@ -135,11 +135,11 @@ class ReconcilerHandler:
         self.decisions += len(decisions)
         return [o for d in decisions for o in self._outputs(partition, d)]
 
-    def _revert(self, partition: int, tenant_id: str, before: dict[str, LinkRecord | None]) -> None:
+    def _revert(self, partition: int, tenant_id: str, before: dict[str, Record | None]) -> None:
         if not before:
             return
         state = self.state(partition, tenant_id)
-        records = [r for lid, r in state.links.items() if lid not in before]
+        records = [r for r in state.records() if r.link_id not in before]
         records += [r for r in before.values() if r is not None]
         self.states[partition][tenant_id] = TenantState(tenant_id, records)
 
@@ -232,7 +232,7 @@ class ReconcilerHandler:
 
     def _outputs(self, partition: int, decision: Decision) -> list[Output]:
         out: list[Output] = []
-        links = {r.link_id: r for r in decision.changes}
+        links = {r.link_id: r for r in decision.changes if isinstance(r, LinkRecord)}
         for key, record in decision.changelog():
             value = orjson.dumps(record) if record is not None else None
             self.store.stage(partition, key.encode(), value)

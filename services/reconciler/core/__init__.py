@@ -6,7 +6,28 @@ service persists `Decision.changes` to exsf.state and applies them with
 """
 
 from services.reconciler.core.decide import reconcile, sweep
-from services.reconciler.core.state import LinkRecord, Pending, SideState, TenantState, state_key
+from services.reconciler.core.state import (
+    CopyRecord,
+    LinkRecord,
+    Pending,
+    Record,
+    SideState,
+    TenantState,
+    record_from_dict,
+    state_key,
+)
 from services.reconciler.core.work import Decision
 
-__all__ = ["Decision", "LinkRecord", "Pending", "SideState", "TenantState", "reconcile", "state_key", "sweep"]
+__all__ = [
+    "CopyRecord",
+    "Decision",
+    "LinkRecord",
+    "Pending",
+    "Record",
+    "SideState",
+    "TenantState",
+    "reconcile",
+    "record_from_dict",
+    "state_key",
+    "sweep",
+]

@@ -41,10 +41,10 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import assert_never
 
-from services.core.envelopes import ChangeEvent, CommandResult, Side
+from services.core.envelopes import ChangeEvent, CommandResult
 from services.core.tenants import Tenant
 from services.reconciler.core import merge
-from services.reconciler.core.discard import discard_plan
+from services.reconciler.core.discard import remove
 from services.reconciler.core.events import on_event
 from services.reconciler.core.plan import plan
 from services.reconciler.core.results import on_result
@@ -115,15 +115,20 @@ def sweep(state: TenantState, tenant: Tenant, now: str) -> Decision:
             if cutoff is not None and t is not None and t < cutoff:
                 w.forget(link)
             continue
-        if link.status == "discard":
-            side = link.exchange if link.exchange.id else link.salesforce
-            s_: Side = "exchange" if link.exchange.id else "salesforce"
-            w.save(discard_plan(w, link.with_side(s_, replace(side, failed=None))))
-            continue
         if link.exchange.failed or link.salesforce.failed:
             link = replace(
                 link, exchange=replace(link.exchange, failed=None), salesforce=replace(link.salesforce, failed=None)
             )
         plan(w, link)
+    for cid in sorted(state.copies):
+        copy = w.copy(cid)
+        if copy is None:
+            continue
+        if copy.done:
+            t = merge.parse_time(copy.updated_at)
+            if cutoff is not None and t is not None and t < cutoff:
+                w.forget(copy)
+            continue
+        w.save_copy(remove(w, copy.with_item(replace(copy.item, failed=None))))
     drain(w)
     return w.decision()

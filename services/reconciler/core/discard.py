@@ -1,18 +1,20 @@
 """Stray copies: items we created that turn out to duplicate an existing one. Each gets a
-`discard` record so its delete is tracked like any write, and edits made to the copy
-meanwhile move to the links that replaced it."""
+copy record (state.CopyRecord) so its delete is tracked like any write, and edits made
+to the copy meanwhile move to the links that replaced it."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 from typing import Any
 
-from services.core.envelopes import ChangeEvent, Side, stable_id
+from services.core.envelopes import ChangeEvent, Side
 from services.reconciler.core import merge
 from services.reconciler.core.plan import observe
 from services.reconciler.core.state import (
+    CopyRecord,
     LinkRecord,
     SideState,
+    copy_id,
     other,
 )
 from services.reconciler.core.work import Work, add_retired, add_seen, event_time
@@ -33,23 +35,15 @@ def discard(
     someone made to the copy meanwhile move to the links that replaced it (the links
     holding `item_id` among their retired ids): those already in `current` (the copy as it
     is now, when it differs from `shadow`, what we made) at once, later ones as they come."""
-    lid = stable_id("discard", owner.tenant_id, owner.entity, s, item_id)
-    if w.get(lid) is not None:
+    cid = copy_id(owner.tenant_id, owner.entity, s, item_id)
+    if w.copy(cid) is not None or w.get(cid) is not None:
         return
-    rec = LinkRecord(
-        tenant_id=owner.tenant_id,
-        entity=owner.entity,
-        link_id=lid,
-        user=owner.user,
-        status="discard",
-        desired=dict(shadow or {}),
-    )
     st = SideState(id=item_id, version=version, modified_at=t, shadow=dict(shadow or {}), created=True)
-    rec = rec.with_side(s, st)
+    copy = CopyRecord(owner.tenant_id, owner.entity, cid, owner.user, s, st)
     w.record("dedupe", owner, reason="removing our duplicate copy", side=s, duplicate_id=item_id, record=shadow)
-    rec = w.save(discard_plan(w, rec))
+    copy = w.save_copy(remove(w, copy))
     if current is not None and not merge.same(shadow, current):
-        discard_input(w, rec, s, current, version, t)
+        copy_changed(w, copy, current, version, t)
 
 
 def discard_copy(
@@ -71,29 +65,27 @@ def discard_copy(
     return w.get(link.link_id) or link
 
 
-def discard_plan(w: Work, rec: LinkRecord) -> LinkRecord:
-    s: Side = "exchange" if rec.exchange.id else "salesforce"
-    side = rec.side(s)
-    if side.pending is not None or side.failed is not None or side.id is None or rec.parked:
-        return rec
-    if side.gone:
-        return replace(rec, status="deleted")
-    return w.command(rec, s, "delete", side.id, {}, side.version)
+def remove(w: Work, copy: CopyRecord) -> CopyRecord:
+    """Send the copy's delete, unless one is in flight, it waits (failed, parked) or it is gone."""
+    item = copy.item
+    if item.pending is not None or item.failed is not None or item.id is None or copy.parked:
+        return copy
+    if item.gone:
+        return replace(copy, done=True)
+    return w.delete_copy(copy)
 
 
-def discard_input(
-    w: Work, rec: LinkRecord, s: Side, fresh: dict[str, Any] | None, version: str | None, t: str | None
-) -> None:
+def copy_changed(w: Work, copy: CopyRecord, fresh: dict[str, Any] | None, version: str | None, t: str | None) -> None:
     """The copy changed (someone edited it) or vanished; carry edits over, then delete."""
-    side = rec.side(s)
+    s, item = copy.side, copy.item
     if fresh is None:
-        w.save(replace(rec.with_side(s, replace(side, gone=True)), status="deleted"))
+        w.save_copy(replace(copy.with_item(replace(item, gone=True)), done=True))
         return
-    old = side.shadow or {}
-    assert side.id is not None
-    successors = [c for c in w.find(s, side.id) if side.id in c.side(s).retired and takes_edits(c)]
+    old = item.shadow or {}
+    assert item.id is not None
+    successors = [c for c in w.find(s, item.id) if item.id in c.side(s).retired and takes_edits(c)]
     if not successors and not merge.same(old, fresh):
-        w.record("discarded_edit", rec, side=s, target_id=side.id, record=fresh, before=old)
+        w.record("discarded_edit", copy, side=s, target_id=item.id, record=fresh, before=old)
     for succ in successors:
         o = succ.side(other(s))
         desired, conflicts = merge.absorb(
@@ -101,8 +93,8 @@ def discard_input(
         )
         w.conflicts(succ, conflicts)
         w.replan(replace(succ, desired=desired))
-    rec = rec.with_side(s, replace(side, shadow=fresh, version=version, modified_at=t or side.modified_at))
-    w.save(discard_plan(w, rec))
+    copy = copy.with_item(replace(item, shadow=fresh, version=version, modified_at=t or item.modified_at))
+    w.save_copy(remove(w, copy))
 
 
 def takes_edits(link: LinkRecord) -> bool:

@@ -10,11 +10,12 @@ from typing import Any, assert_never
 from services.core.envelopes import ChangeEvent, Side, stable_id
 from services.reconciler.core import merge
 from services.reconciler.core.dedupe import match_keys
-from services.reconciler.core.discard import discard, discard_copy, discard_input, repoint
+from services.reconciler.core.discard import copy_changed, discard, discard_copy, repoint
 from services.reconciler.core.email import on_email
 from services.reconciler.core.ownership import follow_owner
 from services.reconciler.core.plan import join, observe, other_record, plan
 from services.reconciler.core.state import (
+    CopyRecord,
     LinkRecord,
     Pending,
     SideState,
@@ -41,6 +42,10 @@ def on_event(w: Work, ev: ChangeEvent) -> None:
         return  # Salesforce email tasks never sync back
     record = merge.norm(ev.entity, ev.record) if ev.op == "upsert" else None
     links = w.find(ev.source, ev.source_id)
+    copy = w.copy_of(ev.entity, ev.source, ev.source_id)
+    if copy is not None and not links:
+        on_copy(w, copy, ev, record)
+        return
     ours: LinkRecord | None = None  # the link whose create made this item (found by our tag)
     if not links:
         tagged = ev.origin.link_tag
@@ -73,6 +78,8 @@ def on_event(w: Work, ev: ChangeEvent) -> None:
         follow_owner(w, links, ev, user.mailbox, record)
     for link in links:
         on_known(w, w.get(link.link_id) or link, ev, record)
+    if copy is not None:
+        on_copy(w, w.copy(copy.link_id) or copy, ev, record)
     if ours is not None:
         mark_created(w, ours.link_id, ev.source, ev.source_id)
 
@@ -89,7 +96,8 @@ def on_ownerless(w: Work, ev: ChangeEvent) -> None:
     """A Salesforce delete (CDC deletes carry no owner), or the record passing to an owner
     who is not enrolled (op left_scope): it concerns whichever links hold the record."""
     links = w.find("salesforce", ev.source_id)
-    if not links:
+    copy = w.copy_of(ev.entity, "salesforce", ev.source_id)
+    if not links and copy is None:
         # Not seen yet: it may have overtaken the record's own upsert. A tombstone makes
         # that late upsert stale instead of a new copy.
         unlinked = ev.op == "left_scope"
@@ -108,18 +116,19 @@ def on_ownerless(w: Work, ev: ChangeEvent) -> None:
         w.save(tomb)
         return
     if ev.op == "left_scope":
-        for r in links:
-            fresh = not is_older(event_time(ev), r.salesforce.modified_at)
-            if r.status == "discard" and r.salesforce.id == ev.source_id and not r.parked and fresh:
-                # Our copy was being removed, but someone handed it to an owner exsf does
-                # not sync: its changes will not reach us, so a delete could only conflict.
-                # It waits, kept, until the record is back in enrolled hands.
-                w.record("dedupe", r, reason="copy passed to an owner not enrolled; kept", duplicate_id=r.salesforce.id)
-                w.save(replace(r, parked=True, salesforce=replace(r.salesforce, modified_at=event_time(ev))))
+        t = event_time(ev)
+        if copy is not None and not copy.done and not copy.parked and not is_older(t, copy.item.modified_at):
+            # Our copy was being removed, but someone handed it to an owner exsf does
+            # not sync: its changes will not reach us, so a delete could only conflict.
+            # It waits, kept, until the record is back in enrolled hands.
+            w.record("dedupe", copy, reason="copy passed to an owner not enrolled; kept", duplicate_id=ev.source_id)
+            w.save_copy(replace(copy.with_item(replace(copy.item, modified_at=t)), parked=True))
         follow_owner(w, links, ev, "", None)
         return
     for link in links:
         on_known(w, w.get(link.link_id) or link, ev, None)
+    if copy is not None:
+        on_copy(w, w.copy(copy.link_id) or copy, ev, None)
 
 
 def on_known(w: Work, link: LinkRecord, ev: ChangeEvent, record: dict[str, Any] | None) -> None:
@@ -129,8 +138,6 @@ def on_known(w: Work, link: LinkRecord, ev: ChangeEvent, record: dict[str, Any] 
     match link.status:
         case "deleted":
             on_ended(w, link, ev, record)
-        case "discard":
-            on_copy(w, link, ev, record)
         case "pending" | "linked" | "unlinked":
             on_pair(w, link, ev, record)
         case _:
@@ -164,21 +171,24 @@ def on_ended(w: Work, link: LinkRecord, ev: ChangeEvent, record: dict[str, Any] 
             assert_never(ev.op)
 
 
-def on_copy(w: Work, link: LinkRecord, ev: ChangeEvent, record: dict[str, Any] | None) -> None:
-    """A stray copy of ours being removed (a discard record)."""
-    s, t = ev.source, event_time(ev)
-    side = link.side(s)
-    if ev.source_id in side.retired or is_older(t, side.modified_at):
+def on_copy(w: Work, copy: CopyRecord, ev: ChangeEvent, record: dict[str, Any] | None) -> None:
+    """A change event of a stray copy of ours: being removed, or removed (`done`)."""
+    item, t = copy.item, event_time(ev)
+    if ev.event_id in copy.seen or is_older(t, item.modified_at):
         return
-    if s == "exchange" and ev.op == "left_scope":
-        # The person moved our copy out of the folder before we removed it: it is
-        # theirs now, unsynced; put back in scope it syncs as their own item.
-        moved = replace(side, pending=None, modified_at=t)
-        w.save(replace(link.with_side(s, moved), seen=add_seen(link.seen, ev.event_id)).unlinked("moved_out"))
-    elif side.version != ev.version:
+    seen = add_seen(copy.seen, ev.event_id)
+    if ev.source == "exchange" and ev.op == "left_scope":
+        # The person moved our copy out of the folder before we removed it (or our delete
+        # found it gone because it had): it is theirs now, unsynced; put back in scope it
+        # syncs as their own item.
+        w.save(replace(copy.as_pair(replace(item, gone=False, pending=None, modified_at=t)), seen=seen))
+    elif copy.done:
+        if ev.op == "delete":
+            # Gone for good: a late event from before must not revive it.
+            w.save_copy(copy.with_item(replace(item, gone=True, modified_at=t)))
+    elif item.version != ev.version:
         # An event of the copy means it is in enrolled hands (again): remove it.
-        link = replace(link, parked=False, seen=add_seen(link.seen, ev.event_id))
-        discard_input(w, link, s, record, ev.version, t)
+        copy_changed(w, replace(copy, parked=False, seen=seen), record, ev.version, t)
 
 
 def on_pair(w: Work, link: LinkRecord, ev: ChangeEvent, record: dict[str, Any] | None) -> None:

@@ -26,9 +26,7 @@ def follow_owner(w: Work, links: list[LinkRecord], ev: ChangeEvent, owner: str, 
     the new owner gets one. Items that were a mailbox's own (not created by us) stay
     linked; if the new owner is not enrolled they stop syncing (unlinked, kept)."""
     sf_id, t = ev.source_id, event_time(ev)
-    # A copy of ours being removed (a discard record) follows no owner: its owner changing
-    # must not make it a pair's record again.
-    held = [r for r in (w.get(x.link_id) or x for x in links) if r.salesforce.id == sf_id and r.status != "discard"]
+    held = [r for r in (w.get(x.link_id) or x for x in links) if r.salesforce.id == sf_id]
     live = [r for r in held if r.status != "deleted"]
     if not live:
         owner_after_end(w, held, ev, owner, record)

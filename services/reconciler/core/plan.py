@@ -80,7 +80,7 @@ def observe(
 
 
 def plan(w: Work, link: LinkRecord) -> LinkRecord:
-    if link.status in ("unlinked", "deleted", "discard"):
+    if link.status in ("unlinked", "deleted"):
         return link
     ex, sf = link.exchange, link.salesforce
     if link.entity == "email":
@@ -123,7 +123,7 @@ def plan_create(w: Work, link: LinkRecord, s: Side) -> LinkRecord:
         # create another link already has in flight for the same key.
         for key in link.match_keys():
             for cand in w.find("key", key):
-                if cand.link_id == link.link_id or cand.status in ("deleted", "discard") or cand.salesforce.gone:
+                if cand.link_id == link.link_id or cand.status == "deleted" or cand.salesforce.gone:
                     continue
                 if cand.owner == "":
                     continue  # its owner is not enrolled: we would not see its changes

@@ -7,17 +7,23 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any, assert_never
 
-from services.core.envelopes import CommandResult, Side, stable_id
+from services.core.envelopes import CommandResult, Side
 from services.reconciler.core import merge
-from services.reconciler.core.discard import discard, discard_copy, discard_input, discard_plan
+from services.reconciler.core.discard import copy_changed, discard, discard_copy, remove
 from services.reconciler.core.plan import join, observe, other_record, plan, unseen_values
-from services.reconciler.core.state import LinkRecord, Pending, SideState, other
+from services.reconciler.core.state import CopyRecord, LinkRecord, Pending, SideState, other
 from services.reconciler.core.unlinked import follow_unlinked, push_unlinked
 from services.reconciler.core.work import Work, add_retired, is_older
 
 
 def on_result(w: Work, r: CommandResult) -> None:
     """A writer's answer to a command: one handler per link status."""
+    copy = w.copy(r.link_id)
+    if copy is not None and copy.entity == r.entity:
+        p = copy.item.pending
+        if p is not None and p.command_id == r.command_id:
+            copy_result(w, copy.with_item(replace(copy.item, pending=None)), p, r)
+        return  # otherwise a duplicate or superseded result: already handled
     link = w.get(r.link_id)
     if link is None or link.entity != r.entity:
         w.record("drop", reason="result for unknown link", link_id=r.link_id, command_id=r.command_id)
@@ -37,32 +43,29 @@ def on_result(w: Work, r: CommandResult) -> None:
             if made and r.target_id not in side.retired:
                 link = discard_made(w, link, r.target, r, merge.norm(link.entity, p.fields))
             w.save(link)
-        case "discard":
-            copy_result(w, link, p, r)
         case "pending" | "linked" | "unlinked":
             pair_result(w, link, p, r)
         case _:
             assert_never(link.status)
 
 
-def copy_result(w: Work, link: LinkRecord, p: Pending, r: CommandResult) -> None:
+def copy_result(w: Work, copy: CopyRecord, p: Pending, r: CommandResult) -> None:
     """The delete of a stray copy of ours."""
-    s: Side = r.target
-    side = link.side(s)
+    item = copy.item
     match r.status:
         case "applied" | "gone":
-            w.save(replace(link.with_side(s, replace(side, gone=True)), status="deleted"))
-            retry_successors(w, s, side.id)
+            w.save_copy(replace(copy.with_item(replace(item, gone=True)), done=True))
+            retry_successors(w, copy.side, item.id)
         case "failed":
-            w.save(link.with_side(s, replace(side, failed=r.error or "failed")))
+            w.save_copy(copy.with_item(replace(item, failed=r.error or "failed")))
         case "conflict" if r.record is not None:
-            discard_input(w, link, s, merge.norm(link.entity, r.record), r.new_version, r.modified_at)
-        case "conflict" if side.version != p.expected_version:
+            copy_changed(w, copy, merge.norm(copy.entity, r.record), r.new_version, r.modified_at)
+        case "conflict" if item.version != p.expected_version:
             # A newer version was seen (and its edits carried) while the delete was in
             # flight: delete that one.
-            w.save(discard_plan(w, link))
+            w.save_copy(remove(w, copy))
         case "conflict":
-            w.save(link)  # wait for the change event with the fresh content
+            w.save_copy(copy)  # wait for the change event with the fresh content
         case _:
             assert_never(r.status)
 
@@ -142,10 +145,10 @@ def conflict(w: Work, link: LinkRecord, p: Pending, r: CommandResult) -> LinkRec
     return link
 
 
-def removing(w: Work, link: LinkRecord, s: Side, item_id: str) -> LinkRecord | None:
-    """The discard record of `item_id`, if it is a copy of ours still being removed."""
-    rec = w.get(stable_id("discard", link.tenant_id, link.entity, s, item_id))
-    return rec if rec is not None and rec.status == "discard" else None
+def removing(w: Work, link: LinkRecord, s: Side, item_id: str) -> CopyRecord | None:
+    """The copy record of `item_id`, if it is a copy of ours still being removed."""
+    copy = w.copy_of(link.entity, s, item_id)
+    return copy if copy is not None and not copy.done else None
 
 
 def retry_successors(w: Work, s: Side, item_id: str | None) -> None:
@@ -259,7 +262,7 @@ def made_retired(w: Work, link: LinkRecord, s: Side, r: CommandResult) -> LinkRe
         # ours that someone handed to an owner exsf does not sync. No other item
         # can carry the link id, so it is the pair's, parked like any record that
         # left enrolled hands (it syncs again when it comes back).
-        w.save(replace(copy, status="deleted"))
+        w.save_copy(replace(copy, done=True))
         w.record("unlink", link, reason="salesforce owner not enrolled", salesforce_id=r.target_id)
         retired = tuple(x for x in side.retired if x != r.target_id)
         st = replace(side, id=r.target_id, version=r.new_version, shadow=record, retired=retired)

@@ -17,17 +17,17 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal, cast
 
-from services.core.envelopes import Action, Entity, Side, content_hash
+from services.core.envelopes import Action, Entity, Side, content_hash, stable_id
 from services.reconciler.core.dedupe import match_keys
 
-# discard: a stray copy we made (a create that raced a matching item) being deleted.
-LinkStatus = Literal["pending", "linked", "unlinked", "deleted", "discard"]
+LinkStatus = Literal["pending", "linked", "unlinked", "deleted"]
 # Why a pair stopped syncing its mailbox item (status "unlinked"), for operators and the
 # audit: the person moved the item out of scope; the Salesforce owner is not enrolled;
 # one mailbox deleted its copy while others still sync the record; a Salesforce record
 # duplicating a synced one (tracked, never copied into a mailbox).
 UnlinkReason = Literal["moved_out", "owner_not_enrolled", "deleted_here", "salesforce_duplicate"]
-# exsf.state record format: 2 adds `reason`; records without `schema` are 1 and migrate.
+# exsf.state record format: 2 adds `reason` and copy records (`record: "copy"`); records
+# without `schema` are 1 and migrate (a schema-1 link with status "discard" is a copy).
 STATE_SCHEMA = 2
 SEEN_LIMIT = 32  # recent event ids per link; older redeliveries are caught by the watermark
 
@@ -175,7 +175,7 @@ class LinkRecord:
         return replace(self, exchange=st) if s == "exchange" else replace(self, salesforce=st)
 
     def match_keys(self) -> tuple[str, ...]:
-        if self.status in ("deleted", "discard"):
+        if self.status == "deleted":
             return ()
         return match_keys(self.entity, self.user, self.desired, self.ical_uid)
 
@@ -187,21 +187,111 @@ class LinkRecord:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> LinkRecord:
-        def side(sd: Mapping[str, Any] | None) -> SideState:
-            sd = dict(sd or {})
-            p = sd.get("pending")
-            sd["pending"] = Pending(**{**p, "sourced": tuple(p.get("sourced") or ())}) if p else None
-            sd["retired"] = tuple(sd.get("retired") or ())
-            return SideState(**sd)
-
         dd = dict(d)
         schema = dd.pop("schema", 1)
-        dd["exchange"] = side(d.get("exchange"))
-        dd["salesforce"] = side(d.get("salesforce"))
+        dd.pop("record", None)
+        dd["exchange"] = side_from_dict(d.get("exchange"))
+        dd["salesforce"] = side_from_dict(d.get("salesforce"))
         dd["seen"] = tuple(d.get("seen") or ())
         dd["entity"] = cast(Entity, d["entity"])
         rec = cls(**dd)
         return migrate_v1(rec) if schema == 1 else rec
+
+
+@dataclass(frozen=True, slots=True)
+class CopyRecord:
+    """A stray copy of ours being removed: an item our create made that duplicates one a
+    pair already syncs (docs/design.md §8, Stray copies). Its own record, not a pair: one
+    side, no dedupe key, no owner. It ends `done` (deleted, or found gone; kept like a
+    tombstone so the copy's late events stay stale) or, when the person moves the copy
+    out of the folder first, becomes an unlinked pair of theirs (`as_pair`). Pairs that
+    replaced it hold its id among their retired ids and take edits made to it."""
+
+    tenant_id: str
+    entity: Entity
+    link_id: str
+    user: str
+    side: Side
+    item: SideState  # the copy; its shadow is what it holds as far as we know
+    parked: bool = False  # a Salesforce copy handed to an owner exsf does not sync: kept
+    done: bool = False
+    seen: tuple[str, ...] = ()
+    seq: int = 0
+    updated_at: str = ""
+
+    @property
+    def key(self) -> str:
+        return state_key(self.tenant_id, self.entity, self.link_id)
+
+    def with_item(self, st: SideState) -> CopyRecord:
+        return replace(self, item=st)
+
+    def as_pair(self, st: SideState) -> LinkRecord:
+        """The person took the copy (moved it out of the folder): an unlinked pair of theirs
+        that syncs again, as their own item, when put back in scope."""
+        link = LinkRecord(
+            tenant_id=self.tenant_id,
+            entity=self.entity,
+            link_id=self.link_id,
+            user=self.user,
+            status="unlinked",
+            reason="moved_out",
+            desired=dict(st.shadow or {}),
+            seen=self.seen,
+            seq=self.seq,
+        )
+        return link.with_side(self.side, st)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "record": "copy", "schema": STATE_SCHEMA}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> CopyRecord:
+        dd = {k: v for k, v in d.items() if k not in ("record", "schema")}
+        dd["item"] = side_from_dict(d.get("item"))
+        dd["seen"] = tuple(d.get("seen") or ())
+        dd["entity"] = cast(Entity, d["entity"])
+        dd["side"] = cast(Side, d["side"])
+        return cls(**dd)
+
+    @classmethod
+    def from_v1(cls, d: Mapping[str, Any]) -> CopyRecord:
+        """A schema-1 copy was a link record with status "discard" and one side."""
+        link = LinkRecord.from_dict({**d, "status": "deleted"})
+        s: Side = "exchange" if link.exchange.id else "salesforce"
+        return cls(
+            link.tenant_id,
+            link.entity,
+            link.link_id,
+            link.user,
+            s,
+            link.side(s),
+            link.parked,
+            False,
+            link.seen,
+            link.seq,
+            link.updated_at,
+        )
+
+
+Record = LinkRecord | CopyRecord
+
+
+def record_from_dict(d: Mapping[str, Any]) -> Record:
+    """Any exsf.state value, of any schema."""
+    if d.get("record") == "copy":
+        return CopyRecord.from_dict(d)
+    if d.get("status") == "discard":
+        return CopyRecord.from_v1(d)
+    return LinkRecord.from_dict(d)
+
+
+def side_from_dict(sd: Mapping[str, Any] | None) -> SideState:
+    sd = dict(sd or {})
+    p = sd.get("pending")
+    sd["pending"] = Pending(**{**p, "sourced": tuple(p.get("sourced") or ())}) if p else None
+    sd["retired"] = tuple(sd.get("retired") or ())
+    return SideState(**sd)
 
 
 def migrate_v1(rec: LinkRecord) -> LinkRecord:
@@ -222,6 +312,11 @@ def migrate_v1(rec: LinkRecord) -> LinkRecord:
 
 def state_key(tenant_id: str, entity: str, link_id: str) -> str:
     return f"{tenant_id}/{entity}/{link_id}"
+
+
+def copy_id(tenant_id: str, entity: str, s: Side | str, item_id: str) -> str:
+    """The id of the copy record removing item `item_id` of side `s`."""
+    return stable_id("discard", tenant_id, entity, s, item_id)
 
 
 def other(side: Side | str) -> Side:
@@ -245,27 +340,38 @@ class TenantState:
 
     INDEXES = ("exchange", "salesforce", "key")
 
-    def __init__(self, tenant_id: str, records: Iterable[LinkRecord] = ()) -> None:
+    def __init__(self, tenant_id: str, records: Iterable[Record] = ()) -> None:
         self.tenant_id = tenant_id
         self.links: dict[str, LinkRecord] = {}
+        self.copies: dict[str, CopyRecord] = {}  # found by id (copy_id), never by an index
         self.index: dict[str, dict[str, set[str]]] = {n: {} for n in self.INDEXES}
         self.apply(records)
 
     @classmethod
-    def from_records(cls, tenant_id: str, records: Iterable[LinkRecord | Mapping[str, Any]]) -> TenantState:
-        return cls(tenant_id, (r if isinstance(r, LinkRecord) else LinkRecord.from_dict(r) for r in records))
+    def from_records(cls, tenant_id: str, records: Iterable[Record | Mapping[str, Any]]) -> TenantState:
+        return cls(tenant_id, (r if isinstance(r, LinkRecord | CopyRecord) else record_from_dict(r) for r in records))
 
     def get(self, link_id: str) -> LinkRecord | None:
         return self.links.get(link_id)
 
+    def get_copy(self, copy_id: str) -> CopyRecord | None:
+        return self.copies.get(copy_id)
+
+    def records(self) -> list[Record]:
+        return [*self.links.values(), *self.copies.values()]
+
     def lookup(self, index: str, value: str) -> set[str]:
         return self.index[index].get(value, set())
 
-    def apply(self, records: Iterable[LinkRecord]) -> None:
+    def apply(self, records: Iterable[Record]) -> None:
         """Apply changed records in place (what the service does after a decision commits)."""
         for rec in records:
             if rec.tenant_id != self.tenant_id:
                 raise ValueError(f"link {rec.link_id} belongs to tenant {rec.tenant_id}, not {self.tenant_id}")
+            if isinstance(rec, CopyRecord):
+                self.copies[rec.link_id] = rec
+                continue
+            self.copies.pop(rec.link_id, None)  # a copy the person took is a pair now
             old = self.links.get(rec.link_id)
             if old is not None:
                 self._unindex(old)
@@ -277,6 +383,7 @@ class TenantState:
     def forget(self, link_ids: Iterable[str]) -> None:
         """Remove records entirely (trimmed tombstones)."""
         for lid in link_ids:
+            self.copies.pop(lid, None)
             old = self.links.pop(lid, None)
             if old is not None:
                 self._unindex(old)
@@ -290,7 +397,7 @@ class TenantState:
                     if not ids:
                         del self.index[name][v]
 
-    def with_changes(self, records: Iterable[LinkRecord]) -> TenantState:
-        new = TenantState(self.tenant_id, self.links.values())
+    def with_changes(self, records: Iterable[Record]) -> TenantState:
+        new = TenantState(self.tenant_id, self.records())
         new.apply(records)
         return new

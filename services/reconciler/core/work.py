@@ -21,10 +21,13 @@ from services.core.tenants import Tenant
 from services.reconciler.core import merge
 from services.reconciler.core.state import (
     SEEN_LIMIT,
+    CopyRecord,
     LinkRecord,
     LinkStatus,
     Pending,
+    Record,
     TenantState,
+    copy_id,
     index_entries,
     migrate_v1,
 )
@@ -44,12 +47,12 @@ Step = Input | Replan
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    changes: tuple[LinkRecord, ...]  # persist each (key = record.key) and state.apply() them
+    changes: tuple[Record, ...]  # persist each (key = record.key) and state.apply() them
     commands: list[Command] = field(default_factory=list)
     audit: list[dict[str, Any]] = field(default_factory=list)
     # Records to drop entirely (trimmed tombstones): a None value on exsf.state, then
     # state.forget() their link ids.
-    removed: tuple[LinkRecord, ...] = ()
+    removed: tuple[Record, ...] = ()
 
     def changelog(self) -> list[tuple[str, dict[str, Any] | None]]:
         """(key, value) pairs for exsf.state, orjson-ready; None deletes the key."""
@@ -69,16 +72,27 @@ class Work:
         self.tenant = tenant
         self.now = now
         self.changed: dict[str, LinkRecord] = {}
+        self.changed_copies: dict[str, CopyRecord] = {}
         self.commands: list[Command] = []
         self.audit: list[dict[str, Any]] = []
-        self.removed: list[LinkRecord] = []
+        self.removed: list[Record] = []
         # Links another link's step changed (fan-out, waiters, successors, re-pointing):
         # each is planned after the step, as a follow-up input, never from inside it.
         self.followups: deque[str] = deque()
 
     # --- reads --------------------------------------------------------------------
     def get(self, link_id: str) -> LinkRecord | None:
+        if link_id in self.changed_copies:
+            return None
         return self.changed.get(link_id) or self.state.get(link_id)
+
+    def copy(self, cid: str) -> CopyRecord | None:
+        if cid in self.changed:
+            return None  # the person took it: a pair now
+        return self.changed_copies.get(cid) or self.state.get_copy(cid)
+
+    def copy_of(self, entity: str, s: Side, item_id: str) -> CopyRecord | None:
+        return self.copy(copy_id(self.tenant.tenant_id, entity, s, item_id))
 
     def find(self, index: str, value: str) -> list[LinkRecord]:
         ids = set(self.state.lookup(index, value))
@@ -89,8 +103,36 @@ class Work:
     # --- writes -------------------------------------------------------------------
     def save(self, link: LinkRecord) -> LinkRecord:
         link = settle(link)
+        self.changed_copies.pop(link.link_id, None)
         self.changed[link.link_id] = replace(link, updated_at=self.now)
         return self.changed[link.link_id]
+
+    def save_copy(self, copy: CopyRecord) -> CopyRecord:
+        self.changed_copies[copy.link_id] = replace(copy, updated_at=self.now)
+        return self.changed_copies[copy.link_id]
+
+    def delete_copy(self, copy: CopyRecord) -> CopyRecord:
+        """Send the delete of a copy (one command in flight, like any write)."""
+        seq = copy.seq + 1
+        item = copy.item
+        assert item.id is not None
+        cmd = Command(
+            tenant_id=copy.tenant_id,
+            user=copy.user,
+            target=copy.side,
+            entity=copy.entity,
+            action="delete",
+            link_id=copy.link_id,
+            target_id=item.id,
+            fields={},
+            expected_version=item.version,
+            command_id=stable_id(
+                "cmd", copy.tenant_id, copy.link_id, copy.side, "delete", item.id, item.version, seq, {}
+            ),
+        )
+        self.commands.append(cmd)
+        pending = Pending(cmd.command_id, "delete", {}, item.version)
+        return replace(copy, item=replace(item, pending=pending, failed=None), seq=seq)
 
     def replan(self, link: LinkRecord) -> LinkRecord:
         """Save another link's new state and queue it to be planned once this step is done."""
@@ -99,7 +141,7 @@ class Work:
             self.followups.append(link.link_id)
         return link
 
-    def record(self, kind: str, link: LinkRecord | None = None, **data: Any) -> None:
+    def record(self, kind: str, link: Record | None = None, **data: Any) -> None:
         rec: dict[str, Any] = {"kind": kind, "tenant_id": self.tenant.tenant_id, "at": self.now}
         if link is not None:
             rec.update(entity=link.entity, link_id=link.link_id, user=link.user)
@@ -157,11 +199,12 @@ class Work:
                 policy=policy or self.tenant.conflict_policy,
             )
 
-    def forget(self, link: LinkRecord) -> None:
+    def forget(self, link: Record) -> None:
         self.removed.append(link)
 
     def decision(self) -> Decision:
-        changes = tuple(self.changed[k] for k in sorted(self.changed))
+        records: dict[str, Record] = {**self.changed_copies, **self.changed}
+        changes = tuple(records[k] for k in sorted(records))
         return Decision(changes, self.commands, self.audit, tuple(self.removed))
 
 
@@ -173,7 +216,7 @@ def settle(link: LinkRecord) -> LinkRecord:
         link = replace(link, reason=None)
     if link.status == "unlinked" and link.reason is None:
         link = migrate_v1(link)  # every unlink names its reason; this only guards a record that does not
-    if link.status not in ("unlinked", "deleted", "discard"):
+    if link.status not in ("unlinked", "deleted"):
         status: LinkStatus = "linked" if ex.alive and sf.alive else "pending"
         link = replace(link, status=status)
         if (

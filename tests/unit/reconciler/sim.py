@@ -515,6 +515,12 @@ class World:
         ex_owner: dict[str, str] = {}
         sf_linked: set[str] = set()
         sf_known: set[str] = set()
+        for copy in state.copies.values():
+            assert copy.tenant_id == tid
+            if copy.side == "salesforce" and copy.item.id:
+                sf_known.add(copy.item.id)
+            # A copy of ours being removed waits (parked) while someone not enrolled owns it.
+            assert copy.done or copy.parked, f"copy left undeleted: {copy}"
         for link in state.links.values():
             assert link.tenant_id == tid
             if link.entity == "email":
@@ -522,9 +528,7 @@ class World:
             if link.salesforce.id:
                 sf_known.add(link.salesforce.id)
             if link.status != "linked":
-                # A copy of ours being removed waits (parked) while someone not enrolled owns it.
-                parked_copy = link.status == "discard" and link.parked
-                assert link.status in ("unlinked", "deleted") or parked_copy, f"link left {link.status}: {link}"
+                assert link.status in ("unlinked", "deleted"), f"link left {link.status}: {link}"
                 continue
             ex_id, sf_id = link.exchange.id, link.salesforce.id
             assert ex_id and sf_id

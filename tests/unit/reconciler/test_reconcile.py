@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from services.core.envelopes import ChangeEvent, CommandResult, Origin
-from services.reconciler.core import LinkRecord, TenantState, reconcile, sweep
+from services.reconciler.core import CopyRecord, LinkRecord, TenantState, reconcile, record_from_dict, sweep
 from tests.unit.reconciler.sim import World, make_tenant, ts
 
 A, B = "alice@t1.example", "bob@t1.example"
@@ -718,6 +718,34 @@ def test_state_rebuilds_from_link_records_alone() -> None:
         assert LinkRecord.from_dict(orjson.loads(orjson.dumps(rec.to_dict()))) == rec
     with pytest.raises(ValueError):
         TenantState("t2", state.links.values())
+
+
+def test_a_stray_copy_is_its_own_record_and_schema_1_discard_links_migrate_to_it() -> None:
+    w = world()
+    s = w.sf_create("t1", A, "contact", contact("Ann", job_title="CTO"))
+    w.ex_create("t1", A, "contact", contact("Ann", notes="n"))
+    w.step("t1", "exchange")  # the Salesforce event is late: we create a copy
+    w.settle()
+    state = w.t["t1"].state()
+    [copy] = state.copies.values()
+    assert (copy.side, copy.done) == ("salesforce", True) and copy.item.id not in w.t["t1"].sf
+    assert copy.link_id not in state.links and all(r.salesforce.id == s for r in state.links.values())
+    assert record_from_dict(orjson.loads(orjson.dumps(copy.to_dict()))) == copy
+    # Schema 1 stored the same copy as a link with status "discard" and one side.
+    v1 = {
+        "tenant_id": "t1",
+        "entity": "contact",
+        "link_id": copy.link_id,
+        "user": A,
+        "status": "discard",
+        "salesforce": {"id": "S9", "version": "v1", "shadow": {"email": "ann@acme.test"}, "created": True},
+        "desired": {"email": "ann@acme.test"},
+        "seq": 1,
+    }
+    old = record_from_dict(v1)
+    assert isinstance(old, CopyRecord)
+    assert (old.side, old.item.id, old.done, old.seq) == ("salesforce", "S9", False, 1)
+    assert TenantState("t1", [old]).get_copy(copy.link_id) == old
 
 
 def test_decision_changelog_is_keyed_by_tenant_entity_link() -> None:
