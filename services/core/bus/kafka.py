@@ -259,6 +259,11 @@ class KafkaProducer(Producer):
             self._stopped.set()
             _retrieve_undrained(self._p)
 
+    @property
+    def stopped(self) -> bool:
+        """Whether stop() has run (tests check that no producer outlives its owner)."""
+        return self._stopped.is_set()
+
     async def _unless_stopped(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
         if self._stopped.is_set():
             raise BusError(f"{what} on a stopped producer")
