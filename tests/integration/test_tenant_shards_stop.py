@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -146,7 +147,7 @@ async def setup(kafka_bus: KafkaBus, kafka_bootstrap: str, prefix: str, ids: lis
     return Cluster(kafka_bootstrap, prefix, Ledger())
 
 
-def errors(logs: list[dict[str, Any]], caplog: pytest.LogCaptureFixture) -> list[str]:
+def errors(logs: Sequence[Mapping[str, Any]], caplog: pytest.LogCaptureFixture) -> list[str]:
     """ERROR lines of ours (structlog) and of the libraries (stdlib logging, e.g. aiokafka's
     "LeaveGroup request failed")."""
     ours = [str(e) for e in logs if e.get("log_level") in ("error", "critical")]
