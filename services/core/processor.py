@@ -157,6 +157,11 @@ class PartitionedProcessor:
             # could fence the live pod that is about to own this partition.
             log.info("partitions.assigned_while_stopping", service=self.service, ignored=len(tps))
             return
+        new = {tp.partition for tp in tps} - set(self._parts) - set(self._unrestored)
+        # Not ready from the moment the partitions are ours: the producer starts below
+        # await the broker, and /readyz must not answer 200 meanwhile
+        # (tests/integration/test_reconciler_rebalance.py saw it do so).
+        self._mark_restoring(new)
         for n in sorted({tp.partition for tp in tps}):
             part = self._parts.get(n) or self._unrestored.get(n)
             if part is None:

@@ -22,9 +22,9 @@ from typing import Generic, TypeVar, cast
 
 import structlog
 
-from services.core.bus.base import Bus, Producer, TopicPartition
+from services.core.bus.base import Bus, Consumer, Message, Producer, TopicPartition
 from services.core.metrics import ASSIGNED_PARTITIONS, STREAMS_ACTIVE, TRANSACTION_SECONDS
-from services.core.processor import Output
+from services.core.processor import LEAVE_TIMEOUT_S, Output
 from services.core.tenants import Tenant, TenantConfigError
 from services.core.topics import CURSORS, TENANTS, Namespace, Topics
 
@@ -136,6 +136,13 @@ class TenantShards:
         self.group_id = group_id or Namespace(namespace).group(service)
         self.shards: dict[int, _Shard] = {}
         self._stopping = asyncio.Event()
+        # Held by the main loop while it applies tenant configs (a tenant start awaits its
+        # runner) and by the revocation callback, which aiokafka runs in its coordinator
+        # task at any moment. Without it a shard revoked while one of its tenants was
+        # starting was stopped without that tenant, whose runner then joined the discarded
+        # shard and ran on (its tasks never stopped, the tenant streamed twice once the new
+        # owner started it): tests/integration/test_tenant_shards_stop.py.
+        self._busy = asyncio.Lock()
 
     def running_tenants(self) -> set[str]:
         return {t for s in self.shards.values() for t in s.tenants}
@@ -149,11 +156,21 @@ class TenantShards:
             if tp.partition not in self.shards:
                 pub = ShardPublisher(self.bus, self.service, tp.partition, self.cursors_topic, self.namespace)
                 await pub.start()
+                if self._stopping.is_set():
+                    # The stop came while the producer started: the clean-up in run() may
+                    # already be over, so this producer must not be left to it.
+                    await pub.stop()
+                    log.info("shards.assigned_while_stopping", service=self.service, ignored=len(tps))
+                    return
                 self.shards[tp.partition] = _Shard(pub)
         ASSIGNED_PARTITIONS.labels(self.service).set(len(self.shards))
         log.info("shards.assigned", service=self.service, shards=sorted(self.shards))
 
     async def _revoked(self, tps: set[TopicPartition]) -> None:
+        async with self._busy:  # a tenant start in flight finishes first, then stops here
+            await self._revoke(tps)
+
+    async def _revoke(self, tps: set[TopicPartition]) -> None:
         for tp in sorted(tps):
             shard = self.shards.pop(tp.partition, None)
             if shard is None:
@@ -212,23 +229,57 @@ class TenantShards:
         await consumer.start()
         try:
             while not self._stopping.is_set():
-                batch = await consumer.getmany(timeout_ms=500)
-                for tp, msgs in batch.items():
-                    if tp.partition not in self.shards:
-                        # Delivered before the assignment callback finished: read again later.
-                        if tp in consumer.assignment():
-                            consumer.seek(tp, msgs[0].offset)
-                        continue
-                    for m in msgs:
-                        await self._apply(tp.partition, m.key, m.value)
+                batch = await self._poll(consumer)
+                async with self._busy:
+                    await self._apply_batch(consumer, batch)
         finally:
-            await consumer.stop()  # revokes: every tenant stops cleanly
+            # Leave the group (revokes: every tenant stops cleanly), bounded as the
+            # processor's is (see LEAVE_TIMEOUT_S: aiokafka's close can sit in a JoinGroup
+            # until the group's rebalance completes).
+            try:
+                await asyncio.wait_for(consumer.stop(), LEAVE_TIMEOUT_S)
+            except TimeoutError:
+                log.warning("consumer.leave_timeout", service=self.service, seconds=LEAVE_TIMEOUT_S)
             # No transactional producer outlives the member, even one a callback left behind.
             for partition in list(self.shards):
                 shard = self.shards.pop(partition)
                 for tid in list(shard.tenants):
                     await self._stop_tenant(shard, tid)
                 await shard.publisher.stop()
+
+    async def _apply_batch(self, consumer: Consumer, batch: dict[TopicPartition, list[Message]]) -> None:
+        for tp, msgs in batch.items():
+            if tp.partition not in self.shards:
+                # Delivered before the assignment callback finished: read again later.
+                if tp in consumer.assignment():
+                    consumer.seek(tp, msgs[0].offset)
+                continue
+            for m in msgs:
+                if self._stopping.is_set():
+                    # Start no more tenants once stopping (each start awaits its runner);
+                    # the group never commits, so the next owner reads these configs anyway.
+                    return
+                await self._apply(tp.partition, m.key, m.value)
+
+    async def _poll(self, consumer: Consumer) -> dict[TopicPartition, list[Message]]:
+        """One getmany that a stop interrupts: aiokafka's getmany does not honour its timeout
+        while a rebalance is in progress, so a stop landing then would wait for the whole
+        rebalance (same as PartitionedProcessor._poll). Cancelling it is safe: it is
+        cancelled only while waiting, and nothing is committed here."""
+        get = asyncio.ensure_future(consumer.getmany(timeout_ms=500))
+        stop = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait({get, stop}, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            get.cancel()
+            raise
+        finally:
+            stop.cancel()
+        if not get.done():
+            get.cancel()
+            await asyncio.gather(get, return_exceptions=True)
+            return {}
+        return get.result()
 
     def stop(self) -> None:
         self._stopping.set()

@@ -18,7 +18,7 @@ import re
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -27,18 +27,27 @@ import pytest
 import yaml
 
 from services.cli_services import SERVICES
-from services.core.topics import ALL_TOPICS, topic_specs
+from services.core.topics import ALL_TOPICS, Namespace, Topics, topic_specs
 from tests.deploy.test_kubeconform import tool
 
 K8S = Path(__file__).resolve().parents[2] / "deploy" / "k8s"
 BASE = "base"
 OVERLAY = "overlays/example"
+# The example as a deployment with EXSF_TOPIC_PREFIX (components/topic-prefix).
+PREFIXED = "overlays/example-prefixed"
+RENDERS = (BASE, OVERLAY, PREFIXED)
 
-# Input topics per consumer service (its consumer group is exsf-<service>): what KEDA scales on.
+# Input topics per consumer service (its consumer group is <prefix>exsf-<service>): what
+# KEDA scales on. Names without the prefix; `consumed` applies it.
 CONSUMED = {
     "reconciler": {"exsf.changes.exchange", "exsf.changes.salesforce", "exsf.results"},
     "writer": {"exsf.commands.exchange", "exsf.commands.salesforce"},
 }
+
+
+def consumed(svc: str, prefix: str) -> set[str] | None:
+    topics = CONSUMED.get(svc)
+    return None if topics is None else {prefix + t for t in topics}
 # Services that call Graph / Salesforce and so resolve tenant secret references.
 TENANT_SECRET_USERS = {"ingest-exchange", "ingest-salesforce", "writer"}
 TENANT_SECRETS_DIR = "/var/run/secrets/exsf/tenants"
@@ -95,7 +104,7 @@ class Build:
 
 def build(tree: Tree) -> Build:
     b = Build(tree)
-    for kdir in (BASE, OVERLAY):
+    for kdir in RENDERS:
         b.rendered[kdir], err = kustomize(tree.root, kdir)
         if err:
             b.errors[kdir] = err
@@ -116,6 +125,11 @@ def config(objs: list[dict[str, Any]]) -> dict[str, str]:
     cms = [o for n, o in of_kind(objs, "ConfigMap").items() if n == "exsf-config" or n.startswith("exsf-config-")]
     assert len(cms) == 1, f"one ConfigMap exsf-config expected, found {len(cms)}"
     return {k: str(v) for k, v in cms[0].get("data", {}).items()}
+
+
+def prefix_of(objs: list[dict[str, Any]]) -> str:
+    """EXSF_TOPIC_PREFIX as the pods get it (empty: the historical names)."""
+    return config(objs).get("EXSF_TOPIC_PREFIX", "")
 
 
 def partitions(objs: list[dict[str, Any]]) -> int:
@@ -394,14 +408,16 @@ def _pod_specs(doc: dict[str, Any]) -> Iterator[dict[str, Any]]:
 def topic_problems(objs: list[dict[str, Any]]) -> list[str]:
     problems: list[str] = []
     topics = {o["spec"].get("topicName", o["metadata"]["name"]): o for o in objs if o.get("kind") == "KafkaTopic"}
-    if set(topics) != set(ALL_TOPICS):
-        problems.append(f"KafkaTopics {sorted(topics)} != services.core.topics.ALL_TOPICS {sorted(ALL_TOPICS)}")
+    prefix = prefix_of(objs)
+    expected = {prefix + t for t in ALL_TOPICS}
+    if set(topics) != expected:
+        problems.append(f"KafkaTopics {sorted(topics)} != services.core.topics.ALL_TOPICS {sorted(expected)}")
     n = partitions(objs)
     clusters = {o["metadata"].get("labels", {}).get("strimzi.io/cluster") for o in objs
                 if o.get("apiVersion", "").startswith("kafka.strimzi.io/")}
     if len(clusters) != 1 or None in clusters:
         problems.append(f"Strimzi resources must name one cluster (strimzi.io/cluster), name {clusters}")
-    for spec in topic_specs(n):
+    for spec in topic_specs(n, prefix):
         o = topics.get(spec.name)
         if o is None:
             continue
@@ -422,17 +438,81 @@ def topic_problems(objs: list[dict[str, Any]]) -> list[str]:
     return problems
 
 
+def _acl_hits(acl: dict[str, Any], rtype: str, name: str) -> bool:
+    r = acl.get("resource") or {}
+    if r.get("type") != rtype or acl.get("type", "allow") != "allow":
+        return False
+    if r.get("patternType", "literal") == "prefix":
+        return name.startswith(r.get("name", ""))
+    return r.get("name") in (name, "*")
+
+
 def _acl_allows(acls: list[dict[str, Any]], rtype: str, name: str, op: str) -> bool:
     for acl in acls:
-        r = acl.get("resource") or {}
-        if r.get("type") != rtype or acl.get("type", "allow") != "allow":
-            continue
         ops = set(acl.get("operations") or [acl.get("operation")])
-        pattern = r.get("patternType", "literal")
-        hit = name.startswith(r.get("name", "")) if pattern == "prefix" else r.get("name") in (name, "*")
-        if hit and (op in ops or "All" in ops or (op == "Describe" and ops & {"Read", "Write"})):
+        implied = op == "Describe" and bool(ops & {"Read", "Write"})
+        if _acl_hits(acl, rtype, name) and (op in ops or "All" in ops or implied):
             return True
     return False
+
+
+# What each kind of Kafka resource needs, and nothing more: topics are read and written
+# (Strimzi creates them), groups are joined and committed to (Read), transactional ids are
+# used (Write). Describe is implied by Read/Write but harmless to list.
+ACL_OPERATIONS = {
+    "topic": {"Read", "Write", "Describe"},
+    "group": {"Read", "Describe"},
+    "transactionalId": {"Write", "Describe"},
+}
+
+
+def kafka_names(prefix: str, partitions: int) -> dict[str, set[str]]:
+    """Every topic, consumer group and transactional id the services use for a prefix,
+    derived from the code that names them (services/core/topics.py: Topics, Namespace;
+    one group and one transactional id per partition for each service of SERVICES)."""
+    ns = Namespace(prefix)
+    topics = Topics.with_prefix(prefix)
+    return {
+        "topic": {getattr(topics, f.name) for f in fields(Topics)},
+        "group": {ns.group(svc) for svc in SERVICES},
+        "transactionalId": {ns.transactional_id(svc, p) for svc in SERVICES for p in range(partitions)},
+    }
+
+
+def acl_problems(acls: list[dict[str, Any]], prefix: str, partitions: int) -> list[str]:
+    """The ACLs cover every name the code uses for `prefix`, and nothing broader: no other
+    resource types or operations, no ACL that covers none of those names, none that
+    reaches outside the deployment's namespace (another deployment's names)."""
+    problems: list[str] = []
+    names = kafka_names(prefix, partitions)
+    for rtype, ops in ACL_OPERATIONS.items():
+        for name in sorted(names[rtype]):
+            for op in sorted(ops - {"Describe"} or ops):
+                if not _acl_allows(acls, rtype, name, op):
+                    problems.append(f"lacks {op} on {rtype} {name}")
+    roots = {"topic": prefix + "exsf.", "group": prefix + "exsf-", "transactionalId": prefix + "exsf-"}
+    # (A sibling prefix that starts with "exsf" would fall under the unprefixed ACLs: the
+    # README and components/topic-prefix say not to choose one.)
+    siblings = [kafka_names(other, partitions) for other in ("", "other.") if other != prefix]
+    for acl in acls:
+        r = acl.get("resource") or {}
+        rtype, name = r.get("type", ""), r.get("name", "")
+        what = f"ACL {r.get('patternType', 'literal')} {rtype} {name!r}"
+        if rtype not in ACL_OPERATIONS:
+            problems.append(f"{what}: exsf needs no {rtype} ACL")
+            continue
+        extra = set(acl.get("operations") or [acl.get("operation")]) - ACL_OPERATIONS[rtype]
+        if extra:
+            problems.append(f"{what}: operations {sorted(extra)} are not needed")
+        if not any(_acl_hits(acl, rtype, n) for n in names[rtype]):
+            problems.append(f"{what}: covers none of the deployment's names")
+        if not name.startswith(roots[rtype]):
+            problems.append(f"{what}: broader than the deployment's namespace {roots[rtype]!r}")
+        for sib in siblings:
+            hit = sorted(n for n in sib[rtype] if _acl_hits(acl, rtype, n))
+            if hit:
+                problems.append(f"{what}: also grants another deployment's {hit[0]}")
+    return problems
 
 
 def kafka_user_problems(objs: list[dict[str, Any]]) -> list[str]:
@@ -447,13 +527,8 @@ def kafka_user_problems(objs: list[dict[str, Any]]) -> list[str]:
     if cfg.get("EXSF_KAFKA_SASL_MECHANISM") != "SCRAM-SHA-512" or cfg.get("EXSF_KAFKA_SECURITY_PROTOCOL") != "SASL_SSL":
         problems.append("services must use SASL_SSL with SCRAM-SHA-512")
     acls = (user["spec"].get("authorization") or {}).get("acls") or []
-    needed = [("topic", topic, op) for topic in ALL_TOPICS for op in ("Read", "Write", "Describe")]
-    needed += [("group", f"exsf-{svc}", "Read") for svc in SERVICES]
-    needed += [("transactionalId", f"exsf-{svc}-{p}", op) for svc in SERVICES for p in range(partitions(objs))
-               for op in ("Write", "Describe")]
-    for rtype, name, op in needed:
-        if not _acl_allows(acls, rtype, name, op):
-            problems.append(f"KafkaUser {user['metadata']['name']} lacks {op} on {rtype} {name}")
+    who = user["metadata"]["name"]
+    problems += [f"KafkaUser {who}: {p}" for p in acl_problems(acls, prefix_of(objs), partitions(objs))]
     # The services mount the user's Strimzi secret for the password.
     for dname, dep in of_kind(objs, "Deployment").items():
         ref = cfg.get("EXSF_KAFKA_SASL_PASSWORD_REF", "")
@@ -484,8 +559,9 @@ def keda_problems(objs: list[dict[str, Any]]) -> list[str]:
         for trig in so["spec"].get("triggers") or []:
             md = trig.get("metadata") or {}
             topics.add(md.get("topic"))
-            if trig.get("type") != "kafka" or md.get("consumerGroup") != f"exsf-{svc}":
-                problems.append(f"ScaledObject {name}: kafka trigger on consumer group exsf-{svc} expected")
+            group = Namespace(prefix_of(objs)).group(svc or "")
+            if trig.get("type") != "kafka" or md.get("consumerGroup") != group:
+                problems.append(f"ScaledObject {name}: kafka trigger on consumer group {group} expected")
             if not str(md.get("lagThreshold", "")).isdigit() or int(md["lagThreshold"]) <= 0:
                 problems.append(f"ScaledObject {name}: lagThreshold must be a positive integer")
             if md.get("bootstrapServersFromEnv") not in cfg and not md.get("bootstrapServers"):
@@ -511,8 +587,9 @@ def keda_problems(objs: list[dict[str, Any]]) -> list[str]:
             for eref in auth["spec"].get("env") or []:
                 if eref["name"] not in env_of(deps[target], objs):
                     problems.append(f"TriggerAuthentication: env {eref['name']} not set on {target}")
-        if topics != CONSUMED.get(svc or ""):
-            problems.append(f"ScaledObject {name}: triggers on {topics}, {svc} consumes {CONSUMED.get(svc or '')}")
+        want = consumed(svc or "", prefix_of(objs))
+        if topics != want:
+            problems.append(f"ScaledObject {name}: triggers on {topics}, {svc} consumes {want}")
     consumers = {n for n, d in deps.items() if service_of(d) in CONSUMED}
     if set(targets) != consumers:
         problems.append(f"ScaledObjects target {sorted(targets)}, consumer services are {sorted(consumers)}")
@@ -631,11 +708,11 @@ def overlay_problems(b: Build) -> list[str]:
 
 
 def _on_renders(check: Callable[[list[dict[str, Any]]], list[str]]) -> Callable[[Build], list[str]]:
-    """A check of rendered objects, run on the base and on the example overlay."""
+    """A check of rendered objects, run on the base and on the example overlays."""
 
     def run(b: Build) -> list[str]:
         out: list[str] = []
-        for kdir in (BASE, OVERLAY):
+        for kdir in RENDERS:
             if kdir in b.errors:
                 out.append(f"{kdir}: does not render ({b.errors[kdir]})")
             else:
@@ -681,6 +758,27 @@ def test_rendered_output_is_what_the_checks_read(real: Build) -> None:
     assert env_of(dep, real.rendered[OVERLAY])["EXSF_WEBHOOK_PUBLIC_URL"] == "https://exsf-webhook.example.com"
     ref = container(dep)["envFrom"][0]["configMapRef"]["name"]
     assert ref.startswith("exsf-config-") and ref in of_kind(real.rendered[OVERLAY], "ConfigMap")
+
+
+def test_prefixed_overlay_grants_exactly_the_prefixed_names(real: Build) -> None:
+    """components/topic-prefix: with EXSF_TOPIC_PREFIX=staging. the KafkaUser's ACLs cover
+    every topic, group and transactional id the code names for that prefix and nothing of
+    the unprefixed deployment; the base's ACLs would not do for it."""
+    objs = real.rendered[PREFIXED]
+    assert prefix_of(objs) == "staging."
+    acls = of_kind(objs, "KafkaUser")["exsf"]["spec"]["authorization"]["acls"]
+    n = partitions(objs)
+    assert acl_problems(acls, "staging.", n) == []
+    assert {(a["resource"]["type"], a["resource"]["name"], a["resource"]["patternType"]) for a in acls} == {
+        ("topic", "staging.exsf.", "prefix"),
+        ("group", "staging.exsf-", "prefix"),
+        ("transactionalId", "staging.exsf-", "prefix"),
+    }
+    base_acls = of_kind(real.rendered[BASE], "KafkaUser")["exsf"]["spec"]["authorization"]["acls"]
+    assert any(p.startswith("lacks") for p in acl_problems(base_acls, "staging.", n))
+    names = kafka_names("staging.", n)
+    assert "staging.exsf.changes.exchange" in names["topic"] and "staging.exsf-writer" in names["group"]
+    assert "staging.exsf-reconciler-0" in names["transactionalId"]
 
 
 def test_written_copy_renders_like_the_original(real: Build, tmp_path: Path) -> None:
@@ -780,6 +878,21 @@ def _no_txn_acl(t: Tree) -> None:
     acls[:] = [a for a in acls if a["resource"]["type"] != "transactionalId"]
 
 
+def _prefixed_without_component(t: Tree) -> None:
+    # EXSF_TOPIC_PREFIX set, but the ACLs (and topics, triggers) keep the unprefixed names.
+    del t.kustomizations()[Path(PREFIXED)]["components"]
+
+
+def _acl_whole_cluster_groups(t: Tree) -> None:
+    acls = _doc(t, "KafkaUser", "exsf")["spec"]["authorization"]["acls"]
+    next(a for a in acls if a["resource"]["type"] == "group")["resource"]["name"] = "ex"
+
+
+def _acl_extra_operation(t: Tree) -> None:
+    acls = _doc(t, "KafkaUser", "exsf")["spec"]["authorization"]["acls"]
+    next(a for a in acls if a["resource"]["type"] == "topic")["operations"].append("Delete")
+
+
 def _no_webhook_policy(t: Tree) -> None:
     docs = _file(t, "base", "networkpolicies.yaml")
     docs[:] = [d for d in docs if d["metadata"]["name"] != "exsf-allow-webhook"]
@@ -849,6 +962,9 @@ MUTATIONS: dict[str, tuple[Callable[[Tree], None], str]] = {
     "scaledobject_wrong_group": (_scaledobject_wrong_group, "keda"),
     "replicas_on_keda_target": (_replicas_on_keda_target, "keda"),
     "no_txn_acl": (_no_txn_acl, "kafka_user"),
+    "prefixed_without_component": (_prefixed_without_component, "kafka_user"),
+    "acl_whole_cluster_groups": (_acl_whole_cluster_groups, "kafka_user"),
+    "acl_extra_operation": (_acl_extra_operation, "kafka_user"),
     "no_webhook_policy": (_no_webhook_policy, "network"),
     "no_kafka_egress": (_no_kafka_egress, "network"),
     "ingress_wrong_port": (_ingress_wrong_port, "ingress"),

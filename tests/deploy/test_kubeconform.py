@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
 CRD_SCHEMAS = Path(__file__).resolve().parent / "schemas"
 K8S_VERSIONS = ("1.29.0", "1.37.0")
-KUSTOMIZATIONS = ("base", "overlays/example", "namespace")
+KUSTOMIZATIONS = ("base", "overlays/example", "overlays/example-prefixed", "namespace")
 # The built-in kinds deploy/k8s uses (a new kind without a schema fails as "could not find schema").
 KINDS = ("deployment", "service", "configmap", "serviceaccount", "poddisruptionbudget", "networkpolicy", "ingress",
          "namespace", "secret")

@@ -6,8 +6,6 @@ a notification, and half of them land on the pod that does not own the stream.""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,16 +19,19 @@ from services.core.bus.base import Consumer, TopicPartition
 from services.core.bus.kafka import KafkaBus, KafkaSettings
 from services.core.envelopes import ChangeEvent, decode_change_event
 from services.core.sideserver import Health
-from services.core.tenant_registry import TenantRegistry
-from services.core.tenants import GraphEndpoint, Tenant, User
-from services.core.topics import Topics, topic_specs
+from services.core.topics import Topics
 from services.emulators.graph.admin_client import GraphAdminClient
-from services.emulators.graph.app import serve
-from services.emulators.graph.config import GraphEmulatorConfig
 from services.ingest_exchange.service import ExchangeIngestService
+from tests.support.exchange_cluster import (
+    PARTITIONS,
+    ExchangeWorld,
+    exchange_world,
+    logged_events,
+    start_ingest_exchange,
+)
 from tests.support.front import RoundRobinFront
 from tests.support.processes import Proc, free_port
-from tests.support.waiting import eventually, topics_visible
+from tests.support.waiting import eventually
 
 ALICE, BOB = "alice@contoso.test", "bob@contoso.test"
 STREAMS = 12  # 2 mailboxes x 6 tracked collections
@@ -51,16 +52,25 @@ class Pod:
 
 @dataclass
 class Cluster:
-    bootstrap: str
-    topics: Topics
-    admin: GraphAdminClient
-    front: RoundRobinFront
+    world: ExchangeWorld
     reader: Consumer
     pods: list[Pod] = field(default_factory=list)
     seen: list[ChangeEvent] = field(default_factory=list)
 
+    @property
+    def topics(self) -> Topics:
+        return self.world.topics
+
+    @property
+    def admin(self) -> GraphAdminClient:
+        return self.world.admin
+
+    @property
+    def front(self) -> RoundRobinFront:
+        return self.world.front
+
     async def start_pod(self) -> Pod:
-        bus = KafkaBus(KafkaSettings(bootstrap_servers=self.bootstrap))
+        bus = KafkaBus(KafkaSettings(bootstrap_servers=self.world.bootstrap))
         await bus.start()
         port = free_port()
         service = ExchangeIngestService(
@@ -114,49 +124,23 @@ async def cluster(kafka_bootstrap: str, topic_prefix: str, logs: LogTap) -> Asyn
     # Every event dict any module logs during the test, to show clientState is never in one.
     old = structlog.get_config()["processors"]
     structlog.configure(processors=[*old[:-1], logs, *old[-1:]])
-    cfg = GraphEmulatorConfig(mailboxes=(ALICE, BOB), client_id="exsf-app", client_secret="s3cret")
-    runner, url = await serve(config=cfg)
-    admin = GraphAdminClient(url)
-    topics = Topics.with_prefix(topic_prefix)
-    setup = KafkaBus(KafkaSettings(bootstrap_servers=kafka_bootstrap))
-    await setup.start()
-    await setup.create_topics(topic_specs(2, topic_prefix))
-    await topics_visible(
-        setup, topics.cursors, topics.tenants, topics.subscriptions, topics.notifications, partitions=2
-    )
-    tenant = Tenant(
-        "contoso",
-        (User(ALICE, "005000000000001AAA"), User(BOB, "005000000000002AAA")),
-        graph=GraphEndpoint(
-            base_url=url + "/v1.0",
-            authority=url,
-            azure_tenant_id=cfg.tenant_id,
-            client_id="exsf-app",
-            client_secret_ref="literal:s3cret",
-        ),
-        poll_seconds=3600,  # only a notification can make a change arrive quickly
-        entities=("contact", "event", "task", "email"),
-    )
-    await TenantRegistry(setup, topics.tenants).put(tenant)
-    reader = setup.consumer(
-        [topics.changes_exchange], group_id=None, assign=[TopicPartition(topics.changes_exchange, p) for p in range(2)]
-    )
-    await reader.start()
-    for p in range(2):
-        reader.seek(TopicPartition(topics.changes_exchange, p), 0)
-    front = RoundRobinFront([])
-    await front.start()
-    c = Cluster(kafka_bootstrap, topics, admin, front, reader)
     try:
-        yield c
+        async with exchange_world(
+            kafka_bootstrap, topic_prefix, mailboxes=(ALICE, BOB), entities=("contact", "event", "task", "email")
+        ) as w:
+            tps = [TopicPartition(w.topics.changes_exchange, p) for p in range(PARTITIONS)]
+            reader = w.setup.consumer([w.topics.changes_exchange], group_id=None, assign=tps)
+            await reader.start()
+            for tp in tps:
+                reader.seek(tp, 0)
+            c = Cluster(w, reader)
+            try:
+                yield c
+            finally:
+                for pod in list(c.pods):
+                    await c.stop_pod(pod)
+                await reader.stop()
     finally:
-        for pod in list(c.pods):
-            await c.stop_pod(pod)
-        await front.stop()
-        await reader.stop()
-        await setup.stop()
-        await admin.close()
-        await runner.cleanup()
         structlog.configure(processors=old)
 
 
@@ -242,45 +226,18 @@ async def test_restarts_keep_exactly_one_subscription_per_stream(cluster: Cluste
 
 def _adopted(log: Path) -> int:
     """Streams for which this pod logged its subscription as reused or created."""
-    n = 0
-    for line in log.read_text(errors="replace").splitlines():
-        with contextlib.suppress(ValueError):
-            if json.loads(line).get("event") in ("subscription.reused", "subscription.created"):
-                n += 1
-    return n
+    return sum(e in ("subscription.reused", "subscription.created") for e in logged_events(log))
 
 
-async def test_kill9_restarts_reuse_subscriptions_never_double_them(
-    cluster: Cluster, kafka_bootstrap: str, tmp_path: Path
-) -> None:
+async def test_kill9_restarts_reuse_subscriptions_never_double_them(cluster: Cluster, tmp_path: Path) -> None:
     """An ingest-exchange process SIGKILLed leaves its subscriptions live on Graph; the next
     process adopts them (reuse the recorded one, delete any other): exactly one per stream."""
     c = cluster
-    env = {
-        "EXSF_BUS": "kafka",
-        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
-        "EXSF_TOPIC_PREFIX": c.topics.tenants.removesuffix("exsf.tenants"),
-        "EXSF_PARTITIONS": "2",
-        "EXSF_WEBHOOK_PUBLIC_URL": c.front.url,
-    }
     procs: list[Proc] = []
     try:
         for gen in range(4):
-            side, hook = free_port(), free_port()
-            p = Proc(
-                f"ingest{gen}",
-                ["run", "ingest-exchange"],
-                {
-                    **env,
-                    "EXSF_SIDE_PORT": str(side),
-                    "EXSF_WEBHOOK_PORT": str(hook),
-                    "EXSF_STATE_DIR": str(tmp_path / "state"),
-                },
-                tmp_path / f"ingest{gen}.log",
-                side_port=side,
-            ).start()
+            p = start_ingest_exchange(c.world, tmp_path, f"ingest{gen}")
             procs.append(p)
-            c.front.ports = [hook]
 
             async def settled(p: Proc = p) -> bool:
                 if _adopted(p.log_path) < STREAMS:

@@ -8,102 +8,34 @@ subscription through Graph's list and delete it: exactly one subscription per st
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from services.connectors.exchange.client import ExchangeClient
-from services.core.bus.kafka import KafkaBus, KafkaSettings
 from services.core.secrets import resolve_secret
-from services.core.tenant_registry import TenantRegistry
-from services.core.tenants import GraphEndpoint, Tenant, User
-from services.core.topics import Topics, topic_specs
-from services.emulators.graph.admin_client import GraphAdminClient
+from services.core.tenants import GraphEndpoint
 from services.emulators.graph.app import serve
 from services.emulators.graph.config import GraphEmulatorConfig
 from services.ingest_exchange.subscription_log import SubscriptionLog
 from services.ingest_exchange.webhook import CRASH_AFTER_CREATE_ENV, GraphSubscriptions
-from tests.support.front import RoundRobinFront
-from tests.support.processes import Proc, free_port
-from tests.support.waiting import eventually, topics_visible
+from tests.support.exchange_cluster import ExchangeWorld, exchange_world, logged_events, start_ingest_exchange
+from tests.support.waiting import eventually
 
 ALICE = "alice@contoso.test"
 STREAMS = 3  # contacts folder, default contacts (tagged), calendar
 
 
-@dataclass
-class World:
-    bootstrap: str
-    topics: Topics
-    prefix: str
-    admin: GraphAdminClient
-    front: RoundRobinFront
-    setup: KafkaBus
-
-
 @pytest.fixture
-async def world(kafka_bootstrap: str, topic_prefix: str) -> AsyncIterator[World]:
-    cfg = GraphEmulatorConfig(mailboxes=(ALICE,), client_id="exsf-app", client_secret="s3cret")
-    runner, url = await serve(config=cfg)
-    admin = GraphAdminClient(url)
-    topics = Topics.with_prefix(topic_prefix)
-    setup = KafkaBus(KafkaSettings(bootstrap_servers=kafka_bootstrap))
-    await setup.start()
-    await setup.create_topics(topic_specs(2, topic_prefix))
-    await topics_visible(setup, topics.cursors, topics.tenants, topics.subscriptions, topics.notifications,
-                         partitions=2)
-    tenant = Tenant(
-        "contoso",
-        (User(ALICE, "005000000000001AAA"),),
-        graph=GraphEndpoint(base_url=url + "/v1.0", authority=url, azure_tenant_id=cfg.tenant_id,
-                            client_id="exsf-app", client_secret_ref="literal:s3cret"),
-        poll_seconds=3600,
-        entities=("contact", "event"),
-    )
-    await TenantRegistry(setup, topics.tenants).put(tenant)
-    front = RoundRobinFront([])
-    await front.start()
-    try:
-        yield World(kafka_bootstrap, topics, topic_prefix, admin, front, setup)
-    finally:
-        await front.stop()
-        await setup.stop()
-        await admin.close()
-        await runner.cleanup()
+async def world(kafka_bootstrap: str, topic_prefix: str) -> AsyncIterator[ExchangeWorld]:
+    async with exchange_world(kafka_bootstrap, topic_prefix, mailboxes=(ALICE,), entities=("contact", "event")) as w:
+        yield w
 
 
-def _events(log: Path) -> list[str]:
-    out = []
-    for line in log.read_text(errors="replace").splitlines():
-        with contextlib.suppress(ValueError, AttributeError):
-            out.append(str(json.loads(line).get("event")))
-    return out
-
-
-def _start(w: World, tmp: Path, name: str, extra: dict[str, str]) -> Proc:
-    side, hook = free_port(), free_port()
-    env = {
-        "EXSF_BUS": "kafka",
-        "KAFKA_BOOTSTRAP_SERVERS": w.bootstrap,
-        "EXSF_TOPIC_PREFIX": w.prefix,
-        "EXSF_PARTITIONS": "2",
-        "EXSF_WEBHOOK_PUBLIC_URL": w.front.url,
-        "EXSF_SIDE_PORT": str(side),
-        "EXSF_WEBHOOK_PORT": str(hook),
-        "EXSF_STATE_DIR": str(tmp / "state"),
-        **extra,
-    }
-    w.front.ports = [hook]
-    return Proc(name, ["run", "ingest-exchange"], env, tmp / f"{name}.log", side_port=side).start()
-
-
-async def test_kill9_between_graph_create_and_record_leaves_no_orphan(world: World, tmp_path: Path) -> None:
+async def test_kill9_between_graph_create_and_record_leaves_no_orphan(world: ExchangeWorld, tmp_path: Path) -> None:
     w = world
-    crashed = _start(w, tmp_path, "crashing", {CRASH_AFTER_CREATE_ENV: "1"})
+    crashed = start_ingest_exchange(w, tmp_path, "crashing", {CRASH_AFTER_CREATE_ENV: "1"})
     try:
         async def died() -> bool:
             return not crashed.alive()
@@ -111,7 +43,7 @@ async def test_kill9_between_graph_create_and_record_leaves_no_orphan(world: Wor
         await eventually(died, "the process SIGKILLed itself after Graph's create", timeout=90)
         orphans = await w.admin.subscriptions()
         assert orphans, "Graph holds the subscription the dead process never recorded"
-        assert "subscription.created" not in _events(crashed.log_path)
+        assert "subscription.created" not in logged_events(crashed.log_path)
 
         # What the topic holds now: a pending trace for the orphan, no record of it.
         sublog = SubscriptionLog(w.setup, w.topics.subscriptions)
@@ -127,10 +59,10 @@ async def test_kill9_between_graph_create_and_record_leaves_no_orphan(world: Wor
     finally:
         crashed.kill9()
 
-    p = _start(w, tmp_path, "restarted", {})
+    p = start_ingest_exchange(w, tmp_path, "restarted")
     try:
         async def settled() -> bool:
-            ev = _events(p.log_path)
+            ev = logged_events(p.log_path)
             if ev.count("subscription.created") + ev.count("subscription.reused") < STREAMS:
                 return False
             return len(await w.admin.subscriptions()) == STREAMS
@@ -140,7 +72,7 @@ async def test_kill9_between_graph_create_and_record_leaves_no_orphan(world: Wor
         assert len(live) == STREAMS
         assert len({s["resource"] for s in live}) == STREAMS, "one subscription per stream"
         assert not ({s["id"] for s in orphans} & {s["id"] for s in live}), "the orphans were deleted"
-        assert "subscription.orphan_deleted" in _events(p.log_path)
+        assert "subscription.orphan_deleted" in logged_events(p.log_path)
 
         # The pending traces are gone and every live subscription is recorded.
         sublog = SubscriptionLog(w.setup, w.topics.subscriptions)

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import aiokafka
 import structlog
@@ -33,6 +33,8 @@ from services.core.bus.base import (
 )
 
 log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -237,6 +239,14 @@ class KafkaProducer(Producer):
             max_batch_size=1024 * 1024,
             **settings.common(),
         )
+        # Set once aiokafka's stop() has returned. Its sender task is gone then, and
+        # commit/abort/send_offsets only wait for the sender to resolve the transaction
+        # (producer.py awaits `shield(txn_manager.wait_for_transaction_end())`): a call made
+        # or still pending after that would wait forever - the hang the scaled-out e2e found
+        # when a rebalance stopped a producer under an open transaction. Same trap in the
+        # Java client: apache/kafka#5971 ("the thread blocking on commitTransaction() may
+        # be stuck if we shutdown the Sender"). So such a call fails instead.
+        self._stopped = asyncio.Event()
 
     async def start(self) -> None:
         # For a transactional id this also fences any older producer with the same id.
@@ -246,7 +256,31 @@ class KafkaProducer(Producer):
         try:
             await self._p.stop()
         finally:
+            self._stopped.set()
             _retrieve_undrained(self._p)
+
+    @property
+    def stopped(self) -> bool:
+        """Whether stop() has run (tests check that no producer outlives its owner)."""
+        return self._stopped.is_set()
+
+    async def _unless_stopped(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
+        if self._stopped.is_set():
+            raise BusError(f"{what} on a stopped producer")
+        op = asyncio.ensure_future(call())
+        stopped = asyncio.ensure_future(self._stopped.wait())
+        try:
+            await asyncio.wait({op, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:  # our caller is cancelled: take the call down with it
+            op.cancel()
+            raise
+        finally:
+            stopped.cancel()
+        if not op.done():
+            op.cancel()
+            await asyncio.gather(op, return_exceptions=True)
+            raise BusError(f"producer stopped during {what}")
+        return op.result()
 
     async def send(
         self,
@@ -284,23 +318,26 @@ class KafkaProducer(Producer):
         return RecordMetadata(md.topic, md.partition, md.offset)
 
     async def begin_transaction(self) -> None:
-        await self._p.begin_transaction()
+        await self._unless_stopped("begin_transaction", self._p.begin_transaction)
 
     async def commit_transaction(self) -> None:
         try:
-            await self._p.commit_transaction()
+            await self._unless_stopped("commit_transaction", self._p.commit_transaction)
         except _KafkaProducerFenced as exc:
             raise ProducerFenced(str(exc)) from exc
 
     async def abort_transaction(self) -> None:
         try:
-            await self._p.abort_transaction()
-        except KafkaError as exc:  # a fenced/dead producer cannot abort; the broker will
+            await self._unless_stopped("abort_transaction", self._p.abort_transaction)
+        except (KafkaError, BusError) as exc:  # a fenced/dead/stopped producer cannot abort; the broker will
             log.warning("bus.abort_failed", error=type(exc).__name__)
 
     async def send_offsets_to_transaction(self, offsets: dict[TopicPartition, int], group_id: str) -> None:
+        tps = {_tp(k): v for k, v in offsets.items()}
         try:
-            await self._p.send_offsets_to_transaction({_tp(k): v for k, v in offsets.items()}, group_id)
+            await self._unless_stopped(
+                "send_offsets_to_transaction", lambda: self._p.send_offsets_to_transaction(tps, group_id)
+            )
         except _KafkaProducerFenced as exc:
             raise ProducerFenced(str(exc)) from exc
 
