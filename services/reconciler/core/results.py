@@ -321,9 +321,18 @@ def updated(w: Work, link: LinkRecord, s: Side, p: Pending, r: CommandResult) ->
             version=r.new_version,
             modified_at=r.modified_at or side.modified_at,
         ).wrote(p, p.fields)
-        link = link.with_side(s, side)
-        if s == "salesforce" and side.id:
-            fan_out(w, link, p, side.id, shadow, r.new_version, r.modified_at)
+    elif r.modified_at is None or not is_older(r.modified_at, side.modified_at):
+        # A newer version was seen since the command was planned, but nothing later than
+        # our write: the echo of an earlier write of ours (a Salesforce answer carries no
+        # version, so our own echo moves it). The fields we wrote are the side's content
+        # now, and ours; the version seen stays.
+        shadow = merge.apply_patch(link.entity, side.shadow, p.fields)
+        side = replace(side, shadow=shadow).wrote(p, p.fields)
+    else:
+        return link  # a later change of the side was seen: it holds what the side has
+    link = link.with_side(s, side)
+    if s == "salesforce" and side.id:
+        fan_out(w, link, p, side.id, side.shadow or {}, r.new_version, r.modified_at)
     return link
 
 

@@ -7,6 +7,7 @@ message to the reconciler or the writer, so every test states the exact interlea
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 
 import orjson
 import pytest
@@ -967,4 +968,45 @@ def test_an_edit_carried_to_a_pair_that_left_its_mailbox_beats_the_delete_of_its
     assert kept.record["job_title"] == "CFO"
     assert [a["side"] for a in audit(w, "restore")] == ["salesforce"]
     assert w.t["t1"].moved_out[0][2].record.get("job_title") is None  # the mailbox stays out of it
+    w.check()
+
+
+def test_our_update_landing_is_recorded_even_when_the_echo_of_an_earlier_one_moved_the_version() -> None:
+    # Salesforce's REST answers carry ids only (services/writer/salesforce_apply.py): an
+    # applied update brings no new version, so the echo of an earlier write of ours moves
+    # the side's version while the next update is in flight. That update still landed;
+    # taking its own echo for a Salesforce edit let our stale value beat a newer mailbox
+    # edit under latest-wins (seen in the scaled-out e2e, issue 11).
+    w = world()
+    x, s = linked_contact(w)
+    tw = w.t["t1"]
+
+    def bare(r: CommandResult) -> CommandResult:
+        return replace(r, new_version=None, record=None, modified_at=None)
+
+    w.ex_edit("t1", A, x, "job_title", "CTO")
+    w.step("t1", "exchange")
+    w.step("t1", "commands")
+    tw.results[-1] = bare(tw.results[-1])
+    w.step("t1", "results")  # our first update landed; the answer has no version
+    w.ex_edit("t1", A, x, "notes", "first")
+    w.step("t1", "exchange")
+    [second] = tw.commands
+    w.ex_edit("t1", A, x, "notes", "second")  # the person types on while it is in flight
+    w.step("t1", "salesforce")  # the echo of the first update
+    # The second update lands (If-Unmodified-Since holds: nothing but our own write since).
+    tw.commands.remove(second)
+    sfi = tw.sf[s]
+    n = w.tick()
+    sfi.record, sfi.version, sfi.modified = {**sfi.record, **second.fields}, f"sm{n}", ts(n)
+    w._sf_event(tw, s, sfi, "upsert", ours=True)
+    tw.results.append(
+        CommandResult(second.command_id, "t1", A, "salesforce", "contact", second.link_id, "applied", target_id=s)
+    )
+    w.step("t1", "exchange")  # "second": the pair waits for the update in flight
+    w.step("t1", "results")
+    assert only_link(w).salesforce.shadow["notes"] == "first", "what our update wrote is the side's content"
+    w.settle()
+    assert tw.sf[s].record["notes"] == "second" and tw.mailboxes[A][x].record["notes"] == "second"
+    assert not audit(w, "conflict"), "our own write is no Salesforce edit"
     w.check()
