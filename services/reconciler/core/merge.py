@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from services.core.envelopes import Side, content_hash
-from services.core.records import FIELDS, canonical
+from services.core.records import FIELDS, canonical, not_stored_by_salesforce
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,3 +142,12 @@ def has_new_content(
     return any(v != b.get(f) and v != d.get(f) for f, v in sv.items()) or any(
         f not in sv and b.get(f) is not None and d.get(f) is not None for f in b
     )
+
+
+def filled_in(entity: str, s: str, sent: dict[str, Any], record: dict[str, Any] | None) -> dict[str, Any]:
+    """Values a mailbox item we created holds that we did not send, in fields Salesforce
+    cannot hold (Graph gives every event a time zone, "UTC" when the create named none):
+    the item's own defaults, not a person's edit. A Salesforce create fills nothing we track."""
+    if s != "exchange" or record is None:
+        return {}
+    return {f: record[f] for f in not_stored_by_salesforce(entity) if sent.get(f) is None and record.get(f) is not None}

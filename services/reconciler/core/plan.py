@@ -46,11 +46,19 @@ def observe(
     if written is None and pend is not None and pend.action == "update":
         written = pend
     mine: dict[str, Any] = {}  # fields of `record` that are our write landing
+    filled: dict[str, Any] = {}  # what the side filled in by itself on our create
     conflicts: list[merge.Conflict]
-    if side.shadow is None and pend is not None and pend.action == "create" and merge.same(record, pend.fields):
+    if pend is not None and pend.action == "create":
+        filled = merge.filled_in(link.entity, s, pend.fields, record)
+    if (
+        side.shadow is None
+        and pend is not None
+        and pend.action == "create"
+        and merge.same(record, {**pend.fields, **filled})
+    ):
         # Our create showing up (echo) before its result. Anything else, even carrying
         # our tag (a stale copy moved back in), is merged as an item that never agreed.
-        desired, conflicts, mine = dict(link.desired), [], record
+        desired, conflicts, mine = {**link.desired, **filled}, [], record
         written = pend
     elif side.shadow is not None and written is not None:
         # Fields holding what our update wrote are ours, not an edit of this side: merge
@@ -75,7 +83,7 @@ def observe(
         gone=False,
     )
     if mine and written is not None:
-        st = st.wrote(written, mine)
+        st = st.wrote(written, mine, filled)
     return replace(link.with_side(s, st), desired=desired)
 
 

@@ -224,10 +224,14 @@ def take_created(
         link = replace(link.with_side(s, replace(st, uncertain=False)), desired=desired)
         refresh_waiters(w, link)
         return link
-    # What we sent is the shadow; anything else in the returned record is someone's edit
-    # of the new item (a retried create returns the item as it is now).
+    # What we sent is the shadow, with what the side filled in by itself; anything else in
+    # the returned record is someone's edit of the new item (a retried create returns the
+    # item as it is now).
+    filled = merge.filled_in(link.entity, s, sent, record)
+    sent = {**sent, **filled}
+    link = replace(link, desired={**link.desired, **filled})
     st = replace(side, created=True, id=r.target_id, shadow=sent, gone=False, uncertain=False)
-    link = link.with_side(s, st.wrote(p, sent) if p is not None else st)
+    link = link.with_side(s, st.wrote(p, sent, filled) if p is not None else st)
     if link.status == "unlinked":
         st = replace(link.side(s), shadow=record, version=r.new_version)
         return replace(link.with_side(s, st), desired=record)

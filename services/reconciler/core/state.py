@@ -77,9 +77,10 @@ class SideState:
             self.shadow is not None and self.ours is not None and content_hash(self.shadow) == content_hash(self.ours)
         )
 
-    def wrote(self, p: Pending, values: dict[str, Any]) -> SideState:
-        """The side now holds `values` of command `p`: those that came from the other side are ours."""
-        return replace(self, ours={**(self.ours or {}), **p.ours_of(values)}, ours_at=p.as_of)
+    def wrote(self, p: Pending, values: dict[str, Any], filled: dict[str, Any] | None = None) -> SideState:
+        """The side now holds `values` of command `p`: those that came from the other side are
+        ours, and so is what the side filled in by itself on our create (`filled`)."""
+        return replace(self, ours={**(self.ours or {}), **p.ours_of(values), **(filled or {})}, ours_at=p.as_of)
 
     @property
     def alive(self) -> bool:

@@ -1010,3 +1010,29 @@ def test_our_update_landing_is_recorded_even_when_the_echo_of_an_earlier_one_mov
     assert tw.sf[s].record["notes"] == "second" and tw.mailboxes[A][x].record["notes"] == "second"
     assert not audit(w, "conflict"), "our own write is no Salesforce edit"
     w.check()
+
+
+@pytest.mark.parametrize("echo_first", [False, True])
+def test_the_zone_graph_fills_in_on_our_event_create_is_no_edit_and_cannot_beat_a_delete(echo_first: bool) -> None:
+    # Graph gives every event a time zone; one we create from a Salesforce Event (which has
+    # no zone field) comes back with "UTC" that we never sent (scaled-out e2e, issue 11).
+    w = world()
+    tw = w.t["t1"]
+    event = {"subject": "Call", "start": "2026-03-01T09:00:00Z", "end": "2026-03-01T10:00:00Z"}
+    s = w.sf_create("t1", A, "event", event)
+    w.step("t1", "salesforce")
+    w.step("t1", "commands")
+    [x] = tw.mailboxes[A]
+    tw.mailboxes[A][x].record["time_zone"] = "UTC"
+    echo = tw.ex_queue.pop()
+    tw.ex_queue.append(replace(echo, record={**(echo.record or {}), "time_zone": "UTC"}))
+    tw.results[-1] = replace(tw.results[-1], record={**(tw.results[-1].record or {}), "time_zone": "UTC"})
+    w.sf_delete("t1", s)  # the person deletes the event in Salesforce meanwhile
+    w.step("t1", "exchange" if echo_first else "results")
+    w.step("t1", "results" if echo_first else "exchange")
+    link = only_link(w, "event")
+    assert link.exchange.holds_ours(), "all the new item holds is what exsf made (and Graph's default)"
+    w.settle()
+    assert tw.mailboxes[A] == {} and tw.sf == {}, "the delete wins: no person edited the event"
+    assert not audit(w, "restore")
+    w.check()
