@@ -67,6 +67,17 @@ def _stop_broker(run_dir: Path) -> None:
     subprocess.run([str(BROKER_SCRIPT), "stop", str(run_dir)], check=False, capture_output=True, timeout=120)
 
 
+async def _leave_evidence(tmp_path: Path, env: dict[str, str], graph: GraphAdminClient,
+                          salesforce: SalesforceAdmin, problems: list[str]) -> None:
+    # What a failed run needs to be read afterwards: every topic and both emulators' records.
+    from tests.support.topic_dump import dump_topics
+    out = tmp_path / "evidence"
+    await dump_topics(env["KAFKA_BOOTSTRAP_SERVERS"], env["EXSF_TOPIC_PREFIX"], out / "topics")
+    (out / "problems.txt").write_text("\n".join(problems))
+    (out / "sf_contacts.json").write_text(json.dumps(await salesforce.records("Contact"), indent=1))
+    print("evidence in", out)
+
+
 async def test_scaled_out_pipeline_under_kills_converges_exactly(tmp_path: Path) -> None:
     broker_dir = tmp_path / "broker"
     bootstrap = await asyncio.to_thread(_own_broker, broker_dir)
@@ -179,6 +190,8 @@ async def test_scaled_out_pipeline_under_kills_converges_exactly(tmp_path: Path)
                 break
             await asyncio.sleep(1)
         ops = dict(load.expected.ops)
+        if problems:
+            await _leave_evidence(tmp_path, env, graph, salesforce, problems)
         assert not problems, (f"{len(problems)} differences after {ops}, kills {killed}:\n"
                               + "\n".join(problems[:40]))
         # Quiescent means it stays so: a late redelivery must not bring anything back.
