@@ -79,6 +79,7 @@ def _stop_broker(run_dir: Path) -> None:
 def _ledger_problems(gl: dict[str, Any], sl: dict[str, Any], live: Iterable[Tracked]) -> list[str]:
     out = [f"graph: created twice for link {k}" for k in gl["created_twice"]]
     out += [f"salesforce: inserted twice for {k}" for k in sl["inserted_twice"]]
+    out += [f"salesforce: create applied again (upsert found its record) {k}" for k in sl["reapplied_creates"]]
     out += [f"graph: update repeated onto an item that held it {u}" for u in gl["repeated_updates"]]
     out += [f"salesforce: update repeated onto a record that held it {u}" for u in sl["repeated_updates"]]
     # A ledger that counts nothing proves nothing: each live item that came from the other

@@ -45,6 +45,7 @@ class SalesforceEmulator:
         org = Org(self.user_specs, default_password=self.config.default_password,
                   api_version=self.config.api_version)
         org.listeners.append(self.ledger.on_changes)
+        org.on_upsert_existing = self.ledger.upsert_existing
         return org
 
     def reset(self) -> None:
