@@ -174,6 +174,14 @@ class SalesforceTenant(TenantRunner):
             loaded = SfCursor(self.cursor.replay, self.cursor.since or now_iso(), loaded=True, catch_up=False)
             await self.publisher.publish([], (self.cursor_key, loaded.encode()))
             self.cursor = loaded  # as in _handle: the cursor moves only once it is committed
+        else:
+            # A channel that never delivered a message has no replay id and resumes at the
+            # tip (-1: new events only), which skips whatever changed while no session was
+            # subscribed (a crash, a failed transaction). Catch those entities up instead.
+            since = _minus_margin(self.cursor.since) if self.cursor.since else EPOCH
+            for entity in self.entities:
+                if entity_channel(SOBJECT_OF[entity]) not in self.cursor.replay:
+                    await self._catch_up(entity, since)
         async for batch in self._stream.batches(self.batch_size):
             await self._handle(batch)
 
