@@ -135,7 +135,13 @@ class SalesforceTenant(TenantRunner):
             except CursorExpired as exc:
                 log.warning("cdc.replay_expired", tenant_id=self.tenant.tenant_id, error=str(exc))
                 self.cursor = SfCursor({}, self.cursor.since, self.cursor.loaded, catch_up=True)
-                await self.publisher.publish([], (self.cursor_key, self.cursor.encode()))
+                try:
+                    await self.publisher.publish([], (self.cursor_key, self.cursor.encode()))
+                except Exception as store_exc:
+                    # Not fatal (the next session catches up from memory; a restart meets the
+                    # expired id again), but it must not end this loop and with it the stream.
+                    log.warning("cdc.cursor_store_failed", tenant_id=self.tenant.tenant_id,
+                                error=f"{type(store_exc).__name__}: {store_exc}")
                 continue
             except Exception as exc:
                 failures += 1
@@ -165,8 +171,17 @@ class SalesforceTenant(TenantRunner):
             since = EPOCH if not self.cursor.loaded or not self.cursor.since else _minus_margin(self.cursor.since)
             for entity in self.entities:
                 await self._catch_up(entity, since)
-            self.cursor = SfCursor(self.cursor.replay, self.cursor.since or now_iso(), loaded=True, catch_up=False)
-            await self.publisher.publish([], (self.cursor_key, self.cursor.encode()))
+            loaded = SfCursor(self.cursor.replay, self.cursor.since or now_iso(), loaded=True, catch_up=False)
+            await self.publisher.publish([], (self.cursor_key, loaded.encode()))
+            self.cursor = loaded  # as in _handle: the cursor moves only once it is committed
+        else:
+            # A channel that never delivered a message has no replay id and resumes at the
+            # tip (-1: new events only), which skips whatever changed while no session was
+            # subscribed (a crash, a failed transaction). Catch those entities up instead.
+            since = _minus_margin(self.cursor.since) if self.cursor.since else EPOCH
+            for entity in self.entities:
+                if entity_channel(SOBJECT_OF[entity]) not in self.cursor.replay:
+                    await self._catch_up(entity, since)
         async for batch in self._stream.batches(self.batch_size):
             await self._handle(batch)
 
@@ -250,8 +265,12 @@ class SalesforceTenant(TenantRunner):
                     out.extend(self._from_reread(entity, rid, rec, rid in owner_changed, observed))
         for entity in overflow:
             await self._catch_up(entity, _minus_margin(since or now_iso()))
-        self.cursor = SfCursor(replay, since, self.cursor.loaded, self.cursor.catch_up)
-        await self._publish(out, self.cursor)
+        nxt = SfCursor(replay, since, self.cursor.loaded, self.cursor.catch_up)
+        await self._publish(out, nxt)
+        # Only once the batch and its replay ids are committed: if the transaction fails
+        # (a broker restart, a fenced producer), the next session must resume from the
+        # replay ids before this batch, or its changes would never be published.
+        self.cursor = nxt
 
     @staticmethod
     def _skip(entity: Entity, record: dict[str, Any]) -> bool:

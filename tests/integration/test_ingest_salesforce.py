@@ -5,18 +5,19 @@ deletes, restart without repeats, GAP_OVERFLOW and expired replay ids."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
-from services.core.bus.base import Bus, TopicPartition
+from services.core.bus.base import Bus, Producer, TopicPartition
 from services.core.envelopes import ChangeEvent, decode_change_event
 from services.core.sideserver import Health
 from services.core.tenant_registry import TenantRegistry
 from services.core.tenants import SalesforceEndpoint, Tenant, User
-from services.core.topics import Topics, topic_specs
+from services.core.topics import Namespace, Topics, topic_specs
 from services.emulators.salesforce import SalesforceEmulatorConfig, serve
 from services.emulators.salesforce.admin_client import SalesforceAdmin
 from services.ingest_salesforce.service import SalesforceIngestService
@@ -240,3 +241,52 @@ async def test_a_recurring_event_is_published_as_its_series_master_only(world: W
     assert master.record is not None and master.record["recurrence"]["pattern"]["type"] == "weekly"
     published = {e.source_id for e in await w.pull() if e.entity == "event"}
     assert published == {series, single}, "the generated occurrences are not separate items"
+
+
+async def test_a_batch_whose_transaction_failed_is_published_by_the_next_session(
+    world: World, bus: Bus, topic_prefix: str
+) -> None:
+    """The replay ids move only once the batch they cover is committed, and a channel with
+    no replay id yet is caught up rather than resumed at the tip. Regressions: the cursor
+    was advanced before the transaction, so a transaction that failed (a broker restart, a
+    fenced producer) made the next session resume after the batch; and a channel whose
+    first batch failed resumed at -1 (new events only). Either way its changes were never
+    published."""
+    w = world
+    await w.start()
+    await eventually(lambda: _streaming(w), "stream subscribed")
+    assert w.service is not None
+    t = w.service.tenants["contoso"]
+    sessions = t.sessions
+    # What a new owner of the shard (or a producer re-created after a broker restart) does:
+    # it takes the transactional id, so the tenant's next transaction fails, fenced.
+    usurpers: list[Producer] = []
+
+    async def fence() -> None:
+        p = bus.producer(
+            transactional_id=Namespace(topic_prefix).transactional_id("ingest-salesforce", t.publisher.partition)
+        )
+        await p.start()
+        usurpers.append(p)
+
+    await fence()
+    try:
+        # The channel's first change fails: it has no replay id yet, so the next session
+        # must not resume at the tip (it catches the entity up instead).
+        first = await w.admin.create("Contact", {"LastName": "First", "Email": "first@x.test"}, as_user=ALICE)
+
+        async def resumed() -> bool:
+            return t.sessions > sessions
+
+        await eventually(resumed, "a new session after the failed transaction")
+        await w.wait_for(lambda e: e.source_id == first and e.op == "upsert", "the first change, caught up")
+        # Now with a replay id: fenced again, the next session resumes before the failed batch.
+        await fence()
+        sessions = t.sessions
+        c = await w.admin.create("Contact", {"LastName": "Fenced", "Email": "fenced@x.test"}, as_user=ALICE)
+        await eventually(resumed, "a new session after the second failed transaction")
+        await w.wait_for(lambda e: e.source_id == c and e.op == "upsert", "the change of the failed batch")
+    finally:
+        for p in usurpers:
+            with contextlib.suppress(Exception):  # fenced in turn by the publisher's new producer
+                await p.stop()

@@ -1,6 +1,7 @@
 """The admin API under /_admin (no auth, JSON): seed data, act "as the user in Outlook"
 (through the same Store, so delta and notifications see it exactly like API writes),
-inject faults, read counters, trigger lifecycle notifications, reset."""
+inject faults, read counters and the ledger of applied writes (ledger.py), trigger lifecycle
+notifications, reset."""
 
 from __future__ import annotations
 
@@ -172,6 +173,10 @@ async def counters(request: web.Request, state: EmulatorState) -> Any:
     return state.counters.snapshot(mailbox)
 
 
+async def ledger(request: web.Request, state: EmulatorState) -> Any:
+    return state.ledger.snapshot()
+
+
 async def list_subscriptions(request: web.Request, state: EmulatorState) -> Any:
     return [s.render() for s in state.subscriptions.subs.values()]
 
@@ -208,6 +213,7 @@ def add_admin_routes(app: web.Application) -> None:
     r.add_post("/_admin/tokens/expire", _json(expire_tokens))
     r.add_post("/_admin/delta/evict", _json(evict_delta))
     r.add_get("/_admin/counters", _json(counters))
+    r.add_get("/_admin/ledger", _json(ledger))
     r.add_get("/_admin/subscriptions", _json(list_subscriptions))
     r.add_post("/_admin/subscriptions/{sub}/lifecycle", _json(lifecycle))
     r.add_get("/_admin/deliveries", _json(deliveries))

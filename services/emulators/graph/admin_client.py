@@ -75,6 +75,10 @@ class GraphAdminClient:
     async def counters(self, mailbox: str | None = None) -> dict[str, Any]:
         return await self._call("GET", "/counters", params={"mailbox": mailbox} if mailbox else None)
 
+    async def ledger(self) -> dict[str, Any]:
+        """The applied-writes ledger (ledger.py): creates per link id, repeated updates."""
+        return await self._call("GET", "/ledger")
+
     async def subscriptions(self) -> list[dict[str, Any]]:
         return await self._call("GET", "/subscriptions")
 

@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from services.emulators.graph.common import list_items, mailbox_of, paged
 from services.emulators.graph.delta import removed_entry, run_delta
+from services.emulators.graph.ledger import Snapshot
 from services.emulators.graph.odata import apply_select, render_item
 from services.emulators.graph.recurrence import occurrence_dates
 from services.emulators.graph.store import EVENT, ODATA_TYPE, Item, Mailbox, check_if_match
@@ -256,6 +257,7 @@ async def _create_event(ctx: Ctx) -> Resp:
                          "been used to create a different event.")
     payload = normalise(event_defaults(mb, body))
     ev = ctx.state.store.create_item(mb, EVENT, mb.calendar_id, payload)
+    ctx.state.ledger.created(mb.address, ev)
     return Resp(201, apply_select(ctx.query, render_event(ctx.query, ctx.headers, ev)), {"ETag": ev.etag})
 
 
@@ -273,14 +275,17 @@ async def _patch_event(ctx: Ctx) -> Resp:
     body = ctx.json()
     body.pop("transactionId", None)  # immutable after creation
     store = ctx.state.store
+    before = Snapshot.of(ev)
     if d is None:
         store.update_item(mb, ev, normalise(body, ev.data), ctx.header("if-match"))
+        ctx.state.ledger.updated(mb.address, ev, before, ctx.header("if-match"))
         return Resp(200, apply_select(ctx.query, render_event(ctx.query, ctx.headers, ev)), {"ETag": ev.etag})
     check_if_match(ev, ctx.header("if-match"))
     _find_instance(ev, d)
     override = normalise({k: v for k, v in body.items() if not k.startswith("@")}, ev.data)
     ev.exceptions.setdefault(d.isoformat(), {}).update(override)
     store.touch(mb, ev)
+    ctx.state.ledger.updated(mb.address, ev, before, ctx.header("if-match"))
     return Resp(200, _render_instance(ctx.query, ctx.headers, ev, ctx.params["id"], _find_instance(ev, d)))
 
 

@@ -12,6 +12,7 @@ from typing import Any
 from services.emulators.graph.common import immutable_ids, item_resp, list_items, mailbox_of, paged
 from services.emulators.graph.delta import removed_entry, run_delta
 from services.emulators.graph.ids import new_id, new_token
+from services.emulators.graph.ledger import Snapshot
 from services.emulators.graph.odata import dict_filter, render_item
 from services.emulators.graph.state import UploadSession
 from services.emulators.graph.store import (
@@ -158,6 +159,7 @@ def _create(kind: str, container_of: ContainerOf) -> Callable[[Ctx], Any]:
         mb = mailbox_of(ctx)
         cid = mb.container(container_of(ctx, mb), CONTAINER_OF[kind]).id
         it = ctx.state.store.create_item(mb, kind, cid, defaults_for(kind, ctx.json()))
+        ctx.state.ledger.created(mb.address, it)
         return item_resp(ctx, it, 201)
 
     return handler
@@ -174,7 +176,9 @@ def _patch(kind: str) -> Callable[[Ctx], Any]:
     async def handler(ctx: Ctx) -> Resp:
         mb = mailbox_of(ctx)
         it = mb.item(ctx.params["id"], kind)
+        before = Snapshot.of(it)
         ctx.state.store.update_item(mb, it, ctx.json(), ctx.header("if-match"))
+        ctx.state.ledger.updated(mb.address, it, before, ctx.header("if-match"))
         return item_resp(ctx, it)
 
     return handler

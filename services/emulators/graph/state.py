@@ -12,6 +12,7 @@ from aiohttp import web
 from services.emulators.graph.config import GraphEmulatorConfig
 from services.emulators.graph.delta import DeltaTokens
 from services.emulators.graph.faults import Counters, Faults
+from services.emulators.graph.ledger import WriteLedger
 from services.emulators.graph.store import Store
 from services.emulators.graph.tokens import IssuedTokens
 
@@ -37,6 +38,7 @@ class EmulatorState:
         self.delta_tokens = DeltaTokens(config.delta_token_capacity)
         self.faults = Faults()
         self.counters = Counters()
+        self.ledger = WriteLedger()
         self.inflight: dict[tuple[str, str], int] = {}
         self.uploads: dict[str, UploadSession] = {}
         self.background: set[asyncio.Task[Any]] = set()
@@ -72,6 +74,7 @@ class EmulatorState:
         self.delta_tokens.evict_all()
         self.faults = Faults()
         self.counters = Counters()
+        self.ledger = WriteLedger()
         self.uploads.clear()
         self.subscriptions.clear()
 

@@ -1,4 +1,5 @@
-"""/_admin: seed data, act as a Salesforce UI user, inject faults, read counters, reset.
+"""/_admin: seed data, act as a Salesforce UI user, inject faults, read counters and the
+ledger of applied writes (ledger.py), reset.
 
 No authentication (a local test peer). UI edits go through the same store code path as the
 API, with no API origin, so CDC fires with an empty changeOrigin like a real UI edit.
@@ -50,6 +51,7 @@ class AdminApi:
             web.get(a + "/cdc/events", h(self.events)),
             web.get(a + "/counters", h(self.counters)),
             web.get(a + "/writes", h(self.writes)),
+            web.get(a + "/ledger", h(self.ledger)),
         ]
 
     def _guard(self, fn: Any) -> Any:
@@ -221,3 +223,6 @@ class AdminApi:
 
     async def counters(self, request: web.Request) -> web.Response:
         return json_response(self.emu.counters.snapshot())
+
+    async def ledger(self, request: web.Request) -> web.Response:
+        return json_response(self.emu.ledger.snapshot())

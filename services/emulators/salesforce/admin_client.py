@@ -93,6 +93,10 @@ class SalesforceAdmin:
     async def counters(self) -> dict[str, Any]:
         return dict(await self.call("GET", "/counters"))
 
+    async def ledger(self) -> dict[str, Any]:
+        """The applied-writes ledger (ledger.py): inserts per external id, repeated updates."""
+        return dict(await self.call("GET", "/ledger"))
+
     async def writes(self) -> list[dict[str, Any]]:
         """The latest REST writes: method, kind, path and Sforce-Call-Options client."""
         return list(await self.call("GET", "/writes"))

@@ -16,6 +16,7 @@ from services.emulators.salesforce.composite import CollectionsApi
 from services.emulators.salesforce.config import SalesforceEmulatorConfig
 from services.emulators.salesforce.faults import Counters, Faults
 from services.emulators.salesforce.gate import RestGate
+from services.emulators.salesforce.ledger import WriteLedger
 from services.emulators.salesforce.oauth import TokenEndpoint, TokenStore
 from services.emulators.salesforce.rest import RestApi
 from services.emulators.salesforce.store import Org
@@ -32,6 +33,7 @@ class SalesforceEmulator:
         self.user_specs = list(users)
         self.faults = Faults()
         self.counters = Counters()
+        self.ledger = WriteLedger()
         self.org = self._new_org()
         self.tokens = TokenStore(self.org, self.config.session_timeout_s)
         self.bus = ChangeEventBus(self.org, self.config.retention_s)
@@ -40,11 +42,15 @@ class SalesforceEmulator:
         self.token_endpoint = TokenEndpoint(self.org, self.tokens, self.config, self.counters)
 
     def _new_org(self) -> Org:
-        return Org(self.user_specs, default_password=self.config.default_password,
-                   api_version=self.config.api_version)
+        org = Org(self.user_specs, default_password=self.config.default_password,
+                  api_version=self.config.api_version)
+        org.listeners.append(self.ledger.on_changes)
+        org.on_upsert_existing = self.ledger.upsert_existing
+        return org
 
     def reset(self) -> None:
         self.cometd.expire_sessions()
+        self.ledger = WriteLedger()
         org = self._new_org()
         self.org = org
         self.tokens.org = org

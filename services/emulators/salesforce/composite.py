@@ -144,7 +144,10 @@ class CollectionsApi:
                 body = {k: v for k, v in rec.items() if k not in ("attributes", "Id")}
                 if existing is not None:
                     body.pop(f.name, None)
-                    return self.org.update(tx, d.name, existing.id, body).id, False
+                    rid = self.org.update(tx, d.name, existing.id, body).id
+                    if self.org.on_upsert_existing is not None:
+                        self.org.on_upsert_existing(d.name, f.name, str(value))
+                    return rid, False
                 return self.org.create(tx, d.name, body).id, True
             return op
 

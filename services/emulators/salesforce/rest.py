@@ -164,6 +164,8 @@ class RestApi:
         with self.org.transaction(call.ctx) as tx:
             if rec is not None:
                 self.org.update(tx, d.name, rec.id, body)
+                if self.org.on_upsert_existing is not None and f.name != "Id":
+                    self.org.on_upsert_existing(d.name, f.name, value)
                 return json_response({"id": rec.id, "success": True, "errors": [], "created": False}, 200)
             if f.name == "Id" or update_only:
                 raise not_found()

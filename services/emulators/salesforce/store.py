@@ -121,6 +121,9 @@ class Org:
         self._last_ms = 0
         self._commit_number = 1_100_670_000_000
         self.listeners: list[Callable[[list[Change]], None]] = []
+        # Told of every upsert by external id that matched an existing record (sobject,
+        # field, value): the write ledger's "create applied again" (ledger.py).
+        self.on_upsert_existing: Callable[[str, str, str], None] | None = None
         # Series master id -> the child occurrences deleted along with it (an undelete restores them).
         self._series_deleted: dict[str, list[str]] = {}
         for spec in users:
