@@ -1,24 +1,9 @@
-# Events are left out of the load by default (EXSF_SCALED_OUT_EVENTS=1 puts them in): with
-# them it finds an open defect in the reconciler core (services/reconciler/core, not changed
-# here; see the issue 11 report of the scale session) in most runs, and the suite would
-# turn red. Put events back by default once it is fixed, then run it 3 times in a row green.
-#  A. time_zone "UTC", which Graph reports on an event we created from a Salesforce Event
-#     without a time zone, is taken for the person's edit (the create's echo fails
-#     merge.same() with the sent fields; its result record is absorbed as an Exchange
-#     change): it beats a concurrent Salesforce edit under latest-wins and a concurrent
-#     Salesforce delete (edit beats delete: the event comes back).
-# A second open reconciler-core defect can still fail a run (seen once in five runs of the
-# earlier contacts-only load, never in the runs of this load without events):
-#  B. An echo of our own earlier Salesforce update, arriving while our next update is in
-#     flight, is merged as a Salesforce edit (results.applied() keeps the shadow when the
-#     side's version moved since the command was planned, even when what moved it was the
-#     echo of our previous write; Salesforce results carry no version). Latest-wins then
-#     writes the stale value back to Exchange: both sides converge on the older value, the
-#     symptom recorded for contact c10 "v10.5" with SEED 11 (traced on c2, whose stale write
-#     then met the person's delete and, edit beating delete, brought it back).
-# The third defect it found is fixed, with a regression test in
-# tests/integration/test_ingest_salesforce.py: ingest-salesforce moved its replay ids before
-# the batch committed, and resumed a channel without a replay id at the tip.
+# Defects this test found, each fixed with a test of its own: ingest-salesforce moved its
+# replay ids before the batch committed, and resumed a channel without a replay id at the tip
+# (tests/integration/test_ingest_salesforce.py); the reconciler took the echo of an earlier
+# Salesforce write of ours, arriving while the next was in flight, for a Salesforce edit
+# (contact c10's lost edit), and the time zone Graph fills in on an event we create for a
+# person's edit (tests/unit/reconciler/test_reconcile.py).
 # Run it alone: .venv/bin/pytest -q tests/e2e/test_scaled_out.py (it starts its own broker).
 # A failed run leaves evidence/ in its tmp dir: every topic as JSON lines, the Salesforce
 # records and the emulators' write ledgers, next to the per-pod logs in run/logs/.
@@ -27,7 +12,7 @@
 3 reconcilers on 4 partitions (a count that does not divide them), 2 writers, 2
 ingest-exchange pods behind one round-robin front that Graph posts its notifications to,
 2 ingest-salesforce pods. A seeded mixed load runs on both sides
-(contacts, tasks and - on request, see above - events created, edited and deleted; emails
+(contacts, events and tasks created, edited and deleted; emails
 filed into "Salesforce Emails") while a random pod is SIGKILLed and restarted every few seconds, the broker is
 restarted once, and every service gets one rolling restart (SIGTERM, one pod at a time).
 At the end both sides must hold exactly the expected items, field by field: nothing twice,
@@ -46,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import random
 import subprocess
 import time
@@ -81,9 +65,7 @@ REPLICAS = {"ingest-exchange": 2, "ingest-salesforce": 2, "reconciler": 3, "writ
 LOAD_S = 40.0
 KILL_EVERY_S = 5.0
 SEED = 12  # every create, edit and delete of every entity on both sides within ~85 steps
-# Defect A above: events only on request until it is fixed.
-WEIGHTS = (dict(mixed_load.WEIGHTS) if os.environ.get("EXSF_SCALED_OUT_EVENTS") == "1"
-           else {"contact": 0.35, "task": 0.35, "email": 0.15})
+WEIGHTS = dict(mixed_load.WEIGHTS)
 CONVERGE_S = 120.0  # a bound for a slow shared 2-core machine, not a performance claim
 
 
