@@ -80,7 +80,7 @@ async def _emulate(args: argparse.Namespace) -> int:
 async def _demo(args: argparse.Namespace) -> int:
     from services.demo import run_demo
 
-    return await run_demo(seconds=args.seconds, data_dir=args.data_dir)
+    return await run_demo(seconds=args.seconds, data_dir=args.data_dir, verbose=args.verbose)
 
 
 async def _state_rebuild(args: argparse.Namespace) -> int:
@@ -134,6 +134,9 @@ def _add(sub: Any) -> None:
     )
     demo.add_argument(
         "--seconds", type=non_negative_float, default=0, help="keep running this long after the demo (0: exit)"
+    )
+    demo.add_argument(
+        "--verbose", action="store_true", help="show the services' logs on the terminal (default: a log file)"
     )
     demo.add_argument("--data-dir", default=None, help="where to keep the embedded bus (default: a temp dir)")
     demo.set_defaults(handler=_demo)
