@@ -208,6 +208,10 @@ def test_a_port_in_use_is_one_line(tmp_path: Path, taken_port: int) -> None:
 
 # --- the fuzzer -------------------------------------------------------------------------
 
+# EXSF_FUZZ_EXAMPLES=2000 for a longer hunt (150 keeps the suite quick).
+FUZZ = settings(max_examples=int(os.environ.get("EXSF_FUZZ_EXAMPLES", "150")), deadline=None,
+                suppress_health_check=[HealthCheck.function_scoped_fixture])
+
 WORDS = [
     "tenants", "topics", "state", "create", "put", "list", "show", "remove", "validate", "rebuild",
     "--json", "--yes", "--help", "-h", "--version", "--partitions", "--prefix", "--state-dir", "--log-level",
@@ -222,7 +226,7 @@ def _argv(tokens: list[str], root: Path) -> list[str]:
     return [str(files[t]) if t in files else t for t in tokens]
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@FUZZ
 @given(tokens=st.lists(st.one_of(st.sampled_from(WORDS), st.text(max_size=12)), max_size=6))
 def test_fuzzed_arguments_exit_0_or_2_without_a_traceback(tmp_path: Path, tokens: list[str]) -> None:
     assume(not BLOCKING & set(tokens))
@@ -230,7 +234,9 @@ def test_fuzzed_arguments_exit_0_or_2_without_a_traceback(tmp_path: Path, tokens
     (tmp_path / "bad.json").write_bytes(b'{"tenant_id": ')
     with embedded_env(tmp_path):
         r = run_main("--log-level", "WARNING", *_argv(tokens, tmp_path))
-    assert r.rc in (0, 2), (tokens, r)
+    # 1 is a reported failure, and the only one reachable here is `topics create` meeting
+    # topics made earlier with another partition count.
+    assert r.rc in (0, 2) or (r.rc == 1 and "(!) expected" in r.out), (tokens, r)
     assert "Traceback" not in r.err, (tokens, r.err)
     if r.rc == 2:
         assert r.err.strip(), tokens
@@ -262,7 +268,7 @@ TENANT_DOCS = st.one_of(
 )
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@FUZZ
 @given(doc=TENANT_DOCS)
 def test_fuzzed_tenant_files_exit_0_or_2_with_one_line(tmp_path: Path, doc: Any) -> None:
     f = tmp_path / "fuzz.json"
