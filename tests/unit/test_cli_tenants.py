@@ -72,8 +72,8 @@ def test_the_life_of_a_tenant(bus_env: str, tmp_path: Path) -> None:
     assert v.rc == 0 and v.err == ""
     assert v.out.splitlines() == [
         f"{contoso}: tenant contoso, 1 users: every field is valid",
-        "note: online checks (Graph and Salesforce credentials and permissions, the external id field, CDC "
-        "channels, mailboxes reachable) are not done yet",
+        "note: online checks (Graph and Salesforce credentials and permissions, the external id field, "
+        "mailboxes and users reachable) were not done (--online does them)",
     ]
     assert orjson.loads(cli("tenants", "validate", "--json", contoso).out) == {
         "file": contoso, "tenant_id": "contoso", "valid": True, "problems": [], "online_checks": "not done"}
