@@ -20,7 +20,7 @@ from services.cli_common import CliError
 from services.cli_tenants import add_commands as add_tenant_commands
 from services.core.bus.base import BusError
 from services.core.config import BusConfig, ConfigError, open_bus
-from services.core.logging import configure_logging
+from services.core.logging import configure_logging, redact_text
 from services.core.secrets import SecretError
 from services.core.tenants import TenantConfigError
 from services.core.topics import topic_specs
@@ -161,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
         with contextlib.suppress(SystemExit), contextlib.redirect_stdout(sys.stderr):
             parser.parse_args([*argv, "--help"])
         what = "an action" if getattr(args, "command", None) else "a command"
-        print(f"exsf: {' '.join(['exsf', *argv])}: name {what} (see the list above)", file=sys.stderr)
+        where = f"{' '.join(argv)}: " if argv else ""
+        print(f"exsf: {where}name {what} (see the list above)", file=sys.stderr)
         return 2
     if args.log_level.upper() not in LOG_LEVELS:
         print(f"exsf: --log-level {args.log_level!r} is not one of {', '.join(LOG_LEVELS)}", file=sys.stderr)
@@ -178,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
         # Not bad input but a bug or an outage: still one line for the operator; the
         # traceback goes to the log, where --log-level DEBUG shows it.
         structlog.get_logger(__name__).debug("cli.failed", exc_info=True)
-        print(f"exsf: {args.command} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        # Redacted like a log line: an unexpected message may quote a URL or a header.
+        print(f"exsf: {args.command} failed: {type(exc).__name__}: {redact_text(str(exc))}", file=sys.stderr)
         return 1
 
 

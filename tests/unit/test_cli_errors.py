@@ -151,6 +151,8 @@ def test_validate_lists_every_problem_one_line_each(tmp_path: Path) -> None:
         ["state", "rebuild", "--partitions", "-1"],
         ["demo", "--seconds", "nan"],
         ["tenants", "show"],
+        ["tenants"],
+        [],
         ["tenants", "remove", "ghost", "--yes"],
         ["tenants", "show", "ghost"],
     ],
