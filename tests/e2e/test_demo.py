@@ -102,3 +102,32 @@ def test_the_printed_urls_answer_and_ctrl_c_stops_cleanly(tmp_path: Path) -> Non
     assert proc.returncode == 0, err[-3000:]
     _story_only("".join(lines) + out, err)
     assert "Traceback" not in (tmp_path / "run1" / "demo.log").read_text()
+
+
+def test_ctrl_c_in_the_middle_of_the_story_stops_everything_cleanly(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "services.cli", "demo", "--data-dir", str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=_env(),
+        cwd=tmp_path,
+    )
+    assert proc.stdout is not None
+    seen = b""
+    try:
+        # Raw reads: the step line is only finished (newline) once the step converged.
+        while b"[1/6]" not in seen:
+            chunk = os.read(proc.stdout.fileno(), 4096)
+            assert chunk, seen.decode()
+            seen += chunk
+        proc.send_signal(signal.SIGINT)
+        out_b, err_b = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    out, err = (seen + out_b).decode(), err_b.decode()
+    assert proc.returncode == 130, out + err[-3000:]
+    assert "exsf demo: interrupted, everything stopped cleanly." in out
+    _story_only(out, err)
+    assert "Traceback" not in (tmp_path / "run1" / "demo.log").read_text()
