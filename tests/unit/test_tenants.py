@@ -97,3 +97,16 @@ def test_literal_references_only_for_endpoints_on_this_machine() -> None:
     half = Tenant.from_json({**CFG, "graph": {"base_url": "http://127.0.0.1:1/v1.0", "client_secret_ref": "literal:x"}})
     with pytest.raises(TenantConfigError, match=re.escape("$.graph.client_secret_ref")):
         check_no_inline_secrets(half)  # the token authority is still login.microsoftonline.com
+
+
+def test_the_readme_tenant_example_is_valid() -> None:
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    blocks = re.findall(r"```json\n(.*?)```", readme, re.DOTALL)
+    examples = [b for b in blocks if '"tenant_id"' in b]
+    assert examples, "README has no tenant example"
+    for text in examples:
+        t = Tenant.from_json(text)
+        check_no_inline_secrets(t)
+        assert t.users
