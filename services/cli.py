@@ -8,22 +8,42 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import sys
 from collections.abc import Callable, Coroutine
-from pathlib import Path
 from typing import Any
 
-import orjson
+import structlog
 
+from services.cli_common import CliError
+from services.cli_tenants import add_commands as add_tenant_commands
 from services.core.bus.base import BusError
 from services.core.config import BusConfig, ConfigError, open_bus
-from services.core.logging import configure_logging
+from services.core.logging import configure_logging, redact_text
 from services.core.secrets import SecretError
-from services.core.tenants import Tenant, TenantConfigError
+from services.core.tenants import TenantConfigError
 from services.core.topics import topic_specs
 
 Handler = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1 (argparse turns the ValueError into a usage error)."""
+    n = int(text)
+    if n < 1:
+        raise ValueError(text)
+    return n
+
+
+def port(text: str) -> int:
+    n = int(text)
+    if not 0 <= n <= 65535:
+        raise ValueError(text)
+    return n
+
 
 BUS_HELP = (
     "The bus comes from the environment: KAFKA_BOOTSTRAP_SERVERS (then EXSF_BUS=kafka by default), "
@@ -56,39 +76,13 @@ async def _topics_create(args: argparse.Namespace) -> int:
     return 1 if mismatched else 0
 
 
-async def _tenants_put(args: argparse.Namespace) -> int:
-    from services.core.tenant_registry import TenantRegistry
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
 
-    raw = Path(args.file).read_bytes()
-    tenant = Tenant.from_json(raw)
-    cfg = BusConfig.from_env()
-    bus = open_bus(cfg)
-    await bus.start()
     try:
-        await TenantRegistry(bus, cfg.topic_prefix + "exsf.tenants").put(tenant)
-    finally:
-        await bus.stop()
-    print(f"tenant {tenant.tenant_id}: {len(tenant.users)} users enrolled")
-    return 0
-
-
-async def _tenants_list(args: argparse.Namespace) -> int:
-    from services.core.tenant_registry import TenantRegistry
-
-    cfg = BusConfig.from_env()
-    bus = open_bus(cfg)
-    await bus.start()
-    try:
-        tenants = await TenantRegistry(bus, cfg.topic_prefix + "exsf.tenants").load()
-    finally:
-        await bus.stop()
-    for t in sorted(tenants.values(), key=lambda t: t.tenant_id):
-        print(
-            orjson.dumps(
-                {"tenant_id": t.tenant_id, "users": [u.mailbox for u in t.users], "policy": t.conflict_policy}
-            ).decode()
-        )
-    return 0
+        return version("exsf")
+    except PackageNotFoundError:  # running from a checkout that was never installed
+        return "unknown (not installed)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -104,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="DEBUG, INFO, WARNING (default EXSF_LOG_LEVEL or INFO)",
     )
     p.add_argument("--log-format", choices=["json", "console"], default="json", help="log format (default json)")
+    p.add_argument("--version", action="version", version=f"exsf {_version()}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     topics = sub.add_parser("topics", help="manage the Kafka topics", description="Manage the exsf topics.")
@@ -116,17 +111,13 @@ def build_parser() -> argparse.ArgumentParser:
         "Existing topics are left as they are, so running it again is safe.",
         epilog=BUS_HELP,
     )
-    tc.add_argument("--partitions", type=int, default=None, help="partitions per topic (default EXSF_PARTITIONS or 12)")
+    tc.add_argument(
+        "--partitions", type=positive_int, default=None, help="partitions per topic (default EXSF_PARTITIONS or 12)"
+    )
     tc.add_argument("--prefix", default=None, help="topic name prefix (default EXSF_TOPIC_PREFIX or none)")
     tc.set_defaults(handler=_topics_create)
 
-    tenants = sub.add_parser("tenants", help="enrol and list tenants", description="Tenant configs on exsf.tenants.")
-    tnsub = tenants.add_subparsers(dest="tenants_command", metavar="ACTION")
-    tp = tnsub.add_parser("put", help="add or replace a tenant from a JSON file (secret references only)")
-    tp.add_argument("file", help="tenant JSON (see README: Configuration)")
-    tp.set_defaults(handler=_tenants_put)
-    tl = tnsub.add_parser("list", help="list enrolled tenants")
-    tl.set_defaults(handler=_tenants_list)
+    add_tenant_commands(sub)
 
     for register in _EXTENSIONS:
         register(sub)
@@ -155,22 +146,42 @@ def register(fn: Callable[[Any], None]) -> Callable[[Any], None]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit codes: 0 done, 1 the operation failed (said why), 2 bad input (one line on
+    stderr, never a traceback), 130 interrupted."""
     _load_extensions()
     parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse: --help, --version (0) or a usage error (2)
+        return exc.code if isinstance(exc.code, int) else 2
     handler: Handler | None = getattr(args, "handler", None)
     if handler is None:
-        # A group without an action: show that group's help.
-        parser.parse_args([*(argv if argv is not None else sys.argv[1:]), "--help"])
+        # A group without an action: that group's help, and a last line saying what is missing.
+        with contextlib.suppress(SystemExit), contextlib.redirect_stdout(sys.stderr):
+            parser.parse_args([*argv, "--help"])
+        what = "an action" if getattr(args, "command", None) else "a command"
+        where = f"{' '.join(argv)}: " if argv else ""
+        print(f"exsf: {where}name {what} (see the list above)", file=sys.stderr)
+        return 2
+    if args.log_level.upper() not in LOG_LEVELS:
+        print(f"exsf: --log-level {args.log_level!r} is not one of {', '.join(LOG_LEVELS)}", file=sys.stderr)
         return 2
     configure_logging(args.log_level, json=args.log_format == "json")
     try:
         return asyncio.run(handler(args))
-    except (ConfigError, SecretError, TenantConfigError, FileNotFoundError, BusError) as exc:
+    except (CliError, ConfigError, SecretError, TenantConfigError, BusError) as exc:
         print(f"exsf: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        # Not bad input but a bug or an outage: still one line for the operator; the
+        # traceback goes to the log, where --log-level DEBUG shows it.
+        structlog.get_logger(__name__).debug("cli.failed", exc_info=True)
+        # Redacted like a log line: an unexpected message may quote a URL or a header.
+        print(f"exsf: {args.command} failed: {type(exc).__name__}: {redact_text(str(exc))}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

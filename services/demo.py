@@ -12,18 +12,23 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import logging
 import os
+import signal
+import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import orjson
+import structlog
 
 from services.core.bus.base import TopicPartition
 from services.core.bus.embedded import EmbeddedBus
-from services.core.sideserver import Health
+from services.core.sideserver import Health, SideServer
 from services.core.state_store import StateStore
 from services.core.tenant_registry import TenantRegistry
 from services.core.tenants import GraphEndpoint, SalesforceEndpoint, Tenant, User
@@ -71,7 +76,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def run_demo(seconds: float = 0, data_dir: str | None = None) -> int:
+async def run_demo(seconds: float = 0, data_dir: str | None = None, verbose: bool = False) -> int:
     from services.ingest_exchange.service import ExchangeIngestService
     from services.ingest_salesforce.service import SalesforceIngestService
     from services.reconciler.service import ReconcilerService
@@ -89,6 +94,15 @@ async def run_demo(seconds: float = 0, data_dir: str | None = None) -> int:
     run_root.mkdir(parents=True, exist_ok=True)
     where = f"{root}, run {run[3:-1]}" if run else str(root)
     print(f"exsf demo: emulators, embedded bus and all services in one process (data in {where})")
+    logs = None if verbose else DemoLogs.open(run_root / "demo.log" if data_dir is not None else None)
+    if logs is not None:
+        print(f"  logs: {logs.path} (--verbose shows them here instead)")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        # Ctrl-C stops the story and shuts everything down in order (no KeyboardInterrupt
+        # tearing through half-stopped services).
+        loop.add_signal_handler(sig, stop.set)
 
     graph_runner, graph_url = await serve_graph(config=GraphEmulatorConfig(mailboxes=(ALICE, BOB)))
     sf_cfg = SalesforceEmulatorConfig(long_poll_timeout_s=5)
@@ -133,6 +147,8 @@ async def run_demo(seconds: float = 0, data_dir: str | None = None) -> int:
     await TenantRegistry(bus, topics.tenants).put(tenant)
 
     health = Health()
+    side = SideServer(health, host="127.0.0.1", port=0)
+    side_url = f"http://127.0.0.1:{await side.start()}"
     webhook_port = _free_port()
     os.environ.setdefault("EXSF_STATE_DIR", str(run_root / "state"))
     services: list[Any] = [
@@ -155,6 +171,7 @@ async def run_demo(seconds: float = 0, data_dir: str | None = None) -> int:
         await create_writer(bus, topics, health),
     ]
     tasks = [asyncio.create_task(s.run()) for s in services]
+    health.set_ready(True)
     store = state_of(graph_runner).store
 
     def mailbox_items(mailbox: str, kind: str) -> list[dict[str, Any]]:
@@ -177,9 +194,8 @@ async def run_demo(seconds: float = 0, data_dir: str | None = None) -> int:
         return None
 
     total = 6
-    rc = 0
-    try:
 
+    async def story() -> None:
         async def seeded_in_outlook() -> bool:
             return all(outlook_contact(e) for e in ("grace@navy.test", "ada@engine.test", "alan@bletchley.test"))
 
@@ -300,21 +316,36 @@ async def run_demo(seconds: float = 0, data_dir: str | None = None) -> int:
             f"  API calls: Graph {graph_calls}, Salesforce REST {s.get('rest_calls', '?')} "
             f"(of which sObject Collections {s.get('collections_calls', '?')})"
         )
-        if seconds:
-            print(
-                f"\nStill running for {seconds:.0f}s: the emulators' admin APIs are at "
-                f"{graph_url}/_admin and {sf_url}/_admin."
-            )
-            await asyncio.sleep(seconds)
+
+    rc = 0
+    try:
+        rc = await _until_stopped(story(), stop)
+        if rc == 0 and seconds:
+            print(f"\nStill running for {seconds:.0f}s (Ctrl-C stops it). Try these while it runs:")
+            for what, url in (
+                ("exsf metrics", f"{side_url}/metrics"),
+                ("exsf readiness", f"{side_url}/readyz"),
+                ("Graph emulator mailboxes", f"{graph_url}/_admin/mailboxes"),
+                ("Graph API calls so far", f"{graph_url}/_admin/counters"),
+                ("Salesforce contacts", f"{sf_url}/_admin/records/Contact"),
+                ("Salesforce API calls so far", f"{sf_url}/_admin/counters"),
+            ):
+                print(f"  {what:28} {url}")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), seconds)
     except (TimeoutError, AssertionError) as exc:
         print(f"\nexsf demo failed: {exc}")
         rc = 1
     finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        health.set_ready(False, "stopping")
         for s in services:
             s.stop()
         for t in tasks:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(t, 30)
+        await side.stop()
         await gadmin.close()
         await sadmin.close()
         await bus.stop()
@@ -322,7 +353,70 @@ async def run_demo(seconds: float = 0, data_dir: str | None = None) -> int:
         await sf_runner.cleanup()
         if tmp is not None:
             tmp.cleanup()
+        if logs is not None:
+            logs.close()
+    if rc == 130:
+        print("\nexsf demo: interrupted, everything stopped cleanly.")
+    if rc == 1 and logs is not None:
+        print(f"The services' logs are in {logs.path}.")
+    print(NEXT_STEPS)
     return rc
+
+
+NEXT_STEPS = (
+    "\nWhat next: `exsf demo --seconds 600` keeps it all running to explore (metrics, the emulators' "
+    "data); to sync your own org, write a tenant file (README: Configuration), check it with "
+    "`exsf tenants validate tenant.json` and enrol it with `exsf tenants put tenant.json` "
+    "(README: Operating exsf)."
+)
+
+
+async def _until_stopped(story: Coroutine[Any, Any, None], stop: asyncio.Event) -> int:
+    """Run the story unless stopped first: 0 when it played out, 130 when interrupted."""
+    task = asyncio.ensure_future(story)
+    stopper = asyncio.ensure_future(stop.wait())
+    try:
+        done, _ = await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopper.cancel()
+    if task in done:
+        task.result()  # a failed step raises here
+        return 0
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    return 130
+
+
+@dataclass
+class DemoLogs:
+    """The services' logs sent to a file, so the terminal shows the story alone."""
+
+    path: Path
+    file: TextIO
+
+    @classmethod
+    def open(cls, path: Path | None) -> DemoLogs:
+        if path is None:  # a throwaway data dir: keep the log after it is removed
+            fd, name = tempfile.mkstemp(prefix="exsf-demo-", suffix=".log")
+            os.close(fd)
+            path = Path(name)
+        f = path.open("a", encoding="utf-8")
+        cls._point(f)
+        return cls(path, f)
+
+    @staticmethod
+    def _point(stream: TextIO) -> None:
+        # configure_logging (services.core.logging) writes structlog output and library
+        # logs to stderr; only their destination changes here, format and redaction stay.
+        structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=stream))
+        for h in logging.getLogger().handlers:
+            if isinstance(h, logging.StreamHandler):
+                h.setStream(stream)
+
+    def close(self) -> None:
+        self._point(sys.stderr)
+        self.file.close()
 
 
 async def _audit(bus: EmbeddedBus, topics: Topics) -> list[dict[str, Any]]:

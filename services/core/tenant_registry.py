@@ -6,7 +6,7 @@ from __future__ import annotations
 import structlog
 
 from services.core.bus.base import Bus
-from services.core.tenants import Tenant, TenantConfigError
+from services.core.tenants import Tenant, TenantConfigError, literal_secret_problems
 from services.core.topics import TENANTS, tenant_key
 
 log = structlog.get_logger(__name__)
@@ -14,14 +14,11 @@ log = structlog.get_logger(__name__)
 
 def check_no_inline_secrets(t: Tenant) -> None:
     """Refuse configs that carry a secret instead of a reference: exsf.tenants is readable
-    by every service and kept forever (compaction)."""
-    for ref_name, ref in (
-        ("graph.client_secret_ref", t.graph.client_secret_ref),
-        ("salesforce.client_secret_ref", t.salesforce.client_secret_ref),
-        ("salesforce.password_ref", t.salesforce.password_ref),
-    ):
-        if ref and not ref.startswith(("env:", "file:", "literal:")):
-            raise TenantConfigError(f"tenant {t.tenant_id}: {ref_name} must be a reference (env:NAME or file:/path)")
+    by every service and kept forever (compaction). `literal:` is a secret too, allowed only
+    for endpoints on this machine (the demo and the emulators)."""
+    problems = literal_secret_problems(t)
+    if problems:
+        raise TenantConfigError(problems)
 
 
 class TenantRegistry:

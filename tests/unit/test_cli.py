@@ -44,9 +44,15 @@ def test_bad_configuration_is_one_clear_line(tmp_path: Path) -> None:
         "exsf: EXSF_BUS=kafka needs KAFKA_BOOTSTRAP_SERVERS (host:port[,host:port])"
     ]
     bad = tmp_path / "tenant.json"
-    bad.write_text('{"tenant_id": "t", "conflict_policy": "dice"}')
+    bad.write_text(
+        '{"tenant_id": "t", "users": [{"mailbox": "a@t.test", "salesforce_user_id": "005000000000001"}], '
+        '"conflict_policy": "dice"}'
+    )
     r = exsf("tenants", "put", str(bad), env={"EXSF_BUS": "embedded", "EXSF_EMBEDDED_PATH": str(tmp_path / "b.sqlite")})
-    assert r.returncode == 2 and "conflict_policy" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr == (
+        f'exsf: {bad}: $.conflict_policy: "dice" is not one of latest-wins, salesforce-wins, exchange-wins\n'
+    )
 
 
 def test_state_rebuild_restores_the_local_store_from_the_changelog(tmp_path: Path) -> None:
