@@ -19,7 +19,8 @@ import orjson
 from services.core.envelopes import ChangeEvent, Command, CommandResult, Origin, Side, stable_id
 from services.core.records import FIELDS, canonical, normalise_email
 from services.core.tenants import Tenant, User
-from services.reconciler.core import Decision, TenantState, reconcile, sweep
+from services.reconciler.core import Decision, LinkRecord, TenantState, reconcile, sweep
+from services.reconciler.handler import ReconcilerHandler
 
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -389,22 +390,31 @@ class World:
             store = tw.sf_email if cmd.entity == "email" else tw.sf
             owner = cmd.context.owner_id
             assert owner in {u.salesforce_user_id for u in tenant.users}, cmd
-            # Idempotent: an upsert on the external id field holding the link id.
+            # Idempotent: an upsert on the external id field holding the link id. Like the
+            # real writer's (services/writer/salesforce_apply.py), the answer carries the id
+            # only: the version comes with the CDC echo.
             found = next((i for i, it in store.items() if it.ext_id == cmd.link_id), None)
             if found is not None:
-                it = store[found]
-                return result("applied", found, it.version, it.record, it.modified)
+                return result("applied", found)
             item_id = f"S{n}"
             sfi = SfItem(cmd.entity, canonical(cmd.entity, cmd.fields), owner, f"sm{n}", ts(n), ext_id=cmd.link_id)
             store[item_id] = sfi
             if cmd.entity != "email":
                 self._sf_event(tw, item_id, sfi, "upsert", ours=True)
-            return result("applied", item_id, sfi.version, sfi.record, sfi.modified)
+            return result("applied", item_id)
         assert cmd.target_id is not None
         sfi2 = tw.sf.get(cmd.target_id)
         if sfi2 is None:
             return result("gone", cmd.target_id)
-        if sfi2.version != cmd.expected_version:
+        # Updates are conditional on If-Unmodified-Since (the time the service adds from the
+        # link), deletes on the version (kinder than the real writer's delete_many, which is
+        # unconditional: issue 12's note).
+        since = cmd.context.expected_modified_at
+        if cmd.action == "update":
+            changed = bool(since and sfi2.modified > since)
+        else:
+            changed = sfi2.version != cmd.expected_version
+        if changed:
             if self.blind_conflicts:
                 return result("conflict", cmd.target_id)
             return result("conflict", cmd.target_id, sfi2.version, sfi2.record, sfi2.modified)
@@ -415,7 +425,7 @@ class World:
         sfi2.record = canonical(sfi2.entity, {**sfi2.record, **cmd.fields})
         sfi2.version, sfi2.modified = f"sm{n}", ts(n)
         self._sf_event(tw, cmd.target_id, sfi2, "upsert", ours=True)
-        return result("applied", cmd.target_id, sfi2.version, sfi2.record, sfi2.modified)
+        return result("applied", cmd.target_id)  # ids only, as the real writer answers
 
     # --- the reconciler loop ----------------------------------------------------------
     def _apply(self, tw: TenantWorld, d: Decision) -> None:
@@ -426,9 +436,12 @@ class World:
                 tw.changelog.pop(key, None)
             else:
                 tw.changelog[key] = orjson.dumps(value)
+        links = {r.link_id: r for r in d.changes if isinstance(r, LinkRecord)}
         for cmd in d.commands:
             assert cmd.tenant_id == tw.tenant.tenant_id
-        tw.commands.extend(d.commands)
+        # What the service adds before sending (the merged record, Salesforce's
+        # If-Unmodified-Since time), by the service's own code.
+        tw.commands.extend(ReconcilerHandler._enrich(cmd, links.get(cmd.link_id)) for cmd in d.commands)
         tw.audit.extend(d.audit)
 
     def reconcile_one(self, tenant_id: str, item: ChangeEvent | CommandResult) -> Decision:
