@@ -28,7 +28,7 @@ from typing import Protocol
 
 import structlog
 
-from services.core.bus.base import Bus, Consumer, Message, Producer, ProducerFenced, TopicPartition
+from services.core.bus.base import Bus, Consumer, Message, Producer, ProducerFenced, TopicPartition, getmany_until
 from services.core.deadletter import deadletter_record
 from services.core.metrics import ASSIGNED_PARTITIONS, DEADLETTERS, ERRORS, MESSAGES_CONSUMED, TRANSACTION_SECONDS
 from services.core.sideserver import Health
@@ -314,26 +314,7 @@ class PartitionedProcessor:
                     consumer.seek(tp, min(m.offset for m in msgs if m.tp == tp))
 
     async def _poll(self, consumer: Consumer) -> dict[TopicPartition, list[Message]]:
-        """One getmany that a stop interrupts. aiokafka's getmany does not honour its timeout
-        while a rebalance is in progress (the fetcher waits for the new assignment), and a
-        stop that lands then would wait as long as the rebalance: observed as a reconciler
-        that ignored SIGTERM until killed, in tests/integration/test_two_deployments.py.
-        Cancelling it is safe: it is cancelled only while waiting, before it hands out
-        records (and whatever is not committed is read again by the next owner)."""
-        get = asyncio.ensure_future(consumer.getmany(timeout_ms=500, max_records=self.max_batch))
-        stop = asyncio.ensure_future(self._stopping.wait())
-        try:
-            await asyncio.wait({get, stop}, return_when=asyncio.FIRST_COMPLETED)
-        except BaseException:
-            get.cancel()
-            raise
-        finally:
-            stop.cancel()
-        if not get.done():
-            get.cancel()
-            await asyncio.gather(get, return_exceptions=True)
-            return {}
-        return get.result()
+        return await getmany_until(consumer, self._stopping, max_records=self.max_batch)
 
     async def _tick(self) -> None:
         """Timer work (the reconciler's safety sweep): outputs committed in a transaction

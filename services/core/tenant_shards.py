@@ -22,7 +22,7 @@ from typing import Generic, TypeVar, cast
 
 import structlog
 
-from services.core.bus.base import Bus, Consumer, Message, Producer, TopicPartition
+from services.core.bus.base import Bus, Consumer, Message, Producer, TopicPartition, getmany_until
 from services.core.metrics import ASSIGNED_PARTITIONS, STREAMS_ACTIVE, TRANSACTION_SECONDS
 from services.core.processor import LEAVE_TIMEOUT_S, Output
 from services.core.tenants import Tenant, TenantConfigError
@@ -262,24 +262,7 @@ class TenantShards:
                 await self._apply(tp.partition, m.key, m.value)
 
     async def _poll(self, consumer: Consumer) -> dict[TopicPartition, list[Message]]:
-        """One getmany that a stop interrupts: aiokafka's getmany does not honour its timeout
-        while a rebalance is in progress, so a stop landing then would wait for the whole
-        rebalance (same as PartitionedProcessor._poll). Cancelling it is safe: it is
-        cancelled only while waiting, and nothing is committed here."""
-        get = asyncio.ensure_future(consumer.getmany(timeout_ms=500))
-        stop = asyncio.ensure_future(self._stopping.wait())
-        try:
-            await asyncio.wait({get, stop}, return_when=asyncio.FIRST_COMPLETED)
-        except BaseException:
-            get.cancel()
-            raise
-        finally:
-            stop.cancel()
-        if not get.done():
-            get.cancel()
-            await asyncio.gather(get, return_exceptions=True)
-            return {}
-        return get.result()
+        return await getmany_until(consumer, self._stopping)
 
     def stop(self) -> None:
         self._stopping.set()

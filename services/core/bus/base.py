@@ -18,6 +18,7 @@ Semantics both backends guarantee:
 from __future__ import annotations
 
 import abc
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -174,6 +175,32 @@ class Consumer(abc.ABC):
 
     @abc.abstractmethod
     def resume(self, *tps: TopicPartition) -> None: ...
+
+
+
+async def getmany_until(
+    consumer: Consumer, stopping: asyncio.Event, *, timeout_ms: int = 500, max_records: int | None = None
+) -> dict[TopicPartition, list[Message]]:
+    """One getmany that a stop (`stopping` set) interrupts. aiokafka's getmany does not
+    honour its timeout while a rebalance is in progress (the fetcher waits for the new
+    assignment), so a stop landing then would wait as long as the rebalance: observed as a
+    reconciler that ignored SIGTERM until killed (tests/integration/test_two_deployments.py).
+    Cancelling it is safe: it is cancelled only while waiting, before it hands out records,
+    and what is not committed is read again by the next owner."""
+    get = asyncio.ensure_future(consumer.getmany(timeout_ms=timeout_ms, max_records=max_records))
+    stop = asyncio.ensure_future(stopping.wait())
+    try:
+        await asyncio.wait({get, stop}, return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:
+        get.cancel()
+        raise
+    finally:
+        stop.cancel()
+    if not get.done():
+        get.cancel()
+        await asyncio.gather(get, return_exceptions=True)
+        return {}
+    return get.result()
 
 
 class Bus(abc.ABC):
