@@ -61,6 +61,9 @@ def on_event(w: Work, ev: ChangeEvent) -> None:
         elif cand is not None and record is not None and is_stray_create(cand, ev, user.mailbox):
             stray_copy(w, cand, ev, record)
             return
+        elif cand is not None and record is not None and is_first_copy(cand, ev, user.mailbox):
+            first_copy(w, cand, ev, record)
+            return
         elif cand is not None and record is not None and is_stray_record(cand, ev):
             # Our create made it, but the pair holds another Salesforce record by now (it
             # matched an original while the create was in flight, or the create was
@@ -315,6 +318,48 @@ def creating(side: SideState) -> Pending | None:
     """The side's create still in flight, if any (what outlives an unlink or a relink)."""
     p = side.pending
     return p if p is not None and p.action == "create" else None
+
+
+def is_first_copy(link: LinkRecord, ev: ChangeEvent, mailbox: str) -> bool:
+    """An item of our create for `link`, older than the item the pair holds, which our
+    create made too: the writer applied the create, died before answering, and applied it
+    again (a retry cannot find an item the person deleted or moved meanwhile). The first
+    item is the one the person has seen: the pair takes it, and the later one is our copy."""
+    ex = link.exchange
+    return (
+        ev.source == "exchange"
+        and link.entity == ev.entity
+        and link.user.lower() == mailbox.lower()
+        and link.status in ("pending", "linked")
+        and ex.created
+        and ex.pending is None
+        and ex.id not in (None, ev.source_id)
+        and is_older(event_time(ev), ex.modified_at)
+    )
+
+
+def first_copy(w: Work, link: LinkRecord, ev: ChangeEvent, record: dict[str, Any]) -> None:
+    ex = link.exchange
+    assert ex.id is not None
+    w.record(
+        "dedupe",
+        link,
+        reason="an earlier item of our create found",
+        side="exchange",
+        kept_id=ev.source_id,
+        duplicate_id=ex.id,
+    )
+    first = SideState(
+        id=ev.source_id,
+        version=ev.version,
+        modified_at=event_time(ev),
+        shadow=record,
+        retired=add_retired(ex.retired, ex.id),
+        created=True,
+    )
+    link = w.save(replace(link.with_side("exchange", first), seen=add_seen(link.seen, ev.event_id)))
+    discard(w, link, "exchange", ex.id, ex.version, ex.shadow, t=ex.modified_at)
+    plan(w, w.get(link.link_id) or link)
 
 
 def stray_copy(w: Work, link: LinkRecord, ev: ChangeEvent, record: dict[str, Any]) -> None:

@@ -8,6 +8,16 @@ from typing import Any
 Step = tuple[str, dict[str, Any]]
 
 HISTORIES: dict[str, list[Step]] = {
+    # The long run (seed 4 on 8784758, seed 2 on ddc738b): the writer applied our mailbox
+    # create, died before answering, and applied it again after the person had deleted the
+    # first item (a retry finds no deleted item). The first item, the one the person saw
+    # and deleted, is the pair's; the second is our copy: the delete wins, nothing returns.
+    "a_create_applied_again_after_the_person_deleted_the_first_item": [
+        ("sf_create_activity", {"day": "2026-03-01", "kind": "task", "tid": "t1", "u": 0}),
+        ("process", {"k": 0, "overtake": False, "q": "salesforce", "tid": "t1", "times": 1}),
+        ("writer_crash", {"tid": "t1"}),
+        ("ex_delete", {"k": 0, "tid": "t1"}),
+    ],
     # The long run (seed 4 on 2b07020): two items of one mailbox synced with one Salesforce
     # contact (our copy, and one the person made in a backlog) are both deleted. What exsf
     # wrote to the record from one of them is no person's edit for the other: nothing is
