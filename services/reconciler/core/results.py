@@ -336,7 +336,8 @@ def updated(w: Work, link: LinkRecord, s: Side, p: Pending, r: CommandResult) ->
         return link  # a later change of the side was seen: it holds what the side has
     link = link.with_side(s, side)
     if s == "salesforce" and side.id:
-        fan_out(w, link, p, side.id, side.shadow or {}, r.new_version, r.modified_at)
+        # A Salesforce answer carries no time: the content is as new as the edit it came from.
+        fan_out(w, link, p, side.id, side.shadow or {}, r.new_version, r.modified_at or p.as_of)
     return link
 
 

@@ -11,7 +11,7 @@ from typing import Any
 from services.reconciler.core import merge
 from services.reconciler.core.plan import plan_create, unseen_values
 from services.reconciler.core.state import LinkRecord, SideState
-from services.reconciler.core.work import Work, add_retired
+from services.reconciler.core.work import Work, add_retired, is_older
 
 
 def follow_unlinked(
@@ -31,7 +31,8 @@ def follow_unlinked(
             link.entity, link.desired, side.shadow, record, "salesforce", "salesforce-wins", t, None
         )
     w.conflicts(link, conflicts, "salesforce-wins")
-    st = replace(side, shadow=record, version=version, modified_at=t or side.modified_at, gone=False)
+    newer = t if t and not is_older(t, side.modified_at) else side.modified_at
+    st = replace(side, shadow=record, version=version, modified_at=newer, gone=False)
     return replace(link.with_side("salesforce", st), desired=desired)
 
 
