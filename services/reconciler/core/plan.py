@@ -115,6 +115,8 @@ def plan_side(w: Work, link: LinkRecord, s: Side) -> LinkRecord:
         case Absent():
             return plan_create(w, link, s)
         case Present(id=item_id) if not merge.same(side.shadow, link.desired):
+            if s == "salesforce" and sibling_writing(w, link, item_id):
+                return link  # its result re-plans this link (results.release_siblings)
             fields = merge.patch(link.entity, side.shadow, link.desired)
             return w.command(link, s, "update", item_id, fields, side.version)
         case Present() | Creating() | Writing() | Stalled():
@@ -123,6 +125,16 @@ def plan_side(w: Work, link: LinkRecord, s: Side) -> LinkRecord:
             raise AssertionError("a gone side is planned by plan_delete")
         case _:
             assert_never(phase(side))
+
+
+def sibling_writing(w: Work, link: LinkRecord, sf_id: str) -> bool:
+    """One write in flight per Salesforce record, not per link: several mailbox items may
+    sync one record, and two updates sent at once (unconditional when the service knows no
+    time for If-Unmodified-Since) would let the later overwrite the earlier unseen."""
+    return any(
+        c.link_id != link.link_id and c.salesforce.id == sf_id and c.salesforce.pending is not None
+        for c in w.find("salesforce", sf_id)
+    )
 
 
 def plan_create(w: Work, link: LinkRecord, s: Side) -> LinkRecord:

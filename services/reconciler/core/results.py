@@ -100,6 +100,16 @@ def pair_result(w: Work, link: LinkRecord, p: Pending, r: CommandResult) -> None
         w.save(link)
     else:
         plan(w, w.save(link))
+    if s == "salesforce":
+        release_siblings(w, link.link_id, link.salesforce.id or r.target_id)
+
+
+def release_siblings(w: Work, link_id: str, sf_id: str | None) -> None:
+    """The record's write in flight is answered: links of the same record that waited for
+    it (plan.sibling_writing) plan again."""
+    for sib in w.find("salesforce", sf_id) if sf_id else []:
+        if sib.link_id != link_id and sib.status in ("pending", "linked") and sib.salesforce.pending is None:
+            w.replan(sib)
 
 
 def write_failed(w: Work, link: LinkRecord, p: Pending, r: CommandResult) -> None:
@@ -112,6 +122,8 @@ def write_failed(w: Work, link: LinkRecord, p: Pending, r: CommandResult) -> Non
     uncertain = side.uncertain or (p.action == "create" and side.id is None)
     link = w.save(link.with_side(s, replace(side, failed=error, uncertain=uncertain)))
     plan(w, link)  # a delete decision may have waited for this command
+    if s == "salesforce":
+        release_siblings(w, link.link_id, side.id or r.target_id)
 
 
 def email_result(w: Work, link: LinkRecord, p: Pending, r: CommandResult) -> None:

@@ -8,6 +8,29 @@ from typing import Any
 Step = tuple[str, dict[str, Any]]
 
 HISTORIES: dict[str, list[Step]] = {
+    # The long run (seed 2 on 25d3240): several mailbox items of one contact joined to one
+    # Salesforce record, each sending an update at once; with no time known for
+    # If-Unmodified-Since both went unconditionally and the later overwrote the earlier
+    # unseen. Now one write is in flight per Salesforce record, not per link.
+    "two_links_of_one_record_update_it_at_once": [
+        ("email_arrives", {"k": 498, "s": "ann@acme.test", "tid": "t2", "u": 1}),
+        ("ex_create_contact", {"email": "ann@acme.test", "tid": "t2", "u": 1}),
+        ("ex_create_contact", {"email": "ann@acme.test", "tid": "t2", "u": 1}),
+        ("ex_create_contact", {"email": "Ann@Acme.test", "tid": "t2", "u": 1}),
+        ("ex_create_contact", {"email": "ann@acme.test", "tid": "t2", "u": 0}),
+        (
+            "backlog",
+            {
+                "delete": False,
+                "edits": [(887, 31), (402, 9788), (906, 6719)],
+                "email": "Ann@Acme.test",
+                "kind": "event",
+                "side": "salesforce",
+                "tid": "t2",
+                "u": 0,
+            },
+        ),
+    ],
     # The long run (seed 1 on ddc738b, once Salesforce answers carried no time): four items
     # of one contact in one mailbox, each joined to the same record, deleted while their
     # updates were in flight. A fan-out of one link's write, with no time, won the conflict
