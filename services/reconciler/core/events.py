@@ -5,7 +5,7 @@ not know yet become new links (after dedupe) or tombstones."""
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any, assert_never
+from typing import Any, Literal, assert_never
 
 from services.core.envelopes import ChangeEvent, Side, stable_id
 from services.reconciler.core import merge
@@ -48,28 +48,12 @@ def on_event(w: Work, ev: ChangeEvent) -> None:
         return
     ours: LinkRecord | None = None  # the link whose create made this item (found by our tag)
     if not links:
-        tagged = ev.origin.link_tag
-        cand = w.get(tagged) if tagged is not None else None
-        if cand is not None and cand.entity == ev.entity and cand.side(ev.source).id is None:
-            if ev.source == "salesforce" and record is not None and cand.status in ("pending", "linked"):
-                existing = other_record(w, cand, ev.source_id)
-                if existing is not None:
-                    our_late_copy(w, cand, existing, ev, record)
-                    return
-            if ev.source == "salesforce" or cand.user.lower() == user.mailbox.lower():
-                links, ours = [cand], cand
-        elif cand is not None and record is not None and is_stray_create(cand, ev, user.mailbox):
-            stray_copy(w, cand, ev, record)
+        cand = w.get(ev.origin.link_tag) if ev.origin.link_tag is not None else None
+        found = by_tag(w, cand, ev, user.mailbox, record) if cand is not None and cand.entity == ev.entity else "new"
+        if found == "copy":
             return
-        elif cand is not None and record is not None and is_first_copy(cand, ev, user.mailbox):
-            first_copy(w, cand, ev, record)
-            return
-        elif cand is not None and record is not None and is_stray_record(cand, ev):
-            # Our create made it, but the pair holds another Salesforce record by now (it
-            # matched an original while the create was in flight, or the create was
-            # reported failed and applied after all): this one is a copy.
-            stray_record(w, cand, ev, record)
-            return
+        if found == "pair" and cand is not None:
+            links, ours = [cand], cand
     if not links:
         if ev.source == "salesforce" and ev.origin.by_exsf:
             # Written by us, yet no link knows the id: our create, its result still on the
@@ -85,6 +69,35 @@ def on_event(w: Work, ev: ChangeEvent) -> None:
         on_copy(w, w.copy(copy.link_id) or copy, ev, record)
     if ours is not None:
         mark_created(w, ours.link_id, ev.source, ev.source_id)
+
+
+def by_tag(
+    w: Work, cand: LinkRecord, ev: ChangeEvent, mailbox: str, record: dict[str, Any] | None
+) -> Literal["pair", "copy", "new"]:
+    """An item no link knows by id, carrying `cand`'s tag (made by its create): the pair's
+    item (its create seen before the result), a copy of ours (handled here), or to be taken
+    as a new item."""
+    if cand.side(ev.source).id is None:
+        if ev.source == "salesforce" and record is not None and cand.status in ("pending", "linked"):
+            existing = other_record(w, cand, ev.source_id)
+            if existing is not None:
+                our_late_copy(w, cand, existing, ev, record)
+                return "copy"
+        return "pair" if ev.source == "salesforce" or cand.user.lower() == mailbox.lower() else "new"
+    if record is None:
+        return "new"
+    if is_stray_create(cand, ev, mailbox):
+        stray_copy(w, cand, ev, record)
+    elif is_first_copy(cand, ev, mailbox):
+        first_copy(w, cand, ev, record)
+    elif is_stray_record(cand, ev):
+        # Our create made it, but the pair holds another Salesforce record by now (it
+        # matched an original while the create was in flight, or the create was
+        # reported failed and applied after all): this one is a copy.
+        stray_record(w, cand, ev, record)
+    else:
+        return "new"
+    return "copy"
 
 
 def mark_created(w: Work, link_id: str, s: Side, item_id: str) -> None:
