@@ -168,7 +168,7 @@ class _Checker:
             return None
         for k in value:
             if k not in known:
-                self.bad(f"{path}.{k}" if _ENV_NAME.match(str(k)) else f"{path}[{_show(k)}]",
+                self.bad(f"{path}.{k}" if _ENV_NAME.fullmatch(str(k)) else f"{path}[{_show(k)}]",
                          f"unknown key (known keys: {', '.join(known)})")
         return value
 
@@ -176,7 +176,7 @@ class _Checker:
         if not isinstance(value, str):
             self.bad(path, f"must be a string, not {_kind(value)}")
             return None
-        if pattern is not None and not pattern.match(value):
+        if pattern is not None and not pattern.fullmatch(value):
             self.bad(path, f"{_show(value)} is not {what}")
             return None
         return value
@@ -213,7 +213,7 @@ class _Checker:
             return value
         scheme, _, rest = value.partition(":")
         ok = (
-            (scheme == "env" and bool(_ENV_NAME.match(rest)))
+            (scheme == "env" and bool(_ENV_NAME.fullmatch(rest)))
             or (scheme == "file" and rest.startswith("/"))
             or (scheme == "literal" and rest != "")
         )

@@ -52,6 +52,12 @@ def test_tenant_round_trip_and_lookups() -> None:
         ({"salesforce": {"external_id_field": "Link"}}, r"\$.salesforce.external_id_field: .* custom field"),
         ({"salesforce": {"password_ref": "env:"}}, r"\$.salesforce.password_ref: must be a secret reference"),
         ({"salesforce": {"password_ref": "file:relative"}}, r"\$.salesforce.password_ref: must be a secret reference"),
+        # A trailing line break passes a regex's `$`: values and keys are matched whole,
+        # and an odd key is shown escaped, so the message stays one line (found by the fuzz).
+        ({"A\n": None}, r'\$\["A\\n"\]: unknown key'),
+        ({"users": [{"mailbox": "a@b.test\n", "salesforce_user_id": "005000000000001"}]},
+         r"\$.users\[0\].mailbox: .* is not an email address"),
+        ({"salesforce": {"password_ref": "env:PW\n"}}, r"\$.salesforce.password_ref: must be a secret reference"),
     ],
 )
 def test_bad_tenant_config_names_the_field_by_its_json_path(change: dict[str, object], message: str) -> None:
