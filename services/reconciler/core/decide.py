@@ -38,7 +38,7 @@ queue of follow-ups (`Replan`) that steps leave for other links.
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import assert_never
 
 from services.core.envelopes import ChangeEvent, CommandResult
@@ -48,9 +48,7 @@ from services.reconciler.core.discard import remove
 from services.reconciler.core.events import on_event
 from services.reconciler.core.plan import plan
 from services.reconciler.core.results import on_result
-from services.reconciler.core.state import (
-    TenantState,
-)
+from services.reconciler.core.state import Record, TenantState
 from services.reconciler.core.unlinked import push_unlinked
 from services.reconciler.core.work import Decision, Input, Replan, Step, Work
 
@@ -111,8 +109,7 @@ def sweep(state: TenantState, tenant: Tenant, now: str) -> Decision:
                 push_unlinked(w, replace(link, salesforce=replace(link.salesforce, failed=None)))
             continue
         if link.status == "deleted":
-            t = merge.parse_time(link.updated_at)
-            if cutoff is not None and t is not None and t < cutoff:
+            if expired(link, cutoff):
                 w.forget(link)
             continue
         if link.exchange.failed or link.salesforce.failed:
@@ -125,10 +122,15 @@ def sweep(state: TenantState, tenant: Tenant, now: str) -> Decision:
         if copy is None:
             continue
         if copy.done:
-            t = merge.parse_time(copy.updated_at)
-            if cutoff is not None and t is not None and t < cutoff:
+            if expired(copy, cutoff):
                 w.forget(copy)
             continue
         w.save_copy(remove(w, copy.with_item(replace(copy.item, failed=None))))
     drain(w)
     return w.decision()
+
+
+def expired(rec: Record, cutoff: datetime | None) -> bool:
+    """A tombstone (an ended pair, a removed copy) last changed before the cutoff."""
+    t = merge.parse_time(rec.updated_at)
+    return cutoff is not None and t is not None and t < cutoff

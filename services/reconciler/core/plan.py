@@ -23,7 +23,7 @@ from services.reconciler.core.state import (
     other,
     phase,
 )
-from services.reconciler.core.work import Work, add_retired, is_older
+from services.reconciler.core.work import Work, add_retired, later
 
 
 def observe(
@@ -79,7 +79,7 @@ def observe(
         id=side.id or item_id,
         shadow=record,
         version=version,
-        modified_at=t if t and not is_older(t, side.modified_at) else side.modified_at,
+        modified_at=later(t, side.modified_at),
         gone=False,
     )
     if mine and written is not None:

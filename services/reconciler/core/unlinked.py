@@ -11,7 +11,7 @@ from typing import Any
 from services.reconciler.core import merge
 from services.reconciler.core.plan import plan_create, unseen_values
 from services.reconciler.core.state import LinkRecord, SideState
-from services.reconciler.core.work import Work, add_retired, is_older
+from services.reconciler.core.work import Work, add_retired, later
 
 
 def follow_unlinked(
@@ -31,8 +31,7 @@ def follow_unlinked(
             link.entity, link.desired, side.shadow, record, "salesforce", "salesforce-wins", t, None
         )
     w.conflicts(link, conflicts, "salesforce-wins")
-    newer = t if t and not is_older(t, side.modified_at) else side.modified_at
-    st = replace(side, shadow=record, version=version, modified_at=newer, gone=False)
+    st = replace(side, shadow=record, version=version, modified_at=later(t, side.modified_at), gone=False)
     return replace(link.with_side("salesforce", st), desired=desired)
 
 

@@ -116,23 +116,41 @@ class Work:
         seq = copy.seq + 1
         item = copy.item
         assert item.id is not None
+        cmd = self._emit(copy, copy.side, "delete", item.id, {}, item.version, seq, CommandContext())
+        pending = Pending(cmd.command_id, "delete", {}, item.version)
+        return replace(copy, item=replace(item, pending=pending, failed=None), seq=seq)
+
+    def _emit(
+        self,
+        rec: Record,
+        target: Side,
+        action: Any,
+        target_id: str | None,
+        fields: dict[str, Any],
+        expected_version: str | None,
+        seq: int,
+        context: CommandContext,
+    ) -> Command:
         cmd = Command(
-            tenant_id=copy.tenant_id,
-            user=copy.user,
-            target=copy.side,
-            entity=copy.entity,
-            action="delete",
-            link_id=copy.link_id,
-            target_id=item.id,
-            fields={},
-            expected_version=item.version,
+            tenant_id=rec.tenant_id,
+            user=rec.user,
+            target=target,
+            entity=rec.entity,
+            action=action,
+            link_id=rec.link_id,
+            target_id=target_id,
+            fields=fields,
+            expected_version=expected_version,
+            context=context,
+            # Our own id: envelopes' default hashes fields without None values, so two
+            # patches clearing different fields would collide; seq makes a retry after a
+            # failure a new command rather than one the writer already answered.
             command_id=stable_id(
-                "cmd", copy.tenant_id, copy.link_id, copy.side, "delete", item.id, item.version, seq, {}
+                "cmd", rec.tenant_id, rec.link_id, target, action, target_id, expected_version, seq, fields
             ),
         )
         self.commands.append(cmd)
-        pending = Pending(cmd.command_id, "delete", {}, item.version)
-        return replace(copy, item=replace(item, pending=pending, failed=None), seq=seq)
+        return cmd
 
     def replan(self, link: LinkRecord) -> LinkRecord:
         """Save another link's new state and queue it to be planned once this step is done."""
@@ -159,25 +177,7 @@ class Work:
         context: CommandContext | None = None,
     ) -> LinkRecord:
         seq = link.seq + 1
-        cmd = Command(
-            tenant_id=link.tenant_id,
-            user=link.user,
-            target=target,
-            entity=link.entity,
-            action=action,
-            link_id=link.link_id,
-            target_id=target_id,
-            fields=fields,
-            expected_version=expected_version,
-            context=context or CommandContext(),
-            # Our own id: envelopes' default hashes fields without None values, so two
-            # patches clearing different fields would collide; seq makes a retry after a
-            # failure a new command rather than one the writer already answered.
-            command_id=stable_id(
-                "cmd", link.tenant_id, link.link_id, target, action, target_id, expected_version, seq, fields
-            ),
-        )
-        self.commands.append(cmd)
+        cmd = self._emit(link, target, action, target_id, fields, expected_version, seq, context or CommandContext())
         side = link.side(target)
         source = link.side("exchange" if target == "salesforce" else "salesforce")
         as_of = source.ours_at if source.holds_ours() else source.modified_at
@@ -245,3 +245,8 @@ def event_time(ev: ChangeEvent) -> str:
 
 def is_older(t: str | None, watermark: str | None) -> bool:
     return bool(t and watermark and merge.newer(watermark, t))
+
+
+def later(t: str | None, watermark: str | None) -> str | None:
+    """The watermark after seeing content of time `t`: it never moves back."""
+    return t if t and not is_older(t, watermark) else watermark
